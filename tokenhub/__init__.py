@@ -1,0 +1,38 @@
+"""tokenhub: an embeddable LLM router.
+
+Configure a :class:`Hub` from a plain dict; it sends OpenAI-style chat requests
+to OpenAI, Anthropic, vLLM or any OpenAI-compatible server and returns typed
+responses. Errors live in :mod:`tokenhub.errors`, the adapter contract in
+:mod:`tokenhub.providers`, and a fake provider for tests in :mod:`tokenhub.testing`.
+"""
+
+from __future__ import annotations
+
+from tokenhub._hub import ChatStream as ChatStream
+from tokenhub._hub import Hub as Hub
+from tokenhub._hub import SyncHub as SyncHub
+from tokenhub._models import ChatResponse as ChatResponse
+from tokenhub._models import Chunk as Chunk
+from tokenhub._models import Message as Message
+from tokenhub._models import ToolCall as ToolCall
+from tokenhub._models import ToolCallDelta as ToolCallDelta
+from tokenhub._models import Usage as Usage
+from tokenhub._secret import Secret as Secret
+from tokenhub.errors import TokenhubError as TokenhubError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatResponse",
+    "ChatStream",
+    "Chunk",
+    "Hub",
+    "Message",
+    "Secret",
+    "SyncHub",
+    "TokenhubError",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "__version__",
+]

@@ -1,0 +1,40 @@
+"""Scrub secrets out of text that leaves tokenhub (error messages, logs)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tokenhub._secret import Secret
+
+__all__ = ["MASK", "scrub", "truncate"]
+
+MASK = "[REDACTED]"
+
+# Common credential shapes: OpenAI/Anthropic/Groq keys, bearer tokens, AWS-style ids.
+_KEY_SHAPES = re.compile(
+    r"(?:sk-(?:ant-|proj-)?[A-Za-z0-9_\-*]{8,}|gsk_[A-Za-z0-9]{16,}|"
+    r"(?i:bearer)\s+[A-Za-z0-9._\-~+/]{8,}=*|AKIA[0-9A-Z]{16})"
+)
+_MIN_FRAGMENT = 8
+
+
+def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
+    """Replace every known secret, its distinctive fragments and key-shaped tokens with a mask."""
+    for secret in secrets:
+        value = secret.reveal()
+        if not value:
+            continue
+        text = text.replace(value, MASK)
+        # Providers echo keys partially ("sk-VKMIs*****wjh3"): mask long prefixes and suffixes too.
+        if len(value) >= 2 * _MIN_FRAGMENT:
+            text = text.replace(value[:_MIN_FRAGMENT], MASK).replace(value[-_MIN_FRAGMENT:], MASK)
+    return _KEY_SHAPES.sub(MASK, text)
+
+
+def truncate(text: str, limit: int = 300) -> str:
+    """Shorten ``text`` to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,321 @@
+"""Every error tokenhub raises, rooted at :class:`TokenhubError`.
+
+The tree::
+
+    TokenhubError
+    ├── ConfigError (ValueError)            the config dict is wrong; lists every bad path
+    ├── RequestError (ValueError)           the request envelope is wrong; raised before any I/O
+    ├── ModelNotFoundError (LookupError)    ``model=`` names no configured model
+    ├── CredentialError                     a provider's key cannot be resolved (env var unset)
+    └── ProviderError                       a provider call failed; ``error_class`` says how
+        ├── RateLimitError                  rate_limited, request_too_large_for_limit
+        ├── QuotaExhaustedError             quota_exhausted (out of credit; not retryable)
+        ├── AuthenticationError             auth (401/403)
+        ├── ContextOverflowError            context_overflow (prompt + output too long)
+        ├── ContentPolicyError              content_policy
+        ├── InvalidRequestError (ValueError)  invalid_request (the provider rejected the request)
+        ├── ProviderUnavailableError        overloaded, transient, provider_down
+        │   └── ProviderTimeoutError (TimeoutError)
+        └── StreamInterrupted               a stream broke after its first chunk was delivered
+
+Messages are sanitised: provider error bodies are parsed, truncated and never
+chained as raw bodies, and no credential ever appears in an error's text.
+Errors pickle with all their fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tokenhub._models import ToolCall, Usage
+
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ContentPolicyError",
+    "ContextOverflowError",
+    "CredentialError",
+    "ErrorClass",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "QuotaExhaustedError",
+    "RateLimitError",
+    "RequestError",
+    "StreamInterrupted",
+    "TokenhubError",
+    "error_type_for",
+]
+
+
+class ErrorClass(str, enum.Enum):
+    """How a provider failure is classified; the failover engine acts on it."""
+
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    TRANSIENT = "transient"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    AUTH = "auth"
+    CONTEXT_OVERFLOW = "context_overflow"
+    REQUEST_TOO_LARGE_FOR_LIMIT = "request_too_large_for_limit"
+    CONTENT_POLICY = "content_policy"
+    INVALID_REQUEST = "invalid_request"
+    PROVIDER_DOWN = "provider_down"
+    STREAM_INTERRUPTED = "stream_interrupted"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again to the same model."""
+        return self in _RETRYABLE
+
+    @property
+    def counts_against_health(self) -> bool:
+        """Whether this failure says something about the provider, not the request."""
+        return self in _HEALTH
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RETRYABLE = frozenset(
+    {
+        ErrorClass.RATE_LIMITED,
+        ErrorClass.OVERLOADED,
+        ErrorClass.TRANSIENT,
+        ErrorClass.PROVIDER_DOWN,
+    }
+)
+_HEALTH = frozenset(
+    {
+        ErrorClass.OVERLOADED,
+        ErrorClass.TRANSIENT,
+        ErrorClass.PROVIDER_DOWN,
+        ErrorClass.STREAM_INTERRUPTED,
+    }
+)
+
+
+class TokenhubError(Exception):
+    """The root of every error tokenhub raises."""
+
+
+class ConfigError(TokenhubError, ValueError):
+    """The configuration is invalid.
+
+    ``errors`` holds one ``(path, reason)`` pair per problem, e.g.
+    ``("models.gpt-4o-mini.pricing.input", "expected a number, got 'cheap'")``.
+    """
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        self.errors: tuple[tuple[str, str], ...] = tuple(errors)
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in self.errors)
+        n = len(self.errors)
+        super().__init__(f"invalid configuration ({n} error{'s' if n != 1 else ''}):\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
+
+class RequestError(TokenhubError, ValueError):
+    """The request envelope is invalid; raised before anything is sent.
+
+    ``errors`` holds ``(path, reason)`` pairs such as ``("messages[2].role", "unknown role 'bot'")``.
+    """
+
+    def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
+        self.errors: tuple[tuple[str, str], ...] = tuple(errors)
+        lines = "; ".join(f"{path}: {reason}" if path else reason for path, reason in self.errors)
+        super().__init__(f"invalid request: {lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
+
+class ModelNotFoundError(TokenhubError, LookupError):
+    """The requested model is not configured."""
+
+    def __init__(self, model: str, known: Sequence[str] = ()) -> None:
+        self.model = model
+        self.known = tuple(known)
+        hint = f"; configured models: {', '.join(sorted(self.known))}" if self.known else ""
+        super().__init__(f"unknown model {model!r}{hint}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model, self.known))
+
+
+class CredentialError(TokenhubError):
+    """A provider's credential could not be resolved (the message names where it was looked for)."""
+
+
+class ProviderError(TokenhubError):
+    """A provider call failed.
+
+    The message is a sanitised, truncated summary of the provider's reason.
+    """
+
+    error_class: ErrorClass
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        provider: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        upstream_request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_class = error_class
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.upstream_request_id = upstream_request_id
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "error_class": self.error_class,
+            "provider": self.provider,
+            "model": self.model,
+            "status": self.status,
+            "code": self.code,
+            "retry_after": self.retry_after,
+            "request_id": self.request_id,
+            "upstream_request_id": self.upstream_request_id,
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (self.message,), self._fields()))
+
+    def __str__(self) -> str:
+        where = "/".join(p for p in (self.provider, self.model) if p)
+        status = f" {self.status}" if self.status is not None else ""
+        prefix = f"[{self.error_class.value}{status}{' ' + where if where else ''}] "
+        return prefix + self.message
+
+
+def _rebuild(cls: type[ProviderError], args: tuple[Any, ...], kw: dict[str, Any]) -> ProviderError:
+    return cls(*args, **kw)
+
+
+class RateLimitError(ProviderError):
+    """The provider rate-limited the request; ``retry_after`` is its hint in seconds, if any."""
+
+
+class QuotaExhaustedError(ProviderError):
+    """The credential is out of quota or credit; retrying will not help."""
+
+
+class AuthenticationError(ProviderError):
+    """The provider rejected the credential (401/403)."""
+
+
+class ContextOverflowError(ProviderError):
+    """The prompt plus the requested output does not fit the model's context window.
+
+    ``limit``, ``prompt_tokens`` and ``requested_output_tokens`` are filled when the
+    provider's message states them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int | None = None,
+        prompt_tokens: int | None = None,
+        requested_output_tokens: int | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+        self.requested_output_tokens = requested_output_tokens
+
+    def _fields(self) -> dict[str, Any]:
+        return super()._fields() | {
+            "limit": self.limit,
+            "prompt_tokens": self.prompt_tokens,
+            "requested_output_tokens": self.requested_output_tokens,
+        }
+
+
+class ContentPolicyError(ProviderError):
+    """The provider refused the request on content-policy grounds."""
+
+
+class InvalidRequestError(ProviderError, ValueError):
+    """The provider rejected the request as invalid (a 400-class error caused by the request)."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider is overloaded, erroring, or unreachable."""
+
+
+class ProviderTimeoutError(ProviderUnavailableError, TimeoutError):
+    """The provider did not answer in time."""
+
+
+class StreamInterrupted(ProviderError):
+    """A stream broke after chunks had been delivered to the caller.
+
+    A truncated answer is never reported as a success: this error carries what
+    arrived before the break in ``partial_text``, ``partial_tool_calls`` and
+    ``usage`` (``None`` when the provider never reported it).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        partial_tool_calls: tuple[ToolCall, ...] = (),
+        usage: Usage | None = None,
+        **kw: Any,
+    ) -> None:
+        kw.setdefault("error_class", ErrorClass.STREAM_INTERRUPTED)
+        super().__init__(message, **kw)
+        self.partial_text = partial_text
+        self.partial_tool_calls = partial_tool_calls
+        self.usage = usage
+
+    def _fields(self) -> dict[str, Any]:
+        return super()._fields() | {
+            "partial_text": self.partial_text,
+            "partial_tool_calls": self.partial_tool_calls,
+            "usage": self.usage,
+        }
+
+
+_BY_CLASS: dict[ErrorClass, type[ProviderError]] = {
+    ErrorClass.RATE_LIMITED: RateLimitError,
+    ErrorClass.REQUEST_TOO_LARGE_FOR_LIMIT: RateLimitError,
+    ErrorClass.QUOTA_EXHAUSTED: QuotaExhaustedError,
+    ErrorClass.AUTH: AuthenticationError,
+    ErrorClass.CONTEXT_OVERFLOW: ContextOverflowError,
+    ErrorClass.CONTENT_POLICY: ContentPolicyError,
+    ErrorClass.INVALID_REQUEST: InvalidRequestError,
+    ErrorClass.OVERLOADED: ProviderUnavailableError,
+    ErrorClass.TRANSIENT: ProviderUnavailableError,
+    ErrorClass.PROVIDER_DOWN: ProviderUnavailableError,
+    ErrorClass.STREAM_INTERRUPTED: StreamInterrupted,
+}
+
+
+def error_type_for(error_class: ErrorClass) -> type[ProviderError]:
+    """Return the exception type raised for ``error_class``."""
+    return _BY_CLASS[error_class]

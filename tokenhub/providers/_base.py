@@ -1,0 +1,238 @@
+"""What the built-in HTTP adapters share: URLs, keys, error classification and raising."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tokenhub._http import TransportError
+from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text
+from tokenhub._redact import scrub, truncate
+from tokenhub.errors import ErrorClass, ProviderError, ProviderTimeoutError, error_type_for
+from tokenhub.providers._types import Capabilities, Classification
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from tokenhub._http import HttpResponse
+    from tokenhub._secret import Secret
+    from tokenhub.providers._types import Call, ProviderSettings
+
+__all__ = ["HTTPProvider", "classify_status", "context_numbers", "error_envelope"]
+
+_CONTEXT = re.compile(
+    r"maximum context length|context length|context window|too long to fit|"
+    r"is too long and exceeds|prompt is too long|max_tokens.*too large|input is too long|"
+    r"too many tokens",
+    re.IGNORECASE,
+)
+_QUOTA = re.compile(
+    r"insufficient_quota|exceeded your current quota|credit balance|billing|spend limit|budget",
+    re.IGNORECASE,
+)
+_NUM = r"(\d[\d,]*)"
+
+
+def _int(s: str) -> int:
+    return int(s.replace(",", ""))
+
+
+def context_numbers(message: str) -> dict[str, int]:
+    """Pull the limit, prompt tokens and requested output tokens out of a context-length message."""
+    out: dict[str, int] = {}
+    patterns = {
+        "limit": [
+            rf"maximum context length is {_NUM}",
+            rf"context length {_NUM}",
+            rf"> {_NUM} maximum",
+            rf"exceeds limit of {_NUM}",
+        ],
+        "prompt_tokens": [
+            rf"\({_NUM} in the messages",
+            rf"messages resulted in {_NUM}",
+            rf"prompt contains at least {_NUM}",
+            rf"prompt is too long: {_NUM}",
+            rf"total length {_NUM}",
+            rf"input prompt \({_NUM} tokens\)",
+        ],
+        "requested_output_tokens": [rf"{_NUM} in the completion", rf"requested {_NUM} output"],
+    }
+    for key, pats in patterns.items():
+        for pat in pats:
+            m = re.search(pat, message, re.IGNORECASE)
+            if m:
+                out[key] = _int(m.group(1))
+                break
+    return out
+
+
+def error_envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """Parse ``(type, code, message)`` from OpenAI, Anthropic or vLLM error bodies."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    err = data.get("error")
+    if isinstance(err, dict):
+        data = err
+    elif data.get("object") != "error":  # vLLM's older flat shape has object: error
+        return None, None, str(err) if isinstance(err, str) else None
+    kind, code, message = data.get("type"), data.get("code"), data.get("message")
+    return (
+        kind if isinstance(kind, str) else None,
+        str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+        message if isinstance(message, str) else None,
+    )
+
+
+def classify_status(
+    status: int,
+    headers: Mapping[str, str],
+    kind: str | None,
+    code: str | None,
+    message: str,
+    *,
+    now: float,
+) -> Classification:
+    """The rules shared by every adapter, applied after its provider-specific ones."""
+    text = f"{kind or ''} {code or ''} {message}"
+    if status == 429:
+        if _QUOTA.search(text):
+            return Classification(ErrorClass.QUOTA_EXHAUSTED, message, code)
+        wait = parse_retry_after(headers, now=now)
+        if wait is None:
+            wait = parse_retry_after_text(message)
+        if message.lower().startswith("request too large"):
+            return Classification(ErrorClass.REQUEST_TOO_LARGE_FOR_LIMIT, message, code, wait)
+        return Classification(ErrorClass.RATE_LIMITED, message, code, wait)
+    if status == 413 or code == "context_length_exceeded" or _CONTEXT.search(message):
+        return Classification(ErrorClass.CONTEXT_OVERFLOW, message, code, **context_numbers(message))
+    if status in (401, 403):
+        return Classification(ErrorClass.AUTH, message, code)
+    if status == 402 or (400 <= status < 500 and _QUOTA.search(text)):
+        return Classification(ErrorClass.QUOTA_EXHAUSTED, message, code)
+    if code in ("content_filter", "content_policy_violation"):
+        return Classification(ErrorClass.CONTENT_POLICY, message, code)
+    if status in (408, 409):
+        return Classification(ErrorClass.TRANSIENT, message, code)
+    if status in (503, 529):
+        return Classification(
+            ErrorClass.OVERLOADED, message, code, parse_retry_after(headers, now=now)
+        )
+    if status >= 500:
+        return Classification(ErrorClass.TRANSIENT, message, code)
+    return Classification(ErrorClass.INVALID_REQUEST, message, code)
+
+
+class HTTPProvider:
+    """Base of the built-in adapters: round-robin base URLs, per-request keys, error raising."""
+
+    default_base_url: ClassVar[str]
+    default_capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        self.settings = settings
+        self._http = settings.http
+        self._bases = tuple(u.rstrip("/") for u in settings.base_urls) or (self.default_base_url,)
+        self._next = itertools.cycle(self._bases).__next__
+
+    def capabilities(self, model: str) -> Capabilities:  # noqa: ARG002 - per-kind defaults
+        """The adapter kind's defaults; a model's configured capabilities override them."""
+        return self.default_capabilities
+
+    def _url(self, path: str) -> str:
+        return self._next() + path
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool."""
+        await self._http.aclose()
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
+        """Classify an error response."""
+        kind, code, message = error_envelope(body)
+        return classify_status(
+            status, headers, kind, code, message or f"HTTP {status}", now=self.settings.clock()
+        )
+
+    def _error(
+        self,
+        call: Call,
+        c: Classification,
+        key: Secret | None,
+        *,
+        status: int | None = None,
+        upstream_request_id: str | None = None,
+    ) -> ProviderError:
+        cls = error_type_for(c.error_class)
+        extra: dict[str, Any] = {}
+        if c.error_class is ErrorClass.CONTEXT_OVERFLOW:
+            extra = {
+                "limit": c.limit,
+                "prompt_tokens": c.prompt_tokens,
+                "requested_output_tokens": c.requested_output_tokens,
+            }
+        return cls(
+            truncate(scrub(c.message, (key,) if key else ())),
+            error_class=c.error_class,
+            provider=call.provider,
+            model=call.model,
+            status=status,
+            code=c.code,
+            retry_after=c.retry_after,
+            request_id=call.request_id,
+            upstream_request_id=upstream_request_id,
+            **extra,
+        )
+
+    def _http_error(self, call: Call, r: HttpResponse, key: Secret | None) -> ProviderError:
+        return self._error(
+            call,
+            self.classify(r.status, r.headers, r.body),
+            key,
+            status=r.status,
+            upstream_request_id=self._upstream_request_id(r.headers),
+        )
+
+    def _transport_error(self, call: Call, exc: TransportError) -> ProviderError:
+        cls = ProviderTimeoutError if exc.kind == "timeout" else error_type_for(ErrorClass.PROVIDER_DOWN)
+        return cls(
+            f"{exc.kind} error talking to the provider ({exc.detail})",
+            error_class=ErrorClass.PROVIDER_DOWN,
+            provider=call.provider,
+            model=call.model,
+            request_id=call.request_id,
+        )
+
+    def _stream_broken(self, call: Call, why: str) -> ProviderError:
+        """A stream that broke after its headers: transient until chunks reached the caller."""
+        return error_type_for(ErrorClass.TRANSIENT)(
+            why,
+            error_class=ErrorClass.TRANSIENT,
+            provider=call.provider,
+            model=call.model,
+            request_id=call.request_id,
+        )
+
+    def _bad_body(self, call: Call, r: HttpResponse) -> ProviderError:
+        return self._error(
+            call,
+            Classification(ErrorClass.TRANSIENT, "the provider sent an unreadable response body"),
+            None,
+            status=r.status,
+            upstream_request_id=self._upstream_request_id(r.headers),
+        )
+
+    @staticmethod
+    def _upstream_request_id(headers: Mapping[str, str]) -> str | None:
+        return headers.get("x-request-id") or headers.get("request-id")
+
+    def _headers(self, call: Call, auth: Mapping[str, str]) -> dict[str, str]:
+        h = {"content-type": "application/json", "x-request-id": call.request_id}
+        h.update(self.settings.headers)
+        h.update(auth)
+        return h
+

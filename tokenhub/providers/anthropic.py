@@ -1,0 +1,330 @@
+"""Anthropic Messages: system lifted to the top, tools as tool_use/tool_result blocks."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tokenhub._http import HttpResponse, TransportError
+from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub.errors import RequestError
+from tokenhub.providers._base import HTTPProvider, classify_status, error_envelope
+from tokenhub.providers._types import Capabilities, Classification
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from tokenhub._models import ChatResponse, Chunk
+    from tokenhub._secret import Secret
+    from tokenhub._sse import SSEEvent
+    from tokenhub.providers._types import Call
+
+__all__ = ["AnthropicProvider"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+DEFAULT_MAX_TOKENS = 4096
+_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+# Anthropic error types mapped to the status they behave like, checked before the status rules.
+_TYPES = {
+    "rate_limit_error": 429,
+    "overloaded_error": 529,
+    "api_error": 500,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "billing_error": 402,
+    "request_too_large": 413,
+    "not_found_error": 404,
+    "timeout_error": 408,
+}
+
+
+def _image(p: ImagePart) -> dict[str, Any]:
+    if p.url.startswith("data:"):
+        header, _, data = p.url.partition(",")
+        media_type = header[5:].split(";", 1)[0] or "image/png"
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": p.url}}
+
+
+def _blocks(m: Message) -> list[dict[str, Any]]:
+    c = m.content
+    if c is None:
+        return []
+    if isinstance(c, str):
+        return [{"type": "text", "text": c}] if c else []
+    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p) for p in c]
+
+
+def _tool_use(i: int, j: int, t: ToolCall) -> dict[str, Any]:
+    try:
+        args = json.loads(t.arguments) if t.arguments else {}
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise RequestError(
+            [(f"messages[{i}].tool_calls[{j}].function.arguments", "must be a JSON object")]
+        )
+    return {"type": "tool_use", "id": t.id, "name": t.name, "input": args}
+
+
+def encode_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split out the system prompt and translate the rest into Anthropic messages.
+
+    Consecutive tool results become one user message of ``tool_result`` blocks,
+    and a user message that follows them joins that same message.
+    """
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            system.append(m.text)
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text}
+            if out and out[-1]["role"] == "user" and out[-1].get("_tool_results"):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block], "_tool_results": True})
+            continue
+        blocks = _blocks(m)
+        if m.role == "assistant":
+            blocks.extend(_tool_use(i, j, t) for j, t in enumerate(m.tool_calls))
+            out.append({"role": "assistant", "content": blocks})
+        elif out and out[-1].get("_tool_results"):
+            out[-1]["content"].extend(blocks)
+        else:
+            content: Any = m.content if isinstance(m.content, str) else blocks
+            out.append({"role": "user", "content": content})
+    for msg in out:
+        msg.pop("_tool_results", None)
+    return ("\n\n".join(system) if system else None), out
+
+
+def _usage(u: Mapping[str, Any]) -> Usage:
+    plain = u.get("input_tokens") or 0
+    read = u.get("cache_read_input_tokens") or 0
+    written = u.get("cache_creation_input_tokens") or 0
+    return Usage(
+        input_tokens=plain + read + written,
+        output_tokens=u.get("output_tokens") or 0,
+        cached_input_tokens=read,
+        cache_write_input_tokens=written,
+    )
+
+
+class AnthropicProvider(HTTPProvider):
+    """The Anthropic Messages adapter (``kind: anthropic``).
+
+    ``base_url`` excludes the version path (``https://api.anthropic.com``).
+    Options: ``anthropic_version`` (default ``2023-06-01``) and ``beta`` (a list of
+    ``anthropic-beta`` flags).
+    """
+
+    default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    default_capabilities: ClassVar[Capabilities] = Capabilities(
+        tools=True, vision=True, prefill=True
+    )
+
+    def _auth(self, key: Secret | None) -> dict[str, str]:
+        opts = self.settings.options
+        h = {"anthropic-version": str(opts.get("anthropic_version", "2023-06-01"))}
+        if opts.get("beta"):
+            h["anthropic-beta"] = ",".join(opts["beta"])
+        if key is not None:
+            h["x-api-key"] = key.reveal()
+        return h
+
+    def encode(self, call: Call, *, stream: bool) -> dict[str, Any]:
+        """Build the request body."""
+        r = call.request
+        fmt = r.response_format
+        if fmt is not None and fmt.type != "text":
+            raise RequestError(
+                [("response_format", f"the anthropic adapter does not support {fmt.type!r}")]
+            )
+        system, messages = encode_messages(r.messages)
+        body: dict[str, Any] = {
+            "model": call.upstream,
+            "max_tokens": r.max_tokens or call.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+        }
+        if system is not None:
+            body["system"] = system
+        if stream:
+            body["stream"] = True
+        if r.tools:
+            body["tools"] = [
+                {"name": t.name, "input_schema": t.parameters or {"type": "object"}}
+                | ({"description": t.description} if t.description else {})
+                for t in r.tools
+            ]
+        tc = r.tool_choice
+        if tc is not None:
+            choice: dict[str, Any] = {
+                "auto": {"type": "auto"},
+                "none": {"type": "none"},
+                "required": {"type": "any"},
+                "function": {"type": "tool", "name": tc.name},
+            }[tc.mode]
+            if r.parallel_tool_calls is False and tc.mode != "none":
+                choice["disable_parallel_tool_use"] = True
+            body["tool_choice"] = choice
+        elif r.parallel_tool_calls is False and r.tools:
+            body["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+        if r.temperature is not None:
+            body["temperature"] = r.temperature
+        if r.top_p is not None:
+            body["top_p"] = r.top_p
+        if r.stop:
+            body["stop_sequences"] = list(r.stop)
+        if r.user is not None:
+            body["metadata"] = {"user_id": r.user}
+        if r.extra_body:
+            body.update(r.extra_body)
+        return body
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
+        """Classify by Anthropic's ``error.type`` first, then by status."""
+        kind, code, message = error_envelope(body)
+        effective = _TYPES.get(kind or "", status)
+        if effective == 529 or (status == 500 and kind == "overloaded_error"):
+            effective = 529
+        return classify_status(
+            effective,
+            headers,
+            kind,
+            code or kind,
+            message or f"HTTP {status}",
+            now=self.settings.clock(),
+        )
+
+    async def send(self, call: Call) -> ChatResponse:
+        """Send a non-streaming request."""
+        key = self.settings.key()
+        payload = _dumps(self.encode(call, stream=False)).encode()
+        try:
+            r = await self._http.post_json(
+                self._url("/v1/messages"), self._headers(call, self._auth(key)), payload
+            )
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
+        if r.status != 200:
+            raise self._http_error(call, r, key)
+        try:
+            data = json.loads(r.body)
+            blocks = data["content"]
+            text = "".join(b["text"] for b in blocks if b.get("type") == "text")
+            tools = tuple(
+                ToolCall(id=b["id"], name=b["name"], arguments=_dumps(b.get("input") or {}))
+                for b in blocks
+                if b.get("type") == "tool_use"
+            )
+            thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
+            usage = _usage(data.get("usage") or {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise self._bad_body(call, r) from None
+        return call.response(
+            text=text,
+            tool_calls=tools,
+            finish_reason=_STOP.get(data.get("stop_reason") or "", "stop"),
+            usage=usage,
+            upstream_model=data.get("model"),
+            response_id=data.get("id"),
+            upstream_request_id=self._upstream_request_id(r.headers),
+            reasoning=thinking,
+        )
+
+    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        """Send a streaming request and translate Anthropic's events into chunks."""
+        key = self.settings.key()
+        payload = _dumps(self.encode(call, stream=True)).encode()
+        headers = self._headers(call, self._auth(key))
+        try:
+            async with self._http.post_stream(self._url("/v1/messages"), headers, payload) as s:
+                if s.status != 200:
+                    body = await s.read()
+                    raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
+                async for chunk in self._chunks(call, s.events(), key):
+                    yield chunk
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
+
+    async def _chunks(
+        self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
+    ) -> AsyncIterator[Chunk]:
+        response_id: str | None = None
+        model: str | None = None
+        usage = Usage()
+        stop: str | None = None
+        tool_index: dict[int, int] = {}  # content block index -> tool call ordinal
+        async for event in events:
+            kind = event.event
+            if kind == "ping":
+                continue
+            try:
+                data = json.loads(event.data)
+            except ValueError:
+                raise self._stream_broken(call, "the provider sent a malformed stream event") from None
+            if not isinstance(data, dict):
+                raise self._stream_broken(call, "the provider sent a malformed stream event")
+            kind = data.get("type", kind)
+            if kind == "content_block_delta":
+                delta = data.get("delta") or {}
+                dtype = delta.get("type")
+                if dtype == "text_delta":
+                    yield call.chunk(text=delta.get("text", ""), response_id=response_id, upstream_model=model)
+                elif dtype == "input_json_delta":
+                    i = tool_index.get(data.get("index", -1))
+                    if i is not None:
+                        arg = ToolCallDelta(index=i, arguments=delta.get("partial_json", ""))
+                        yield call.chunk(tool_calls=(arg,), response_id=response_id, upstream_model=model)
+                elif dtype == "thinking_delta":
+                    yield call.chunk(
+                        reasoning=delta.get("thinking", ""), response_id=response_id, upstream_model=model
+                    )
+            elif kind == "content_block_start":
+                block = data.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    i = tool_index[data.get("index", -1)] = len(tool_index)
+                    start = ToolCallDelta(index=i, id=block.get("id"), name=block.get("name"))
+                    yield call.chunk(tool_calls=(start,), response_id=response_id, upstream_model=model)
+                elif block.get("type") == "text" and block.get("text"):
+                    yield call.chunk(text=block["text"], response_id=response_id, upstream_model=model)
+            elif kind == "message_start":
+                msg = data.get("message") or {}
+                response_id, model = msg.get("id"), msg.get("model")
+                usage = _usage(msg.get("usage") or {})
+            elif kind == "message_delta":
+                stop = (data.get("delta") or {}).get("stop_reason") or stop
+                out = (data.get("usage") or {}).get("output_tokens")
+                if out is not None:  # cumulative: keep the latest, never sum
+                    usage = Usage(
+                        input_tokens=usage.input_tokens,
+                        output_tokens=out,
+                        cached_input_tokens=usage.cached_input_tokens,
+                        cache_write_input_tokens=usage.cache_write_input_tokens,
+                    )
+            elif kind == "message_stop":
+                yield call.chunk(
+                    finish_reason=_STOP.get(stop or "", "stop"),
+                    usage=usage,
+                    response_id=response_id,
+                    upstream_model=model,
+                )
+                return
+            elif kind == "error":
+                body = _dumps(data).encode()
+                raise self._error(call, self.classify(500, {}, body), key)
+        raise self._stream_broken(call, "the stream ended before message_stop")
+

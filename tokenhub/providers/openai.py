@@ -1,0 +1,273 @@
+"""OpenAI Chat Completions, and every server that speaks it (Groq, Together, Ollama, …)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tokenhub._http import HttpResponse, TransportError
+from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub.errors import ErrorClass
+from tokenhub.providers._base import HTTPProvider, classify_status
+from tokenhub.providers._types import Capabilities, Classification
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from tokenhub._models import ChatResponse, Chunk
+    from tokenhub._secret import Secret
+    from tokenhub._sse import SSEEvent
+    from tokenhub.providers._types import Call
+
+__all__ = ["OpenAIProvider"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    c = m.content
+    if c is None or isinstance(c, str):
+        out["content"] = c
+    else:
+        out["content"] = [
+            {"type": "text", "text": p.text}
+            if isinstance(p, TextPart)
+            else {"type": "image_url", "image_url": _image(p)}
+            for p in c
+        ]
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+            for t in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _image(p: ImagePart) -> dict[str, str]:
+    return {"url": p.url} if p.detail is None else {"url": p.url, "detail": p.detail}
+
+
+def _usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    prompt = u.get("prompt_tokens_details") or {}
+    completion = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_input_tokens=prompt.get("cached_tokens") or 0,
+        reasoning_tokens=completion.get("reasoning_tokens"),
+    )
+
+
+class OpenAIProvider(HTTPProvider):
+    """The OpenAI Chat Completions adapter (``kind: openai``).
+
+    ``base_url`` includes the version path (``https://api.openai.com/v1``).
+    Options: ``max_tokens_field`` (``"max_tokens"`` or ``"max_completion_tokens"``).
+    """
+
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+    default_capabilities: ClassVar[Capabilities] = Capabilities(
+        tools=True, vision=True, json_schema=True
+    )
+
+    def _auth(self, key: Secret | None) -> dict[str, str]:
+        return {} if key is None else {"authorization": f"Bearer {key.reveal()}"}
+
+    def encode(self, call: Call, *, stream: bool) -> dict[str, Any]:
+        """Build the request body."""
+        r = call.request
+        body: dict[str, Any] = {
+            "model": call.upstream,
+            "messages": [_message(m) for m in r.messages],
+        }
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if r.tools:
+            body["tools"] = [
+                {"type": "function", "function": _function(t.name, t.description, t.parameters, t.strict)}
+                for t in r.tools
+            ]
+        if r.tool_choice is not None:
+            tc = r.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": tc.name}} if tc.mode == "function" else tc.mode
+            )
+        if r.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = r.parallel_tool_calls
+        if r.response_format is not None:
+            f = r.response_format
+            if f.type == "json_schema":
+                spec: dict[str, Any] = {"name": f.name, "schema": f.schema or {}}
+                if f.strict is not None:
+                    spec["strict"] = f.strict
+                body["response_format"] = {"type": "json_schema", "json_schema": spec}
+            else:
+                body["response_format"] = {"type": f.type}
+        for field in ("temperature", "top_p", "seed", "user"):
+            v = getattr(r, field)
+            if v is not None:
+                body[field] = v
+        if r.max_tokens is not None:
+            body[self.settings.options.get("max_tokens_field", "max_tokens")] = r.max_tokens
+        if r.stop:
+            body["stop"] = list(r.stop)
+        if r.extra_body:
+            body.update(r.extra_body)
+        return body
+
+    async def send(self, call: Call) -> ChatResponse:
+        """Send a non-streaming request."""
+        key = self.settings.key()
+        payload = _dumps(self.encode(call, stream=False)).encode()
+        url = self._url("/chat/completions")
+        try:
+            r = await self._http.post_json(url, self._headers(call, self._auth(key)), payload)
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
+        if r.status != 200:
+            raise self._http_error(call, r, key)
+        try:
+            data = json.loads(r.body)
+            choice = (data.get("choices") or [{}])[0]
+            message = choice.get("message") or {}
+        except (ValueError, AttributeError, IndexError, TypeError):
+            raise self._bad_body(call, r) from None
+        if "error" in data and not data.get("choices"):
+            raise self._error(call, self._classify_event(data), key, status=r.status)
+        return call.response(
+            text=message.get("content") or "",
+            tool_calls=tuple(
+                ToolCall(
+                    id=t["id"],
+                    name=t["function"]["name"],
+                    arguments=t["function"].get("arguments") or "",
+                )
+                for t in message.get("tool_calls") or ()
+            ),
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=_usage(data.get("usage")),
+            upstream_model=data.get("model"),
+            response_id=data.get("id"),
+            upstream_request_id=self._upstream_request_id(r.headers),
+            created=data.get("created"),
+            reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
+            refusal=message.get("refusal"),
+        )
+
+    def _classify_event(self, data: dict[str, Any]) -> Classification:
+        """Classify an error object that arrived inside a 200 response or stream."""
+        err = data.get("error")
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        message = str(err.get("message") or "error in stream")
+        code = err.get("code")
+        status = code if isinstance(code, int) and not isinstance(code, bool) else 500
+        kind = err.get("type")
+        if kind in ("overloaded_error", "server_error") and status == 500:
+            status = 503 if kind == "overloaded_error" else 500
+        return classify_status(
+            status,
+            {},
+            kind if isinstance(kind, str) else None,
+            str(code) if isinstance(code, str) else None,
+            message,
+            now=self.settings.clock(),
+        )
+
+    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        """Send a streaming request and yield chunks.
+
+        The finish reason is held back and delivered on the last chunk together
+        with the usage, which OpenAI sends after it.
+        """
+        key = self.settings.key()
+        payload = _dumps(self.encode(call, stream=True)).encode()
+        url = self._url("/chat/completions")
+        try:
+            async with self._http.post_stream(url, self._headers(call, self._auth(key)), payload) as s:
+                if s.status != 200:
+                    body = await s.read()
+                    raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
+                async for chunk in self._chunks(call, s.events(), key):
+                    yield chunk
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
+
+    async def _chunks(
+        self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
+    ) -> AsyncIterator[Chunk]:
+        finish: str | None = None
+        usage: Usage | None = None
+        response_id: str | None = None
+        model: str | None = None
+        created = 0
+        done = False
+        async for event in events:
+            data = event.data
+            if data == "[DONE]":
+                done = True
+                break
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                raise self._stream_broken(call, "the provider sent a malformed stream chunk") from None
+            if not isinstance(obj, dict):
+                raise self._stream_broken(call, "the provider sent a malformed stream chunk")
+            if obj.get("error") is not None:
+                raise self._error(call, self._classify_event(obj), key)
+            response_id = obj.get("id", response_id)
+            model = obj.get("model", model)
+            created = obj.get("created", created)
+            if obj.get("usage"):
+                usage = _usage(obj["usage"])
+            for choice in obj.get("choices") or ():
+                if choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                tools = tuple(
+                    ToolCallDelta(
+                        index=t.get("index", 0),
+                        id=t.get("id"),
+                        name=(t.get("function") or {}).get("name"),
+                        arguments=(t.get("function") or {}).get("arguments") or "",
+                    )
+                    for t in delta.get("tool_calls") or ()
+                )
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if text or reasoning or tools:
+                    yield call.chunk(
+                        text=text,
+                        tool_calls=tools,
+                        reasoning=reasoning,
+                        response_id=response_id,
+                        upstream_model=model,
+                        created=created,
+                    )
+        if finish is None or (not done and usage is None):
+            raise self._stream_broken(call, "the stream ended before the answer was complete")
+        yield call.chunk(
+            finish_reason=finish,
+            usage=usage,
+            response_id=response_id,
+            upstream_model=model,
+            created=created,
+        )
+
+
+def _function(name: str, description: str | None, parameters: Any, strict: bool | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "parameters": parameters}
+    if description is not None:
+        out["description"] = description
+    if strict is not None:
+        out["strict"] = strict
+    return out
