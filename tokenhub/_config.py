@@ -79,7 +79,7 @@ def _structure_key(v: Any, t: Any) -> KeyRef | None:
             raise TypeError("an empty API key")
         return LiteralKey(Secret(v))
     if isinstance(v, Mapping) and len(v) == 1:
-        (kind, name), = v.items()
+        ((kind, name),) = v.items()
         if kind in ("env", "vault") and isinstance(name, str) and name:
             return EnvKey(name) if kind == "env" else VaultKey(name)
     # Never echo the value: it may be a key pasted into the wrong shape.
@@ -257,22 +257,26 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     for name, p in cfg.providers.items():
         for i, url in enumerate(p.base_urls):
-            where = f"providers.{name}.base_url" + (f"[{i}]" if not isinstance(p.base_url, str) else "")
+            where = f"providers.{name}.base_url" + (
+                f"[{i}]" if not isinstance(p.base_url, str) else ""
+            )
             errors.extend((where, reason) for reason in _url_problems(url))
         if isinstance(p.api_key, VaultKey):
             errors.append(
                 (f"providers.{name}.api_key", "vault references need the vault, not yet available")
             )
-        for field in attrs.fields(Timeouts):
-            if getattr(p.timeouts, field.name) <= 0:
-                errors.append((f"providers.{name}.timeouts.{field.name}", "must be positive"))
+        errors.extend(
+            (f"providers.{name}.timeouts.{field.name}", "must be positive")
+            for field in attrs.fields(Timeouts)
+            if getattr(p.timeouts, field.name) <= 0
+        )
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
     for name, m in cfg.models.items():
-        for field in ("context_window", "max_output_tokens"):
-            v = getattr(m, field)
+        for key in ("context_window", "max_output_tokens"):
+            v = getattr(m, key)
             if v is not None and v < 1:
-                errors.append((f"models.{name}.{field}", "must be a positive integer"))
+                errors.append((f"models.{name}.{key}", "must be a positive integer"))
         if m.pricing is not None:
             for field in attrs.fields(Pricing):
                 v = getattr(m.pricing, field.name)

@@ -2,26 +2,21 @@
 
 Adapters see only :class:`HttpClient`: POST JSON bytes and get status, headers
 and body back, or open a stream and iterate Server-Sent Events. Nothing above
-this module touches httpx types, so another implementation (aiohttp) can sit
-beside :class:`HttpxClient`.
+this module touches httpx types: the httpx implementation lives in
+:mod:`tokenhub._httpx`, and another one (aiohttp) can sit beside it.
 """
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
-
-from tokenhub._sse import SSEDecoder, SSEEvent
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from contextlib import AbstractAsyncContextManager
 
-    import httpx
+    from tokenhub._sse import SSEEvent
 
-    from tokenhub._config import Timeouts
-
-__all__ = ["HttpClient", "HttpResponse", "HttpStream", "HttpxClient", "TransportError"]
+__all__ = ["HttpClient", "HttpResponse", "HttpStream", "TransportError"]
 
 TransportKind = Literal["connect", "timeout", "network"]
 
@@ -78,110 +73,3 @@ class HttpClient(Protocol):
     async def aclose(self) -> None:
         """Close pooled connections."""
         ...
-
-
-def _translate(exc: Exception) -> TransportError:
-    import httpx  # noqa: PLC0415 - only reached once httpx is loaded
-
-    name = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        return TransportError("timeout", name)
-    if isinstance(exc, httpx.ConnectError):
-        return TransportError("connect", name)
-    return TransportError("network", name)
-
-
-class _HttpxStream:
-    __slots__ = ("_response", "headers", "status")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except Exception as exc:
-            raise _translate(exc) from None
-
-    async def events(self) -> AsyncIterator[SSEEvent]:
-        decoder = SSEDecoder()
-        raw = self._response.aiter_raw()
-        while True:
-            try:
-                data = await anext(raw)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:
-                raise _translate(exc) from None
-            for event in decoder.feed(data):
-                yield event
-        for event in decoder.flush():
-            yield event
-
-
-class HttpxClient:
-    """The default :class:`HttpClient`: one pooled ``httpx.AsyncClient``, created on first use."""
-
-    def __init__(
-        self,
-        *,
-        timeouts: Timeouts,
-        max_connections: int = 100,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._timeouts = timeouts
-        self._max_connections = max_connections
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-
-    def _get(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx  # noqa: PLC0415 - keep `import tokenhub` light
-
-            t = self._timeouts
-            kwargs: dict[str, Any] = {}
-            if self._transport is not None:
-                kwargs["transport"] = self._transport
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                ),
-                follow_redirects=False,
-                **kwargs,
-            )
-        return self._client
-
-    async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
-        """POST and read the whole response."""
-        client = self._get()
-        try:
-            r = await client.post(url, content=body, headers=headers)
-        except Exception as exc:
-            raise _translate(exc) from None
-        return HttpResponse(r.status_code, r.headers, r.content)
-
-    @asynccontextmanager
-    async def post_stream(
-        self, url: str, headers: Mapping[str, str], body: bytes
-    ) -> AsyncIterator[HttpStream]:
-        """POST and yield the open streaming response; the connection is released on exit."""
-        client = self._get()
-        request = client.build_request("POST", url, content=body, headers=headers)
-        try:
-            response = await client.send(request, stream=True)
-        except Exception as exc:
-            raise _translate(exc) from None
-        try:
-            yield _HttpxStream(response)
-        finally:
-            await response.aclose()
-
-    async def aclose(self) -> None:
-        """Close the pool."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
-
-from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -16,7 +14,7 @@ from tokenhub._request import build_request
 from tokenhub.errors import ErrorClass, ModelNotFoundError, ProviderError, StreamInterrupted
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
     from types import TracebackType
 
     import httpx
@@ -94,19 +92,15 @@ class Hub:
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
         from tokenhub._config import parse_config  # noqa: PLC0415 - cattrs loads on first use
-        from tokenhub._http import HttpxClient  # noqa: PLC0415
+        from tokenhub._httpx import HttpxClient  # noqa: PLC0415
         from tokenhub.errors import ConfigError  # noqa: PLC0415
         from tokenhub.providers import ProviderSettings  # noqa: PLC0415
-        from tokenhub.providers._registry import _BUILTIN, find_kind, known_kinds  # noqa: PLC0415
+        from tokenhub.providers._registry import find_kind, kinds_for  # noqa: PLC0415
 
         extra = dict(providers or {})
-        section = config.get("providers") if isinstance(config, Mapping) else None
-        kinds = frozenset(_BUILTIN)
-        if isinstance(section, Mapping) and any(
-            isinstance(p, Mapping) and p.get("kind") not in kinds for p in section.values()
-        ):
-            kinds = known_kinds()  # a third-party kind: scan the entry points once
-        parsed = parse_config(config, known_kinds=kinds, extra_providers=frozenset(extra))
+        parsed = parse_config(
+            config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
+        )
         built: dict[str, Provider] = {}
         for name, p in parsed.providers.items():
             factory = find_kind(p.kind)
@@ -146,7 +140,7 @@ class Hub:
             if m.provider_name == name:
                 self._models[key] = attrs.evolve(m, provider=provider)
 
-    async def __aenter__(self) -> Hub:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -162,7 +156,9 @@ class Hub:
         for provider in self._providers.values():
             await provider.aclose()
 
-    def _call(self, model: str, request: ChatRequest, request_id: str | None) -> tuple[Provider, Call]:
+    def _call(
+        self, model: str, request: ChatRequest, request_id: str | None
+    ) -> tuple[Provider, Call]:
         from tokenhub.providers import Call  # noqa: PLC0415 - cheap after the first call
 
         m = self._models.get(model)
@@ -310,7 +306,7 @@ class ChatStream:
             self._iterator = self._iterate()
         return self._iterator
 
-    async def __aenter__(self) -> ChatStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -434,7 +430,7 @@ class SyncHub:
             self._portal = self._portal_cm.__enter__()
         return self._portal
 
-    def __enter__(self) -> SyncHub:
+    def __enter__(self) -> Self:
         self._get_portal()
         return self
 
@@ -459,7 +455,9 @@ class SyncHub:
         """Blocking :meth:`Hub.chat`."""
         return self._get_portal().call(partial(self._hub.chat, messages, **kwargs))
 
-    def stream(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> Iterator[Chunk]:
+    def stream(
+        self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any
+    ) -> Iterator[Chunk]:
         """Blocking :meth:`Hub.stream`: a plain iterator of chunks.
 
         Validation errors are raised here, at the call, before any I/O.
@@ -480,4 +478,3 @@ class SyncHub:
                 yield chunk
         finally:
             portal.call(stream.aclose)
-

@@ -49,22 +49,25 @@ class _Errors:
 
 
 def build_request(
-    messages: Sequence[Mapping[str, Any] | Message],
+    messages: Any,
     *,
-    tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-    tool_choice: str | Mapping[str, Any] | None = None,
-    parallel_tool_calls: bool | None = None,
-    response_format: Mapping[str, Any] | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    max_tokens: int | None = None,
-    stop: str | Sequence[str] | None = None,
-    seed: int | None = None,
-    user: str | None = None,
-    metadata: Mapping[str, str] | None = None,
-    extra_body: Mapping[str, Any] | None = None,
+    tools: Any = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: Any = None,
+    response_format: Any = None,
+    temperature: Any = None,
+    top_p: Any = None,
+    max_tokens: Any = None,
+    stop: Any = None,
+    seed: Any = None,
+    user: Any = None,
+    metadata: Any = None,
+    extra_body: Any = None,
 ) -> ChatRequest:
-    """Validate OpenAI-style arguments; raise one :class:`RequestError` listing every problem."""
+    """Validate OpenAI-style arguments; raise one :class:`RequestError` listing every problem.
+
+    Parameters are typed ``Any``: callers' annotations are promises, this checks them.
+    """
     err = _Errors()
     msgs = _messages(messages, err)
     tool_objs = _tools(tools, err)
@@ -281,7 +284,11 @@ def _tools(tools: object, err: _Errors) -> tuple[Tool, ...]:
             tool: Tool | None = t
         else:
             fn = t.get("function") if isinstance(t, Mapping) else None
-            if not isinstance(t, Mapping) or t.get("type") != "function" or not isinstance(fn, Mapping):
+            if (
+                not isinstance(t, Mapping)
+                or t.get("type") != "function"
+                or not isinstance(fn, Mapping)
+            ):
                 err.add(p, "expected {'type': 'function', 'function': {'name', ...}}")
                 continue
             tool = _tool(p + ".function", fn, err)
@@ -321,7 +328,7 @@ def _tool_choice(choice: object, tools: tuple[Tool, ...], err: _Errors) -> ToolC
     if isinstance(choice, ToolChoice):
         result = choice
     elif choice in ("auto", "none", "required"):
-        result = ToolChoice(mode=choice)  # type: ignore[arg-type]
+        result = ToolChoice(mode=choice)
     elif (
         isinstance(choice, Mapping)
         and choice.get("type") == "function"
@@ -349,7 +356,7 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
         return fmt
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     if kind in ("text", "json_object"):
-        return ResponseFormat(type=kind)  # type: ignore[arg-type]
+        return ResponseFormat(type=kind)
     if kind == "json_schema" and isinstance(fmt, Mapping):
         spec = fmt.get("json_schema")
         if (

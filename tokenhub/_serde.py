@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-
 import cattrs
 from cattrs.errors import (
     ClassValidationError,
@@ -70,7 +69,7 @@ converter.register_unstructure_hook(Secret, lambda _: "**********")
 
 
 def _mapping_first(cls: type) -> Callable[[Any, type], Any]:
-    inner = converter.gen_structure_attrs_fromdict(cls)
+    inner: Callable[[Any, type], Any] = converter.gen_structure_attrs_fromdict(cls)
 
     def structure(v: Any, t: type) -> Any:
         if not isinstance(v, Mapping):
@@ -112,9 +111,10 @@ def _walk(exc: BaseException, path: str, out: list[tuple[str, str]]) -> None:
 
 def _note_key(exc: BaseException) -> object | None:
     for note in getattr(exc, "__notes__", ()):
-        name = getattr(note, "name", None)
+        name: object = getattr(note, "name", None)
         if name is not None:
             return name
         if isinstance(note, IterableValidationNote):
-            return note.index
+            index: object = note.index
+            return index
     return None

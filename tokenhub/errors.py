@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-class ErrorClass(str, enum.Enum):
+class ErrorClass(enum.StrEnum):
     """How a provider failure is classified; the failover engine acts on it."""
 
     RATE_LIMITED = "rate_limited"
@@ -79,9 +79,6 @@ class ErrorClass(str, enum.Enum):
     def counts_against_health(self) -> bool:
         """Whether this failure says something about the provider, not the request."""
         return self in _HEALTH
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _RETRYABLE = frozenset(
@@ -126,7 +123,7 @@ class ConfigError(TokenhubError, ValueError):
 class RequestError(TokenhubError, ValueError):
     """The request envelope is invalid; raised before anything is sent.
 
-    ``errors`` holds ``(path, reason)`` pairs such as ``("messages[2].role", "unknown role 'bot'")``.
+    ``errors`` holds ``(path, reason)`` pairs, e.g. ``("messages[2].role", "unknown role 'bot'")``.
     """
 
     def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
@@ -270,7 +267,7 @@ class ProviderTimeoutError(ProviderUnavailableError, TimeoutError):
     """The provider did not answer in time."""
 
 
-class StreamInterrupted(ProviderError):
+class StreamInterrupted(ProviderError):  # noqa: N818 - the name users look for
     """A stream broke after chunks had been delivered to the caller.
 
     A truncated answer is never reported as a success: this error carries what

@@ -7,7 +7,6 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tokenhub._http import TransportError
 from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text
 from tokenhub._redact import scrub, truncate
 from tokenhub.errors import ErrorClass, ProviderError, ProviderTimeoutError, error_type_for
@@ -16,7 +15,7 @@ from tokenhub.providers._types import Capabilities, Classification
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tokenhub._http import HttpResponse
+    from tokenhub._http import HttpResponse, TransportError
     from tokenhub._secret import Secret
     from tokenhub.providers._types import Call, ProviderSettings
 
@@ -98,7 +97,7 @@ def classify_status(
     *,
     now: float,
 ) -> Classification:
-    """The rules shared by every adapter, applied after its provider-specific ones."""
+    """Apply the rules shared by every adapter, after its provider-specific ones."""
     text = f"{kind or ''} {code or ''} {message}"
     if status == 429:
         if _QUOTA.search(text):
@@ -110,7 +109,9 @@ def classify_status(
             return Classification(ErrorClass.REQUEST_TOO_LARGE_FOR_LIMIT, message, code, wait)
         return Classification(ErrorClass.RATE_LIMITED, message, code, wait)
     if status == 413 or code == "context_length_exceeded" or _CONTEXT.search(message):
-        return Classification(ErrorClass.CONTEXT_OVERFLOW, message, code, **context_numbers(message))
+        return Classification(
+            ErrorClass.CONTEXT_OVERFLOW, message, code, **context_numbers(message)
+        )
     if status in (401, 403):
         return Classification(ErrorClass.AUTH, message, code)
     if status == 402 or (400 <= status < 500 and _QUOTA.search(text)):
@@ -141,7 +142,7 @@ class HTTPProvider:
         self._next = itertools.cycle(self._bases).__next__
 
     def capabilities(self, model: str) -> Capabilities:  # noqa: ARG002 - per-kind defaults
-        """The adapter kind's defaults; a model's configured capabilities override them."""
+        """Return the adapter kind's defaults; a model's configured capabilities override them."""
         return self.default_capabilities
 
     def _url(self, path: str) -> str:
@@ -198,7 +199,11 @@ class HTTPProvider:
         )
 
     def _transport_error(self, call: Call, exc: TransportError) -> ProviderError:
-        cls = ProviderTimeoutError if exc.kind == "timeout" else error_type_for(ErrorClass.PROVIDER_DOWN)
+        cls = (
+            ProviderTimeoutError
+            if exc.kind == "timeout"
+            else error_type_for(ErrorClass.PROVIDER_DOWN)
+        )
         return cls(
             f"{exc.kind} error talking to the provider ({exc.detail})",
             error_class=ErrorClass.PROVIDER_DOWN,
@@ -208,7 +213,7 @@ class HTTPProvider:
         )
 
     def _stream_broken(self, call: Call, why: str) -> ProviderError:
-        """A stream that broke after its headers: transient until chunks reached the caller."""
+        """Report a stream that broke after its headers (transient until the caller got chunks)."""
         return error_type_for(ErrorClass.TRANSIENT)(
             why,
             error_class=ErrorClass.TRANSIENT,
@@ -235,4 +240,3 @@ class HTTPProvider:
         h.update(self.settings.headers)
         h.update(auth)
         return h
-

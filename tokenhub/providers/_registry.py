@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
 
     from tokenhub.providers._types import Provider, ProviderSettings
 
-__all__ = ["GROUP", "find_kind", "known_kinds"]
+__all__ = ["GROUP", "find_kind", "kinds_for"]
 
 GROUP = "tokenhub.providers"
 
@@ -39,9 +40,15 @@ def _entry_point(kind: str) -> EntryPoint | None:
 def find_kind(kind: str) -> Callable[[ProviderSettings], Provider] | None:
     """Load the factory registered for ``kind``, or ``None`` if no such kind is installed."""
     ep = _entry_point(kind)
-    return None if ep is None else ep.load()  # type: ignore[no-any-return]
+    return None if ep is None else ep.load()
 
 
-def known_kinds() -> frozenset[str]:
-    """Every registered kind (scans installed distributions once)."""
-    return frozenset(_BUILTIN) | frozenset(_installed())
+def kinds_for(config: object) -> frozenset[str]:
+    """Return the kinds to check ``config`` against; installed ones are scanned only if needed."""
+    builtin = frozenset(_BUILTIN)
+    section = config.get("providers") if isinstance(config, Mapping) else None
+    if isinstance(section, Mapping) and any(
+        isinstance(p, Mapping) and p.get("kind") not in builtin for p in section.values()
+    ):
+        return builtin | frozenset(_installed())
+    return builtin

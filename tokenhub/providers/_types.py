@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from tokenhub._config import KeyRef, Pricing, Timeouts
-from tokenhub._models import ChatResponse, Chunk, Usage
+from tokenhub._models import ChatResponse, Chunk
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
+    from tokenhub._config import KeyRef, Pricing, Timeouts
     from tokenhub._http import HttpClient
-    from tokenhub._models import ChatRequest, ToolCall, ToolCallDelta
+    from tokenhub._models import ChatRequest, ToolCall, ToolCallDelta, Usage
     from tokenhub._secret import Secret
     from tokenhub.errors import ErrorClass
 

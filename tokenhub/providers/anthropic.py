@@ -171,12 +171,13 @@ class AnthropicProvider(HTTPProvider):
             ]
         tc = r.tool_choice
         if tc is not None:
-            choice: dict[str, Any] = {
+            choices: dict[str, dict[str, Any]] = {
                 "auto": {"type": "auto"},
                 "none": {"type": "none"},
                 "required": {"type": "any"},
                 "function": {"type": "tool", "name": tc.name},
-            }[tc.mode]
+            }
+            choice = choices[tc.mode]
             if r.parallel_tool_calls is False and tc.mode != "none":
                 choice["disable_parallel_tool_use"] = True
             body["tool_choice"] = choice
@@ -275,7 +276,9 @@ class AnthropicProvider(HTTPProvider):
             try:
                 data = json.loads(event.data)
             except ValueError:
-                raise self._stream_broken(call, "the provider sent a malformed stream event") from None
+                raise self._stream_broken(
+                    call, "the provider sent a malformed stream event"
+                ) from None
             if not isinstance(data, dict):
                 raise self._stream_broken(call, "the provider sent a malformed stream event")
             kind = data.get("type", kind)
@@ -283,24 +286,34 @@ class AnthropicProvider(HTTPProvider):
                 delta = data.get("delta") or {}
                 dtype = delta.get("type")
                 if dtype == "text_delta":
-                    yield call.chunk(text=delta.get("text", ""), response_id=response_id, upstream_model=model)
+                    yield call.chunk(
+                        text=delta.get("text", ""), response_id=response_id, upstream_model=model
+                    )
                 elif dtype == "input_json_delta":
                     i = tool_index.get(data.get("index", -1))
                     if i is not None:
                         arg = ToolCallDelta(index=i, arguments=delta.get("partial_json", ""))
-                        yield call.chunk(tool_calls=(arg,), response_id=response_id, upstream_model=model)
+                        yield call.chunk(
+                            tool_calls=(arg,), response_id=response_id, upstream_model=model
+                        )
                 elif dtype == "thinking_delta":
                     yield call.chunk(
-                        reasoning=delta.get("thinking", ""), response_id=response_id, upstream_model=model
+                        reasoning=delta.get("thinking", ""),
+                        response_id=response_id,
+                        upstream_model=model,
                     )
             elif kind == "content_block_start":
                 block = data.get("content_block") or {}
                 if block.get("type") == "tool_use":
                     i = tool_index[data.get("index", -1)] = len(tool_index)
                     start = ToolCallDelta(index=i, id=block.get("id"), name=block.get("name"))
-                    yield call.chunk(tool_calls=(start,), response_id=response_id, upstream_model=model)
+                    yield call.chunk(
+                        tool_calls=(start,), response_id=response_id, upstream_model=model
+                    )
                 elif block.get("type") == "text" and block.get("text"):
-                    yield call.chunk(text=block["text"], response_id=response_id, upstream_model=model)
+                    yield call.chunk(
+                        text=block["text"], response_id=response_id, upstream_model=model
+                    )
             elif kind == "message_start":
                 msg = data.get("message") or {}
                 response_id, model = msg.get("id"), msg.get("model")
@@ -327,4 +340,3 @@ class AnthropicProvider(HTTPProvider):
                 body = _dumps(data).encode()
                 raise self._error(call, self.classify(500, {}, body), key)
         raise self._stream_broken(call, "the stream ended before message_stop")
-

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._http import HttpResponse, TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
-from tokenhub.errors import ErrorClass
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
 
@@ -92,13 +91,18 @@ class OpenAIProvider(HTTPProvider):
             body["stream_options"] = {"include_usage": True}
         if r.tools:
             body["tools"] = [
-                {"type": "function", "function": _function(t.name, t.description, t.parameters, t.strict)}
+                {
+                    "type": "function",
+                    "function": _function(t.name, t.description, t.parameters, t.strict),
+                }
                 for t in r.tools
             ]
         if r.tool_choice is not None:
             tc = r.tool_choice
             body["tool_choice"] = (
-                {"type": "function", "function": {"name": tc.name}} if tc.mode == "function" else tc.mode
+                {"type": "function", "function": {"name": tc.name}}
+                if tc.mode == "function"
+                else tc.mode
             )
         if r.parallel_tool_calls is not None:
             body["parallel_tool_calls"] = r.parallel_tool_calls
@@ -191,7 +195,9 @@ class OpenAIProvider(HTTPProvider):
         payload = _dumps(self.encode(call, stream=True)).encode()
         url = self._url("/chat/completions")
         try:
-            async with self._http.post_stream(url, self._headers(call, self._auth(key)), payload) as s:
+            async with self._http.post_stream(
+                url, self._headers(call, self._auth(key)), payload
+            ) as s:
                 if s.status != 200:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
@@ -217,7 +223,9 @@ class OpenAIProvider(HTTPProvider):
             try:
                 obj = json.loads(data)
             except ValueError:
-                raise self._stream_broken(call, "the provider sent a malformed stream chunk") from None
+                raise self._stream_broken(
+                    call, "the provider sent a malformed stream chunk"
+                ) from None
             if not isinstance(obj, dict):
                 raise self._stream_broken(call, "the provider sent a malformed stream chunk")
             if obj.get("error") is not None:
@@ -264,7 +272,9 @@ class OpenAIProvider(HTTPProvider):
         )
 
 
-def _function(name: str, description: str | None, parameters: Any, strict: bool | None) -> dict[str, Any]:
+def _function(
+    name: str, description: str | None, parameters: Any, strict: bool | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "parameters": parameters}
     if description is not None:
         out["description"] = description
