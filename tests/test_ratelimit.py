@@ -312,7 +312,7 @@ class TestAnthropicReset:
 
 
 class TestPrecedence:
-    HEADERS: dict[str, str] = {  # noqa: RUF012 - read only
+    HEADERS: dict[str, str] = {
         "retry-after-ms": "100",
         "retry-after": "2",
         "x-ratelimit-reset-requests": "3s",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -26,6 +26,8 @@ __all__ = [
     "VaultKey",
     "parse_config",
 ]
+
+T = TypeVar("T")
 
 CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill", "reasoning"})
 
@@ -194,20 +196,29 @@ def parse_config(
     errors: list[tuple[str, str]] = []
     errors.extend(_check_shape(config))
     errors.extend(_check_references(config, known_kinds, extra_providers))
-    parsed: HubConfig | None = None
-    try:
-        parsed = converter.structure(
-            {"providers": config.get("providers", {}), "models": config.get("models", {})},
-            HubConfig,
-        )
-    except Exception as exc:  # noqa: BLE001 - every structuring failure is reported by path
-        errors.extend(validation_errors(exc))
-    if parsed is not None:
-        errors.extend(_check_values(parsed))
+    # Entries are structured one by one so that one bad entry does not hide the checks of others.
+    providers = _structure_section(config, "providers", ProviderConfig, errors)
+    models = _structure_section(config, "models", ModelConfig, errors)
+    parsed = HubConfig(providers=providers, models=models)
+    errors.extend(_check_values(parsed))
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
-    assert parsed is not None  # noqa: S101 - errors is empty only when structuring succeeded
     return parsed
+
+
+def _structure_section(
+    config: Mapping[str, Any], section: str, cls: type[T], errors: list[tuple[str, str]]
+) -> dict[str, T]:
+    entries = config.get(section, {})
+    out: dict[str, T] = {}
+    if not isinstance(entries, Mapping):
+        return out  # reported by _check_shape
+    for name, entry in entries.items():
+        try:
+            out[name] = converter.structure(entry, cls)
+        except Exception as exc:  # noqa: BLE001 - every structuring failure is reported by path
+            errors.extend(validation_errors(exc, f"{section}.{name}"))
+    return out
 
 
 def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -226,7 +237,7 @@ def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
             if folded in seen:
                 errors.append((f"{section}.{name}", f"duplicate name (same as {seen[folded]!r})"))
             seen[folded] = name
-    if not config.get("models"):
+    if config.get("models", {}) == {}:
         errors.append(("models", "at least one model is required"))
     return errors
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from tokenhub._sse import SSEEvent
@@ -52,7 +52,7 @@ class HttpStream(Protocol):
         """Read the whole (error) body."""
         ...
 
-    def events(self) -> AsyncIterator[SSEEvent]:
+    def events(self) -> AsyncGenerator[SSEEvent]:
         """Iterate the body as Server-Sent Events until the connection closes."""
         ...
 

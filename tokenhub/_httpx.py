@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import aclosing, asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -11,7 +11,7 @@ from tokenhub._http import HttpResponse, TransportError
 from tokenhub._sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
     from tokenhub._config import Timeouts
     from tokenhub._http import HttpStream
@@ -43,18 +43,18 @@ class _HttpxStream:
         except httpx.HTTPError as exc:
             raise _translate(exc) from None
 
-    async def events(self) -> AsyncIterator[SSEEvent]:
+    async def events(self) -> AsyncGenerator[SSEEvent]:
         decoder = SSEDecoder()
-        raw = self._response.aiter_bytes()
-        while True:
-            try:
-                data = await anext(raw)
-            except StopAsyncIteration:
-                break
-            except httpx.HTTPError as exc:
-                raise _translate(exc) from None
-            for event in decoder.feed(data):
-                yield event
+        async with aclosing(cast("AsyncGenerator[bytes]", self._response.aiter_bytes())) as raw:
+            while True:
+                try:
+                    data = await anext(raw)
+                except StopAsyncIteration:
+                    break
+                except httpx.HTTPError as exc:
+                    raise _translate(exc) from None
+                for event in decoder.feed(data):
+                    yield event
         for event in decoder.flush():
             yield event
 

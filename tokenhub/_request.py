@@ -192,9 +192,9 @@ def _message(path: str, m: object, err: _Errors) -> Message | None:
             err.add(f"{path}.tool_call_id", "a tool message needs the id of the call it answers")
     elif tool_call_id is not None:
         err.add(f"{path}.tool_call_id", "only tool messages carry a tool_call_id")
-    if content is None and not tool_calls and role != "assistant":
+    if content is None and role != "assistant":
         err.add(f"{path}.content", f"a {role} message needs content")
-    elif content is None and not tool_calls:
+    elif content is None and not m.get("tool_calls"):
         err.add(f"{path}.content", "an assistant message needs content or tool_calls")
     if len(err.items) != before:
         return None

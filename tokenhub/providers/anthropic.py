@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._http import HttpResponse, TransportError
@@ -12,7 +13,7 @@ from tokenhub.providers._base import HTTPProvider, classify_status, error_envelo
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
     from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
@@ -256,14 +257,18 @@ class AnthropicProvider(HTTPProvider):
                 if s.status != 200:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
-                async for chunk in self._chunks(call, s.events(), key):
-                    yield chunk
+                async with (
+                    aclosing(s.events()) as events,
+                    aclosing(self._chunks(call, events, key)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        yield chunk
         except TransportError as exc:
             raise self._transport_error(call, exc) from None
 
     async def _chunks(
         self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk]:
         response_id: str | None = None
         model: str | None = None
         usage = Usage()

@@ -1,0 +1,46 @@
+"""Development tasks: `nox -s tests lint typing docs bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typing", "docs"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "tests"))
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """Type-check the package, tests and examples with mypy --strict."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typing"))
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and print their numbers (never part of the test run)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/import_time.py", *session.posargs)

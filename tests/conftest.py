@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tokenhub import Hub
+from tokenhub.testing import FakeProvider
+
+CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider() as f:
+        yield f
+
+
+def config_for(fake: FakeProvider, **timeouts: float) -> dict[str, Any]:
+    """A config with one model per built-in adapter, all served by ``fake``."""
+    t = {"timeouts": timeouts} if timeouts else {}
+    return {
+        "providers": {
+            "openai": {"kind": "openai", "base_url": fake.openai_base_url, "api_key": CANARY, **t},
+            "anthropic": {
+                "kind": "anthropic",
+                "base_url": fake.anthropic_base_url,
+                "api_key": CANARY,
+                **t,
+            },
+            "vllm": {"kind": "vllm", "base_url": fake.openai_base_url, **t},
+        },
+        "models": {
+            "gpt-4o-mini": {
+                "provider": "openai",
+                "context_window": 128000,
+                "max_output_tokens": 16384,
+                "pricing": {"input": 0.15, "output": 0.60, "cached_input": 0.075},
+                "capabilities": ["tools", "json_schema", "vision"],
+            },
+            "claude-haiku": {
+                "provider": "anthropic",
+                "upstream": "claude-3-5-haiku-latest",
+                "max_output_tokens": 1024,
+                "pricing": {"input": 0.8, "output": 4.0, "cached_input": 0.08, "cache_write": 1.0},
+            },
+            "llama-8b": {"provider": "vllm", "upstream": "meta-llama/Llama-3.1-8B-Instruct"},
+        },
+    }
+
+
+@pytest.fixture
+def make_hub(fake: FakeProvider) -> Callable[..., Hub]:
+    def make(**timeouts: float) -> Hub:
+        return Hub.from_config(config_for(fake, **timeouts))
+
+    return make

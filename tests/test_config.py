@@ -1,0 +1,240 @@
+"""Config from a dict: structuring, defaults and path-precise errors."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from tests.conftest import CANARY
+from tokenhub import Hub
+from tokenhub._config import EnvKey, LiteralKey, Pricing, Timeouts, parse_config
+from tokenhub.errors import ConfigError
+
+
+def base() -> dict[str, Any]:
+    return {
+        "providers": {"openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}}},
+        "models": {"gpt-4o-mini": {"provider": "openai"}},
+    }
+
+
+def errors_of(config: Any) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        Hub.from_config(config)
+    return list(info.value.errors)
+
+
+class TestValid:
+    def test_issue_example_parses_with_defaults(self) -> None:
+        """The documented example config parses; upstream, base_url and timeouts take defaults."""
+        cfg = parse_config(
+            {
+                "providers": {
+                    "openai": {
+                        "kind": "openai",
+                        "base_url": "https://api.openai.com/v1",
+                        "api_key": {"env": "OPENAI_API_KEY"},
+                    },
+                    "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}},
+                    "gpu-box": {"kind": "vllm", "base_url": "http://10.0.0.5:8000/v1"},
+                },
+                "models": {
+                    "gpt-4o-mini": {
+                        "provider": "openai",
+                        "context_window": 128000,
+                        "max_output_tokens": 16384,
+                        "pricing": {"input": 0.15, "output": 0.60, "cached_input": 0.075},
+                        "capabilities": ["tools", "json_schema", "vision"],
+                    },
+                    "claude-haiku": {
+                        "provider": "anthropic",
+                        "upstream": "claude-3-5-haiku-latest",
+                        "context_window": 200000,
+                    },
+                    "llama-8b": {
+                        "provider": "gpu-box",
+                        "upstream": "meta-llama/Llama-3.1-8B-Instruct",
+                        "context_window": 32768,
+                    },
+                },
+            }
+        )
+        assert EnvKey("OPENAI_API_KEY") == cfg.providers["openai"].api_key
+        assert () == cfg.providers["anthropic"].base_urls
+        assert None is cfg.providers["gpu-box"].api_key
+        assert Timeouts() == cfg.providers["openai"].timeouts
+        assert (
+            Pricing(input=0.15, output=0.6, cached_input=0.075) == cfg.models["gpt-4o-mini"].pricing
+        )
+        assert (
+            frozenset({"tools", "json_schema", "vision"}) == cfg.models["gpt-4o-mini"].capabilities
+        )
+        assert None is cfg.models["gpt-4o-mini"].upstream
+
+    def test_from_config_does_no_io(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Building a Hub opens no socket and resolves no key."""
+        import socket
+
+        def boom(*a: object, **k: object) -> None:
+            raise AssertionError("network I/O in from_config")
+
+        monkeypatch.setattr(socket, "socket", boom)
+        monkeypatch.setattr(socket, "create_connection", boom)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        hub = Hub.from_config(base())
+        assert ("gpt-4o-mini",) == hub.models
+
+    def test_int_prices_are_numbers(self) -> None:
+        """Integers are accepted where numbers are expected."""
+        cfg = base()
+        cfg["models"]["gpt-4o-mini"]["pricing"] = {"input": 1, "output": 2}
+        assert Pricing(1.0, 2.0) == parse_config(cfg).models["gpt-4o-mini"].pricing
+
+    def test_literal_key_is_masked(self) -> None:
+        """A literal key is held as a Secret and never shown in reprs."""
+        cfg = base()
+        cfg["providers"]["openai"]["api_key"] = CANARY
+        parsed = parse_config(cfg)
+        key = parsed.providers["openai"].api_key
+        assert isinstance(key, LiteralKey)
+        assert CANARY == key.value.reveal()
+        assert CANARY not in repr(parsed)
+        assert CANARY not in str(parsed)
+
+
+class TestErrors:
+    def test_issue_example_error_message(self) -> None:
+        """A wrong price names its full path and the offending value."""
+        cfg = base()
+        cfg["models"]["gpt-4o-mini"]["pricing"] = {"input": "cheap", "output": 0.6}
+        assert [
+            ("models.gpt-4o-mini.pricing.input", "expected a number, got 'cheap'")
+        ] == errors_of(cfg)
+
+    def test_every_problem_is_listed_at_once(self) -> None:
+        """One ConfigError lists every bad path, sorted."""
+        cfg = {
+            "providers": {
+                "openai": {"kind": "openai", "bogus": 1},
+                "other": {"kind": "vllm", "timeouts": {"read": 0}},
+                "OpenAI": {"kind": "opnai"},
+            },
+            "models": {
+                "a": {"provider": "nope"},
+                "b": {
+                    "provider": "openai",
+                    "pricing": {"input": True, "output": 1},
+                    "capabilities": ["tool"],
+                },
+                "c": {},
+                "d": 3,
+                "e": {"provider": "openai", "context_window": 10, "max_output_tokens": 20},
+            },
+            "extra": {},
+        }
+        assert [
+            ("extra", "unknown key"),
+            ("models.a.provider", "unknown provider 'nope'; known: OpenAI, openai, other"),
+            (
+                "models.b.capabilities",
+                "unknown capability 'tool'; expected some of json_schema, prefill, reasoning, tools, vision",
+            ),
+            ("models.b.pricing.input", "expected a number, got True"),
+            ("models.c.provider", "required key missing"),
+            ("models.d", "expected a mapping, got 3"),
+            ("models.e.max_output_tokens", "exceeds context_window"),
+            ("providers.OpenAI", "duplicate name (same as 'openai')"),
+            ("providers.OpenAI.kind", "unknown kind 'opnai'; known: anthropic, openai, vllm"),
+            ("providers.openai.bogus", "unknown key"),
+            ("providers.other.timeouts.read", "must be positive"),
+        ] == errors_of(cfg)
+
+    def test_is_a_value_error_and_pickles(self) -> None:
+        """ConfigError is a ValueError and survives pickling."""
+        with pytest.raises(ValueError, match=r"models\.gpt-4o-mini\.provider") as info:
+            Hub.from_config({"models": {"gpt-4o-mini": {"provider": 1}}})
+        assert isinstance(info.value, ConfigError)
+        clone = pickle.loads(pickle.dumps(info.value))
+        assert info.value.errors == clone.errors
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ({"envv": CANARY}, "expected {'env': NAME}, {'vault': NAME} or a literal key string"),
+            (
+                {"env": CANARY, "x": 1},
+                "expected {'env': NAME}, {'vault': NAME} or a literal key string",
+            ),
+            ({"vault": "openai"}, "vault references need the vault, not yet available"),
+        ],
+    )
+    def test_bad_key_is_never_echoed(self, value: Any, reason: str) -> None:
+        """Errors about api_key describe the shape and never echo the value."""
+        cfg = base()
+        cfg["providers"]["openai"]["api_key"] = value
+        with pytest.raises(ConfigError) as info:
+            Hub.from_config(cfg)
+        assert [("providers.openai.api_key", reason)] == list(info.value.errors)
+        assert CANARY not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            (
+                "https://user:pw@api.example.com/v1",
+                "credentials must not be put in URLs; use api_key",
+            ),
+            ("https://api.example.com/v1?key=abc", "must not have a query string or fragment"),
+            ("ftp://api.example.com", "expected an http:// or https:// URL"),
+        ],
+    )
+    def test_bad_base_url(self, url: str, reason: str) -> None:
+        """Base URLs must be plain http(s) URLs without credentials or queries, and are not echoed."""
+        cfg = base()
+        cfg["providers"]["openai"]["base_url"] = url
+        errors = errors_of(cfg)
+        assert [("providers.openai.base_url", reason)] == errors
+
+    def test_base_url_list_index_in_path(self) -> None:
+        """A bad URL in a list is reported with its index."""
+        cfg = base()
+        cfg["providers"]["openai"]["base_url"] = ["http://ok/v1", "nope"]
+        assert [
+            ("providers.openai.base_url[1]", "expected an http:// or https:// URL")
+        ] == errors_of(cfg)
+
+    @pytest.mark.parametrize(
+        ("config", "expected"),
+        [
+            ([], [("", "expected a mapping, got list")]),
+            ({}, [("models", "at least one model is required")]),
+            ({"models": []}, [("models", "expected a mapping of names, got list")]),
+        ],
+    )
+    def test_wrong_top_level_shapes(self, config: Any, expected: list[tuple[str, str]]) -> None:
+        """Wrong top-level shapes are reported, not crashed on."""
+        assert expected == errors_of(config)
+
+    def test_negative_and_zero_numbers(self) -> None:
+        """Prices must not be negative; sizes and timeouts must be positive."""
+        cfg = base()
+        cfg["providers"]["openai"]["timeouts"] = {"connect": 0}
+        cfg["providers"]["openai"]["max_connections"] = 0
+        cfg["models"]["gpt-4o-mini"].update(context_window=0, pricing={"input": -1, "output": 1})
+        assert [
+            ("models.gpt-4o-mini.context_window", "must be a positive integer"),
+            ("models.gpt-4o-mini.pricing.input", "must not be negative"),
+            ("providers.openai.max_connections", "must be at least 1"),
+            ("providers.openai.timeouts.connect", "must be positive"),
+        ] == errors_of(cfg)
+
+    def test_strings_are_not_coerced(self) -> None:
+        """Numbers given as strings and strings given as numbers are errors, not coerced."""
+        cfg = base()
+        cfg["models"]["gpt-4o-mini"].update(context_window="128000", upstream=5)
+        assert [
+            ("models.gpt-4o-mini.context_window", "expected an integer, got '128000'"),
+            ("models.gpt-4o-mini.upstream", "expected a string, got 5"),
+        ] == errors_of(cfg)

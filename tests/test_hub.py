@@ -1,0 +1,250 @@
+"""The Hub itself: lookups, custom providers, registration, the sync facade and import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+import tokenhub
+from tests.conftest import config_for
+from tokenhub import ChatResponse, Chunk, Hub, SyncHub
+from tokenhub.errors import ErrorClass, ModelNotFoundError, RateLimitError, RequestError
+from tokenhub.providers import (
+    Call,
+    Capabilities,
+    Classification,
+    Provider,
+    ProviderSettings,
+    _registry,
+)
+from tokenhub.testing import FakeProvider, Reply
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+class EchoProvider:
+    """A third-party adapter that answers locally."""
+
+    def __init__(self, settings: ProviderSettings | None = None) -> None:
+        self.settings = settings
+        self.closed = False
+
+    def capabilities(self, model: str) -> Capabilities:
+        return Capabilities()
+
+    async def send(self, call: Call) -> ChatResponse:
+        return call.response(
+            text=call.request.messages[-1].text[::-1], finish_reason="stop", usage=None
+        )
+
+    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+        yield call.chunk(text="e")
+        yield call.chunk(finish_reason="stop")
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
+        return Classification(ErrorClass.TRANSIENT, "no")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class TestHub:
+    @pytest.mark.anyio
+    async def test_unknown_model_lists_known_and_sends_nothing(
+        self, fake: FakeProvider, make_hub: Callable[..., Hub]
+    ) -> None:
+        """An unknown model raises ModelNotFoundError (a LookupError) naming the known ones."""
+        async with make_hub() as hub:
+            with pytest.raises(
+                LookupError,
+                match="unknown model 'gpt-5'; configured models: claude-haiku, gpt-4o-mini, llama-8b",
+            ) as info:
+                await hub.chat(HELLO, model="gpt-5")
+            with pytest.raises(ModelNotFoundError):
+                hub.stream(HELLO, model="gpt-5")
+        assert isinstance(info.value, ModelNotFoundError)
+        assert [] == fake.requests
+
+    @pytest.mark.anyio
+    async def test_invalid_request_sends_nothing(
+        self, fake: FakeProvider, make_hub: Callable[..., Hub]
+    ) -> None:
+        """Invalid requests fail in chat and stream before any network call."""
+        async with make_hub() as hub:
+            with pytest.raises(RequestError):
+                await hub.chat([], model="gpt-4o-mini")
+            with pytest.raises(RequestError):
+                hub.stream([{"role": "bot", "content": "x"}], model="claude-haiku")
+        assert [] == fake.requests
+
+    @pytest.mark.anyio
+    async def test_provider_instances_from_config_and_add_provider(self) -> None:
+        """Models may name provider instances; add_provider swaps one in for later requests."""
+        echo = EchoProvider()
+        assert isinstance(echo, Provider)
+        cfg = {"models": {"local": {"provider": "mine"}}}
+        async with Hub.from_config(cfg, providers={"mine": echo}) as hub:
+            r = await hub.chat([{"role": "user", "content": "abc"}], model="local")
+            assert ("cba", "local", "mine") == (r.text, r.model, r.provider)
+            other = EchoProvider()
+            hub.add_provider("mine", other)
+            chunks = [c async for c in hub.stream(HELLO, model="local")]
+            assert ["e", ""] == [c.text for c in chunks]
+        assert echo.closed is False
+        assert other.closed is True
+
+    def test_third_party_kind_through_entry_points(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A kind registered in the tokenhub.providers group is built from config like the built-ins."""
+        ep = EntryPoint("echo", "tests.test_hub:EchoProvider", _registry.GROUP)
+        monkeypatch.setattr(_registry, "_installed", lambda: {"echo": ep})
+        hub = Hub.from_config(
+            {
+                "providers": {"p": {"kind": "echo", "options": {"x": 1}}},
+                "models": {"m": {"provider": "p"}},
+            }
+        )
+        provider: Any = hub._models["m"].provider
+        settings = provider.settings
+        assert "EchoProvider" == type(provider).__name__
+        assert ("p", "echo", {"x": 1}) == (settings.name, settings.kind, settings.options)
+
+    def test_builtins_are_declared_as_entry_points(self) -> None:
+        """The built-in adapters are registered in the same entry-point group third parties use."""
+        installed = {ep.name: ep.value for ep in entry_points(group=_registry.GROUP)}
+        builtin = {name: ep.value for name, ep in _registry._BUILTIN.items()}
+        assert builtin == {k: v for k, v in installed.items() if k in builtin}
+
+    @pytest.mark.parametrize("anyio_backend", ["trio"])
+    @pytest.mark.anyio
+    # httpx's nested response generators are not closed explicitly when a stream ends before EOF;
+    # trio reports them (asyncio finalises them quietly). tokenhub's own generators must not appear.
+    @pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <async_generator object (Response|BoundAsyncStream|"
+        "AsyncResponseStream|PoolByteStream|HTTP11ConnectionByteStream|AsyncHTTP11Connection)"
+        ":pytest.PytestUnraisableExceptionWarning"
+    )
+    async def test_works_on_trio(self, anyio_backend: str) -> None:
+        """Chat and stream work under trio as well as asyncio."""
+        async with FakeProvider() as fake, Hub.from_config(config_for(fake)) as hub:
+            r = await hub.chat(HELLO, model="claude-haiku")
+            chunks = [c async for c in hub.stream(HELLO, model="gpt-4o-mini")]
+        assert "echo: Hello" == r.text
+        assert "echo: Hello" == "".join(c.text for c in chunks)
+
+
+class TestOpenAICompatibility:
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku", "llama-8b"])
+    async def test_to_openai_validates_with_the_sdk(
+        self, fake: FakeProvider, make_hub: Callable[..., Hub], model: str
+    ) -> None:
+        """to_openai() of responses and chunks validates as the openai SDK's ChatCompletion(Chunk)."""
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+        from tokenhub.testing import ToolCall
+
+        upstream = fake.requests  # noqa: F841 - keep the fake referenced
+        for name in ("gpt-4o-mini", "claude-3-5-haiku-latest", "meta-llama/Llama-3.1-8B-Instruct"):
+            fake.default(
+                name,
+                Reply(text="Hi", tool_calls=[ToolCall(id="call_1", name="f", arguments={"a": 1})]),
+            )
+        async with make_hub() as hub:
+            r = await hub.chat(HELLO, model=model)
+            chunks = [c async for c in hub.stream(HELLO, model=model)]
+        completion = ChatCompletion.model_validate(r.to_openai())
+        assert "call_1" == completion.choices[0].message.tool_calls[0].id  # type: ignore[index]
+        assert "tool_calls" == completion.choices[0].finish_reason
+        for c in chunks:
+            ChatCompletionChunk.model_validate(c.to_openai())
+        assert chunks[-1].to_openai()["usage"]["prompt_tokens"] > 0
+
+
+class TestSyncHub:
+    def test_chat_stream_and_errors_from_any_thread(self) -> None:
+        """The blocking facade works from the main thread and from another thread."""
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(FakeProvider()) as fake,
+        ):
+            fake.script("gpt-4o-mini", Reply(status=429, headers={"retry-after": "1"}))
+            with SyncHub.from_config(config_for(fake)) as hub:
+                with pytest.raises(RateLimitError):
+                    hub.chat(HELLO, model="gpt-4o-mini")
+                assert "echo: Hello" == hub.chat(HELLO, model="claude-haiku").text
+                assert "echo: Hello" == "".join(c.text for c in hub.stream(HELLO, model="llama-8b"))
+                with pytest.raises(RequestError):
+                    hub.stream([], model="llama-8b")
+                results: list[str] = []
+                t = threading.Thread(
+                    target=lambda: results.append(hub.chat(HELLO, model="gpt-4o-mini").text)
+                )
+                t.start()
+                t.join()
+                assert ["echo: Hello"] == results
+
+    def test_stream_closed_early(self) -> None:
+        """Breaking out of a sync stream releases it; the hub keeps working."""
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(FakeProvider()) as fake,
+        ):
+            hub = SyncHub.from_config(config_for(fake))
+            try:
+                for _ in hub.stream(HELLO, model="gpt-4o-mini"):
+                    break
+                assert (
+                    "echo: Hi"
+                    == hub.chat([{"role": "user", "content": "Hi"}], model="gpt-4o-mini").text
+                )
+            finally:
+                hub.close()
+
+
+class TestImport:
+    def test_import_has_no_side_effects_and_stays_light(self) -> None:
+        """Importing tokenhub starts no thread and loads neither httpx, cattrs nor anyio."""
+        code = (
+            "import sys, threading\n"
+            "n = threading.active_count()\n"
+            "import tokenhub, tokenhub.errors, tokenhub.providers\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore', 'cattrs', 'anyio', 'h11', 'ssl'})\n"
+            "print(threading.active_count() - n, heavy)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert "0 []" == out.stdout.strip()
+
+    def test_public_names_are_documented(self) -> None:
+        """Every public top-level name appears in the API reference."""
+        api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+        reference = api + (Path(__file__).parent.parent / "docs" / "quickstart.md").read_text()
+        missing = [n for n in tokenhub.__all__ if n != "__version__" and n not in reference]
+        assert [] == missing
+        assert sorted(tokenhub.__all__) == tokenhub.__all__
+
+
+def test_secret_hides_itself() -> None:
+    """Secrets show a mask in repr, str and format, compare by value, and refuse to pickle."""
+    import pickle
+
+    s = tokenhub.Secret("sk-abc-123")
+    assert "sk-abc" not in f"{s!r} {s} {s:>20}"
+    assert tokenhub.Secret("sk-abc-123") == s
+    assert tokenhub.Secret("other") != s
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+
+
+def test_version() -> None:
+    """The version is exposed."""
+    assert "0.1.0" == tokenhub.__version__

@@ -1,0 +1,232 @@
+"""The request envelope: validation before any I/O, with paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tokenhub import Message, ToolCall
+from tokenhub._models import ImagePart, ResponseFormat, TextPart, ToolChoice
+from tokenhub._request import build_request
+from tokenhub.errors import RequestError
+
+USER = {"role": "user", "content": "hi"}
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+def errors(messages: Any, **kw: Any) -> list[tuple[str, str]]:
+    with pytest.raises(RequestError) as info:
+        build_request(messages, **kw)
+    return list(info.value.errors)
+
+
+class TestValid:
+    def test_full_envelope(self) -> None:
+        """Every OpenAI-style field is parsed into the typed request."""
+        r = build_request(
+            [
+                {"role": "system", "content": "s"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "look"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "https://x/y.png", "detail": "low"},
+                        },
+                    ],
+                },
+                {"role": "assistant", "content": None, "tool_calls": [CALL], "refusal": None},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"},
+            ],
+            tools=[TOOL],
+            tool_choice="auto",
+            response_format={"type": "json_object"},
+            temperature=0,
+            top_p=1,
+            max_tokens=5,
+            stop="x",
+            seed=1,
+            user="u",
+            metadata={"k": "v"},
+            extra_body={"top_k": 3},
+        )
+        assert (TextPart("look"), ImagePart("https://x/y.png", "low")) == r.messages[1].content
+        assert (ToolCall("c1", "f", "{}"),) == r.messages[2].tool_calls
+        assert "c1" == r.messages[3].tool_call_id
+        assert ToolChoice("auto") == r.tool_choice
+        assert ResponseFormat("json_object") == r.response_format
+        assert ("x",) == r.stop
+        assert {"top_k": 3} == r.extra_body
+
+    def test_message_objects_and_dict_arguments(self) -> None:
+        """Message objects are accepted, and dict tool arguments are encoded to JSON."""
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+        r = build_request(
+            [Message(role="user", content="hi"), {"role": "assistant", "tool_calls": [call]}]
+        )
+        assert '{"a":1}' == r.messages[1].tool_calls[0].arguments
+        assert "hi" == r.messages[0].text
+
+    def test_named_tool_choice(self) -> None:
+        """A named function choice must name one of the tools."""
+        r = build_request(
+            [USER], tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}
+        )
+        assert ToolChoice("function", "f") == r.tool_choice
+
+
+class TestInvalid:
+    @pytest.mark.parametrize(
+        ("messages", "expected"),
+        [
+            ([], [("messages", "must not be empty")]),
+            ("hi", [("messages", "expected a list of messages, got str")]),
+            (
+                [{"role": "bot", "content": "x"}],
+                [
+                    (
+                        "messages[0].role",
+                        "unknown role 'bot'; expected one of ['assistant', 'developer', 'system', 'tool', 'user']",
+                    )
+                ],
+            ),
+            ([{"role": "user"}], [("messages[0].content", "a user message needs content")]),
+            (
+                [{"role": "assistant"}],
+                [("messages[0].content", "an assistant message needs content or tool_calls")],
+            ),
+            (
+                [{"role": "user", "content": "x", "colour": 1}],
+                [("messages[0].colour", "unknown key")],
+            ),
+            (
+                [USER, {"role": "tool", "tool_call_id": "nope", "content": "x"}],
+                [("messages[1].tool_call_id", "no earlier assistant tool call has id 'nope'")],
+            ),
+            (
+                [{"role": "tool", "content": "x"}],
+                [
+                    (
+                        "messages[0].tool_call_id",
+                        "a tool message needs the id of the call it answers",
+                    )
+                ],
+            ),
+            (
+                [{"role": "user", "content": "x", "tool_calls": [CALL]}],
+                [("messages[0].tool_calls", "only assistant messages carry tool calls")],
+            ),
+            (
+                [{"role": "user", "content": [{"type": "audio"}]}],
+                [
+                    (
+                        "messages[0].content[0]",
+                        "unknown content part type 'audio'; expected 'text' or 'image_url'",
+                    )
+                ],
+            ),
+            (
+                [
+                    {
+                        "role": "system",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x"}}],
+                    }
+                ],
+                [
+                    (
+                        "messages[0].content[0]",
+                        "images are only allowed in user messages, not system",
+                    )
+                ],
+            ),
+            (
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}
+                        ],
+                    }
+                ],
+                [("messages[0].content[0].image_url", "expected an http(s) or data: URL")],
+            ),
+            (
+                [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "", "function": {"name": "f", "arguments": 3}}],
+                    }
+                ],
+                [
+                    ("messages[0].tool_calls[0].id", "expected a non-empty string"),
+                    ("messages[0].tool_calls[0].function.arguments", "expected a JSON string"),
+                ],
+            ),
+            ([3], [("messages[0]", "expected a message mapping, got int")]),
+        ],
+    )
+    def test_bad_messages(self, messages: Any, expected: list[tuple[str, str]]) -> None:
+        """Each malformed message is reported with its path."""
+        assert expected == errors(messages)
+
+    def test_tool_answered_twice(self) -> None:
+        """A tool result for a call that was already answered is rejected."""
+        msgs = [
+            USER,
+            {"role": "assistant", "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "c1", "content": "a"},
+            {"role": "tool", "tool_call_id": "c1", "content": "b"},
+        ]
+        assert [
+            ("messages[3].tool_call_id", "no earlier assistant tool call has id 'c1'")
+        ] == errors(msgs)
+
+    @pytest.mark.parametrize(
+        ("kw", "expected"),
+        [
+            ({"temperature": 3}, [("temperature", "must be between 0 and 2, got 3")]),
+            ({"temperature": "hot"}, [("temperature", "expected a number, got 'hot'")]),
+            ({"top_p": -0.1}, [("top_p", "must be between 0 and 1, got -0.1")]),
+            ({"max_tokens": 0}, [("max_tokens", "expected a positive integer, got 0")]),
+            ({"max_tokens": True}, [("max_tokens", "expected a positive integer, got True")]),
+            ({"stop": [1]}, [("stop", "expected a string or a list of strings")]),
+            ({"seed": 1.5}, [("seed", "expected an integer, got 1.5")]),
+            ({"metadata": {"k": 1}}, [("metadata", "expected a mapping of strings to strings")]),
+            ({"extra_body": []}, [("extra_body", "expected a mapping, got list")]),
+            ({"tool_choice": "auto"}, [("tool_choice", "needs tools")]),
+            (
+                {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+                [("tool_choice", "names tool 'g', which is not in tools")],
+            ),
+            ({"tools": [TOOL, TOOL]}, [("tools[1].function.name", "duplicate tool name 'f'")]),
+            (
+                {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+                [("tools[0].function.name", "expected 1-64 letters, digits, '_' or '-'")],
+            ),
+            (
+                {"tools": [{"name": "f"}]},
+                [("tools[0]", "expected {'type': 'function', 'function': {'name', ...}}")],
+            ),
+            (
+                {"response_format": {"type": "yaml"}},
+                [("response_format.type", "expected 'text', 'json_object' or 'json_schema'")],
+            ),
+            (
+                {"response_format": {"type": "json_schema"}},
+                [("response_format.json_schema", "expected {'name', 'schema', 'strict'?}")],
+            ),
+        ],
+    )
+    def test_bad_parameters(self, kw: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+        """Each bad parameter is reported by name."""
+        assert expected == errors([USER], **kw)
+
+    def test_all_problems_together(self) -> None:
+        """Problems in messages and parameters are reported in one error, and it is a ValueError."""
+        with pytest.raises(
+            ValueError, match=r"messages\[0\].role: unknown role .*temperature: must be between"
+        ):
+            build_request([{"role": "bot"}], temperature=9)
