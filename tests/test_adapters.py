@@ -214,6 +214,20 @@ class TestWire:
         assert "2023-06-01" == sent.headers["anthropic-version"]
         assert "authorization" not in sent.headers
 
+    async def test_adapter_options_reach_the_wire(self, fake: FakeProvider) -> None:
+        """max_tokens_field renames max_tokens; anthropic options set the version and beta headers."""
+        cfg = config_for(fake)
+        cfg["providers"]["openai"]["options"] = {"max_tokens_field": "max_completion_tokens"}
+        cfg["providers"]["anthropic"]["options"] = {"anthropic_version": "2024-01-01", "beta": ["a-1", "b-2"]}
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=9)
+            await hub.chat(HELLO, model="claude-haiku")
+        openai_body = fake.requests[0].body
+        assert (9, False) == (openai_body["max_completion_tokens"], "max_tokens" in openai_body)
+        headers = fake.requests[1].headers
+        assert ("2024-01-01", "a-1,b-2") == (headers["anthropic-version"], headers["anthropic-beta"])
+        assert headers["user-agent"].startswith("tokenhub/")
+
     async def test_anthropic_max_tokens_defaults_to_4096(self, fake: FakeProvider) -> None:
         """Without max_tokens from the caller or the model, Anthropic gets 4096."""
         cfg = config_for(fake)

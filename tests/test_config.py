@@ -238,3 +238,24 @@ class TestErrors:
             ("models.gpt-4o-mini.context_window", "expected an integer, got '128000'"),
             ("models.gpt-4o-mini.upstream", "expected a string, got 5"),
         ] == errors_of(cfg)
+
+
+class TestAdapterOptions:
+    @pytest.mark.parametrize(
+        ("kind", "options", "expected"),
+        [
+            ("openai", {"max_tokens_field": "max_completion_tokens"}, []),
+            ("openai", {"max_tokens_field": "tokens"}, [("providers.p.options.max_tokens_field", "expected 'max_tokens' or 'max_completion_tokens'")]),
+            ("openai", {"colour": 1}, [("providers.p.options.colour", "unknown key")]),
+            ("anthropic", {"anthropic_version": "2023-06-01", "beta": ["x"]}, []),
+            ("anthropic", {"beta": "x"}, [("providers.p.options.beta", "expected a list of anthropic-beta flag strings")]),
+            ("vllm", {"max_tokens_field": 3}, [("providers.p.options.max_tokens_field", "expected 'max_tokens' or 'max_completion_tokens'")]),
+        ],
+    )
+    def test_options_are_checked_by_the_adapter(self, kind: str, options: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+        """Each adapter checks its own options and reports them by path."""
+        cfg = {"providers": {"p": {"kind": kind, "options": options}}, "models": {"m": {"provider": "p"}}}
+        if expected:
+            assert expected == errors_of(cfg)
+        else:
+            Hub.from_config(cfg)

@@ -11,7 +11,13 @@ import attrs
 
 from tokenhub._models import ChatResponse, Chunk, ToolCall, Usage
 from tokenhub._request import build_request
-from tokenhub.errors import ErrorClass, ModelNotFoundError, ProviderError, StreamInterrupted
+from tokenhub.errors import (
+    ConfigError,
+    ErrorClass,
+    ModelNotFoundError,
+    ProviderError,
+    StreamInterrupted,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -93,7 +99,6 @@ class Hub:
         """
         from tokenhub._config import parse_config  # noqa: PLC0415 - cattrs loads on first use
         from tokenhub._httpx import HttpxClient  # noqa: PLC0415
-        from tokenhub.errors import ConfigError  # noqa: PLC0415
         from tokenhub.providers import ProviderSettings  # noqa: PLC0415
         from tokenhub.providers._registry import find_kind, kinds_for  # noqa: PLC0415
 
@@ -102,6 +107,7 @@ class Hub:
             config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
         )
         built: dict[str, Provider] = {}
+        errors: list[tuple[str, str]] = []
         for name, p in parsed.providers.items():
             factory = find_kind(p.kind)
             if factory is None:  # pragma: no cover - parse_config checked the kind
@@ -109,19 +115,23 @@ class Hub:
             http = HttpxClient(
                 timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
             )
-            built[name] = factory(
-                ProviderSettings(
-                    name=name,
-                    kind=p.kind,
-                    base_urls=p.base_urls,
-                    api_key=p.api_key,
-                    headers=p.headers,
-                    timeouts=p.timeouts,
-                    options=p.options,
-                    http=http,
-                    clock=clock,
-                )
+            settings = ProviderSettings(
+                name=name,
+                kind=p.kind,
+                base_urls=p.base_urls,
+                api_key=p.api_key,
+                headers=p.headers,
+                timeouts=p.timeouts,
+                options=p.options,
+                http=http,
+                clock=clock,
             )
+            try:
+                built[name] = factory(settings)
+            except ConfigError as exc:  # adapters report paths relative to their entry
+                errors.extend((f"providers.{name}.{path}", why) for path, why in exc.errors)
+        if errors:
+            raise ConfigError(errors)
         built.update(extra)
         return cls(parsed, built)
 

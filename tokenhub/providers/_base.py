@@ -7,9 +7,16 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tokenhub import __version__
 from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text
 from tokenhub._redact import scrub, truncate
-from tokenhub.errors import ErrorClass, ProviderError, ProviderTimeoutError, error_type_for
+from tokenhub.errors import (
+    ConfigError,
+    ErrorClass,
+    ProviderError,
+    ProviderTimeoutError,
+    error_type_for,
+)
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
@@ -32,6 +39,7 @@ _QUOTA = re.compile(
     re.IGNORECASE,
 )
 _NUM = r"(\d[\d,]*)"
+_USER_AGENT = f"tokenhub/{__version__}"
 
 
 def _int(s: str) -> int:
@@ -134,8 +142,19 @@ class HTTPProvider:
 
     default_base_url: ClassVar[str]
     default_capabilities: ClassVar[Capabilities] = Capabilities()
+    #: The ``options`` this adapter accepts: name -> (type, description of valid values).
+    option_types: ClassVar[Mapping[str, tuple[type, str]]] = {}
 
     def __init__(self, settings: ProviderSettings) -> None:
+        problems = [
+            (f"options.{k}", "unknown key")
+            if k not in self.option_types
+            else (f"options.{k}", f"expected {self.option_types[k][1]}")
+            for k, v in settings.options.items()
+            if k not in self.option_types or not isinstance(v, self.option_types[k][0])
+        ]
+        if problems:
+            raise ConfigError(problems)
         self.settings = settings
         self._http = settings.http
         self._bases = tuple(u.rstrip("/") for u in settings.base_urls) or (self.default_base_url,)
@@ -236,7 +255,11 @@ class HTTPProvider:
         return headers.get("x-request-id") or headers.get("request-id")
 
     def _headers(self, call: Call, auth: Mapping[str, str]) -> dict[str, str]:
-        h = {"content-type": "application/json", "x-request-id": call.request_id}
+        h = {
+            "content-type": "application/json",
+            "user-agent": _USER_AGENT,
+            "x-request-id": call.request_id,
+        }
         h.update(self.settings.headers)
         h.update(auth)
         return h

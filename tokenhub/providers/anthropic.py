@@ -136,6 +136,10 @@ class AnthropicProvider(HTTPProvider):
     default_capabilities: ClassVar[Capabilities] = Capabilities(
         tools=True, vision=True, prefill=True
     )
+    option_types: ClassVar[Mapping[str, tuple[type, str]]] = {
+        "anthropic_version": (str, "a version string such as '2023-06-01'"),
+        "beta": (list, "a list of anthropic-beta flag strings"),
+    }
 
     def _auth(self, key: Secret | None) -> dict[str, str]:
         opts = self.settings.options
