@@ -218,14 +218,20 @@ class TestWire:
         """max_tokens_field renames max_tokens; anthropic options set the version and beta headers."""
         cfg = config_for(fake)
         cfg["providers"]["openai"]["options"] = {"max_tokens_field": "max_completion_tokens"}
-        cfg["providers"]["anthropic"]["options"] = {"anthropic_version": "2024-01-01", "beta": ["a-1", "b-2"]}
+        cfg["providers"]["anthropic"]["options"] = {
+            "anthropic_version": "2024-01-01",
+            "beta": ["a-1", "b-2"],
+        }
         async with Hub.from_config(cfg) as hub:
             await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=9)
             await hub.chat(HELLO, model="claude-haiku")
         openai_body = fake.requests[0].body
         assert (9, False) == (openai_body["max_completion_tokens"], "max_tokens" in openai_body)
         headers = fake.requests[1].headers
-        assert ("2024-01-01", "a-1,b-2") == (headers["anthropic-version"], headers["anthropic-beta"])
+        assert ("2024-01-01", "a-1,b-2") == (
+            headers["anthropic-version"],
+            headers["anthropic-beta"],
+        )
         assert headers["user-agent"].startswith("tokenhub/")
 
     async def test_anthropic_max_tokens_defaults_to_4096(self, fake: FakeProvider) -> None:
@@ -879,3 +885,25 @@ def test_body_is_compact_json() -> None:
 
     assert '{"a":"日本"}' == _dumps({"a": "日本"})
     assert json.loads(_dumps({"a": [1, 2]})) == {"a": [1, 2]}
+
+
+class TestScrub:
+    def test_short_values_mask_only_whole_tokens(self) -> None:
+        """A short secret is masked where it stands alone, without garbling other words."""
+        from tokenhub._redact import scrub
+        from tokenhub._secret import Secret
+
+        assert "Incorrect API key provided: [REDACTED]." == scrub(
+            "Incorrect API key provided: k.", [Secret("k")]
+        )
+
+    def test_long_values_and_fragments_are_masked(self) -> None:
+        """A long secret, its distinctive prefix and suffix, and key-shaped strings are masked."""
+        from tokenhub._redact import scrub
+        from tokenhub._secret import Secret
+
+        text = f"a {CANARY} b {CANARY[:10]}*** c ***{CANARY[-9:]} d sk-proj-abcdefghijklmnop"
+        out = scrub(text, [Secret(CANARY)])
+        assert CANARY[:8] not in out
+        assert CANARY[-8:] not in out
+        assert "abcdefghijklmnop" not in out

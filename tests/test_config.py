@@ -139,7 +139,7 @@ class TestErrors:
             ("models.a.provider", "unknown provider 'nope'; known: OpenAI, openai, other"),
             (
                 "models.b.capabilities",
-                "unknown capability 'tool'; expected some of json_schema, prefill, reasoning, tools, vision",
+                "unknown capability 'tool'; expected some of json_schema, prefill, tools, vision",
             ),
             ("models.b.pricing.input", "expected a number, got True"),
             ("models.c.provider", "required key missing"),
@@ -168,6 +168,11 @@ class TestErrors:
                 "expected {'env': NAME}, {'vault': NAME} or a literal key string",
             ),
             ({"vault": "openai"}, "vault references need the vault, not yet available"),
+            ({"env": CANARY}, "'env' must name an environment variable (a key was pasted?)"),
+            (
+                {"env": "gsk_" + "A1b2C3d4E5f6G7h8J9k0"},
+                "'env' must name an environment variable (a key was pasted?)",
+            ),
         ],
     )
     def test_bad_key_is_never_echoed(self, value: Any, reason: str) -> None:
@@ -230,6 +235,19 @@ class TestErrors:
             ("providers.openai.timeouts.connect", "must be positive"),
         ] == errors_of(cfg)
 
+    def test_headers_and_options_must_be_mappings(self) -> None:
+        """Non-mapping headers and options are reported in plain words."""
+        cfg = base()
+        cfg["providers"]["openai"].update(headers=3, options=["x"])
+        assert [
+            ("providers.openai.headers", "expected a mapping, got 3"),
+            ("providers.openai.options", "expected a mapping with string keys, got a list"),
+        ] == errors_of(cfg)
+        cfg["providers"]["openai"].update(headers={"x-a": 1}, options={})
+        assert [
+            ("providers.openai.headers", "expected string values; not a string: x-a")
+        ] == errors_of(cfg)
+
     def test_strings_are_not_coerced(self) -> None:
         """Numbers given as strings and strings given as numbers are errors, not coerced."""
         cfg = base()
@@ -245,16 +263,48 @@ class TestAdapterOptions:
         ("kind", "options", "expected"),
         [
             ("openai", {"max_tokens_field": "max_completion_tokens"}, []),
-            ("openai", {"max_tokens_field": "tokens"}, [("providers.p.options.max_tokens_field", "expected 'max_tokens' or 'max_completion_tokens'")]),
+            (
+                "openai",
+                {"max_tokens_field": "tokens"},
+                [
+                    (
+                        "providers.p.options.max_tokens_field",
+                        "expected 'max_tokens' or 'max_completion_tokens'",
+                    )
+                ],
+            ),
             ("openai", {"colour": 1}, [("providers.p.options.colour", "unknown key")]),
             ("anthropic", {"anthropic_version": "2023-06-01", "beta": ["x"]}, []),
-            ("anthropic", {"beta": "x"}, [("providers.p.options.beta", "expected a list of anthropic-beta flag strings")]),
-            ("vllm", {"max_tokens_field": 3}, [("providers.p.options.max_tokens_field", "expected 'max_tokens' or 'max_completion_tokens'")]),
+            (
+                "anthropic",
+                {"beta": "x"},
+                [("providers.p.options.beta", "expected a list of anthropic-beta flag strings")],
+            ),
+            (
+                "anthropic",
+                {"beta": [1]},
+                [("providers.p.options.beta", "expected a list of anthropic-beta flag strings")],
+            ),
+            (
+                "vllm",
+                {"max_tokens_field": 3},
+                [
+                    (
+                        "providers.p.options.max_tokens_field",
+                        "expected 'max_tokens' or 'max_completion_tokens'",
+                    )
+                ],
+            ),
         ],
     )
-    def test_options_are_checked_by_the_adapter(self, kind: str, options: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    def test_options_are_checked_by_the_adapter(
+        self, kind: str, options: dict[str, Any], expected: list[tuple[str, str]]
+    ) -> None:
         """Each adapter checks its own options and reports them by path."""
-        cfg = {"providers": {"p": {"kind": kind, "options": options}}, "models": {"m": {"provider": "p"}}}
+        cfg = {
+            "providers": {"p": {"kind": kind, "options": options}},
+            "models": {"m": {"provider": "p"}},
+        }
         if expected:
             assert expected == errors_of(cfg)
         else:

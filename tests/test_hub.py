@@ -101,6 +101,41 @@ class TestHub:
         assert echo.closed is False
         assert other.closed is True
 
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        ("chunks", "error"), [(0, "ProviderUnavailableError"), (1, "StreamInterrupted")]
+    )
+    async def test_stream_without_finish_reason(self, chunks: int, error: str) -> None:
+        """A provider stream that just ends is a provider failure, or an interruption once chunks arrived."""
+
+        class Truncating(EchoProvider):
+            async def stream(self, call: Call) -> AsyncIterator[Chunk]:
+                for _ in range(chunks):
+                    yield call.chunk(text="part")
+
+        async with Hub.from_config(
+            {"models": {"m": {"provider": "t"}}}, providers={"t": Truncating()}
+        ) as hub:
+            with pytest.raises(tokenhub.errors.ProviderError) as info:
+                _ = [c async for c in hub.stream(HELLO, model="m")]
+        assert error == type(info.value).__name__
+        assert ErrorClass.TRANSIENT.value in (info.value.code, info.value.error_class.value)
+
+    def test_capabilities_merge_model_config_over_adapter_defaults(self) -> None:
+        """hub.capabilities() uses the adapter's defaults unless the model names its own."""
+        cfg = {
+            "providers": {"o": {"kind": "openai"}, "a": {"kind": "anthropic"}},
+            "models": {
+                "plain": {"provider": "o"},
+                "named": {"provider": "a", "capabilities": ["tools"], "context_window": 200000},
+            },
+        }
+        hub = Hub.from_config(cfg)
+        assert Capabilities(tools=True, vision=True, json_schema=True) == hub.capabilities("plain")
+        assert Capabilities(tools=True, max_context=200000) == hub.capabilities("named")
+        with pytest.raises(ModelNotFoundError):
+            hub.capabilities("nope")
+
     def test_third_party_kind_through_entry_points(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A kind registered in the tokenhub.providers group is built from config like the built-ins."""
         ep = EntryPoint("echo", "tests.test_hub:EchoProvider", _registry.GROUP)
@@ -180,7 +215,12 @@ class TestSyncHub:
                 with pytest.raises(RateLimitError):
                     hub.chat(HELLO, model="gpt-4o-mini")
                 assert "echo: Hello" == hub.chat(HELLO, model="claude-haiku").text
-                assert "echo: Hello" == "".join(c.text for c in hub.stream(HELLO, model="llama-8b"))
+                stream = hub.stream(HELLO, model="llama-8b")
+                assert "echo: Hello" == "".join(c.text for c in stream)
+                assert ("echo: Hello", stream.request_id) == (
+                    stream.response.text,
+                    stream.response.request_id,
+                )
                 with pytest.raises(RequestError):
                     hub.stream([], model="llama-8b")
                 results: list[str] = []

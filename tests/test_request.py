@@ -172,6 +172,13 @@ class TestInvalid:
         """Each malformed message is reported with its path."""
         assert expected == errors(messages)
 
+    def test_paths_count_invalid_messages_too(self) -> None:
+        """A tool message after an invalid message is reported at its own index."""
+        msgs = [{"role": "bot"}, {"role": "tool", "tool_call_id": "x", "content": "r"}]
+        assert ("messages[1].tool_call_id", "no earlier assistant tool call has id 'x'") == errors(
+            msgs
+        )[-1]
+
     def test_tool_answered_twice(self) -> None:
         """A tool result for a call that was already answered is rejected."""
         msgs = [

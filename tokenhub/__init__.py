@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
+from tokenhub._hub import SyncChatStream as SyncChatStream
 from tokenhub._hub import SyncHub as SyncHub
 from tokenhub._models import ChatResponse as ChatResponse
 from tokenhub._models import Chunk as Chunk
@@ -29,6 +30,7 @@ __all__ = [
     "Hub",
     "Message",
     "Secret",
+    "SyncChatStream",
     "SyncHub",
     "TokenhubError",
     "ToolCall",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 
+from tokenhub._redact import looks_like_key
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
 from tokenhub.errors import ConfigError, CredentialError
@@ -28,8 +30,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
-CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill", "reasoning"})
+CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
 
 
 @attrs.frozen
@@ -82,8 +85,12 @@ def _structure_key(v: Any, t: Any) -> KeyRef | None:
         return LiteralKey(Secret(v))
     if isinstance(v, Mapping) and len(v) == 1:
         ((kind, name),) = v.items()
-        if kind in ("env", "vault") and isinstance(name, str) and name:
-            return EnvKey(name) if kind == "env" else VaultKey(name)
+        if kind == "env" and isinstance(name, str):
+            if not _ENV_NAME.match(name) or looks_like_key(name):
+                raise TypeError("'env' must name an environment variable (a key was pasted?)")
+            return EnvKey(name)
+        if kind == "vault" and isinstance(name, str) and name:
+            return VaultKey(name)
     # Never echo the value: it may be a key pasted into the wrong shape.
     raise TypeError("expected {'env': NAME}, {'vault': NAME} or a literal key string")
 
@@ -143,7 +150,7 @@ class ModelConfig:
     context_window: int | None = None
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
-    capabilities: frozenset[str] = frozenset()
+    capabilities: frozenset[str] | None = None
 
 
 @attrs.frozen
@@ -169,7 +176,9 @@ converter.register_structure_hook_func(
 )
 
 
-def _structure_caps(v: Any, _: type) -> frozenset[str]:
+def _structure_caps(v: Any, _: type) -> frozenset[str] | None:
+    if v is None:
+        return None
     if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
         raise TypeError("expected a list of capability names")
     unknown = sorted(set(v) - CAPABILITIES)
@@ -181,7 +190,7 @@ def _structure_caps(v: Any, _: type) -> frozenset[str]:
     return frozenset(v)
 
 
-converter.register_structure_hook_func(lambda t: t == frozenset[str], _structure_caps)
+converter.register_structure_hook_func(lambda t: t == frozenset[str] | None, _structure_caps)
 
 
 def parse_config(

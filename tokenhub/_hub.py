@@ -16,6 +16,7 @@ from tokenhub.errors import (
     ErrorClass,
     ModelNotFoundError,
     ProviderError,
+    ProviderUnavailableError,
     StreamInterrupted,
 )
 
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
     from tokenhub._config import HubConfig, ModelConfig
     from tokenhub._models import ChatRequest, Message, Tool
-    from tokenhub.providers import Call, Provider
+    from tokenhub.providers import Call, Capabilities, Provider
 
-__all__ = ["ChatStream", "Hub", "SyncHub"]
+__all__ = ["ChatStream", "Hub", "SyncChatStream", "SyncHub"]
 
 
 def _new_request_id() -> str:
@@ -139,6 +140,29 @@ class Hub:
     def models(self) -> tuple[str, ...]:
         """The configured model names."""
         return tuple(self._models)
+
+    def capabilities(self, model: str) -> Capabilities:
+        """Describe what ``model`` can do.
+
+        A model's configured ``capabilities`` list replaces its adapter's
+        defaults; its ``context_window`` sets ``max_context``.
+        """
+        m = self._models.get(model)
+        if m is None:
+            raise ModelNotFoundError(model, tuple(self._models))
+        caps = m.provider.capabilities(m.upstream)
+        named = m.config.capabilities
+        if named is not None:
+            caps = attrs.evolve(
+                caps,
+                tools="tools" in named,
+                vision="vision" in named,
+                json_schema="json_schema" in named,
+                prefill="prefill" in named,
+            )
+        if m.config.context_window is not None:
+            caps = attrs.evolve(caps, max_context=m.config.context_window)
+        return caps
 
     def add_provider(self, name: str, provider: Provider) -> None:
         """Register ``provider`` under ``name``, replacing a provider of that name.
@@ -252,7 +276,7 @@ class Hub:
         extra_body: Mapping[str, Any] | None = None,
         request_id: str | None = None,
     ) -> ChatStream:
-        """Start a streaming chat request; iterate the result for :class:`~tokenhub.Chunk` s.
+        """Start a streaming chat request; iterate the result for its chunks.
 
         The request is validated here, before any I/O; it is sent when iteration
         starts. After the stream ends, :attr:`ChatStream.response` holds the
@@ -386,13 +410,23 @@ class ChatStream:
             if aclose is not None:
                 await aclose()
         if last is None or last.finish_reason is None:
+            why = "the provider ended the stream without a finish reason"
+            if delivered == 0:
+                raise ProviderUnavailableError(
+                    why,
+                    error_class=ErrorClass.TRANSIENT,
+                    provider=call.provider,
+                    model=call.model,
+                    request_id=call.request_id,
+                )
             raise StreamInterrupted(
-                "the provider ended the stream without a finish reason",
+                why,
                 partial_text="".join(self._text),
                 partial_tool_calls=self._tool_calls(),
                 usage=self._usage,
                 provider=call.provider,
                 model=call.model,
+                code=ErrorClass.TRANSIENT.value,
                 request_id=call.request_id,
             )
         self._response = call.response(
@@ -467,24 +501,54 @@ class SyncHub:
 
     def stream(
         self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any
-    ) -> Iterator[Chunk]:
-        """Blocking :meth:`Hub.stream`: a plain iterator of chunks.
+    ) -> SyncChatStream:
+        """Blocking :meth:`Hub.stream`: iterate the result for chunks, then read ``response``.
 
         Validation errors are raised here, at the call, before any I/O.
         """
-        portal = self._get_portal()
-        stream = self._hub.stream(messages, **kwargs)
-        return self._iterate(portal, stream)
+        return SyncChatStream(self._get_portal(), self._hub.stream(messages, **kwargs))
 
-    @staticmethod
-    def _iterate(portal: BlockingPortal, stream: ChatStream) -> Iterator[Chunk]:
-        it = stream.__aiter__()
+
+class SyncChatStream:
+    """A blocking stream: iterate it once for chunks; then read :attr:`response`."""
+
+    def __init__(self, portal: BlockingPortal, stream: ChatStream) -> None:
+        self._portal = portal
+        self._stream = stream
+
+    @property
+    def request_id(self) -> str:
+        """The request id, known before the first chunk."""
+        return self._stream.request_id
+
+    @property
+    def response(self) -> ChatResponse:
+        """The whole answer, once the stream has ended normally."""
+        return self._stream.response
+
+    def __iter__(self) -> Iterator[Chunk]:
+        it = self._stream.__aiter__()
         try:
             while True:
                 try:
-                    chunk = portal.call(it.__anext__)
+                    chunk = self._portal.call(it.__anext__)
                 except StopAsyncIteration:
                     return
                 yield chunk
         finally:
-            portal.call(stream.aclose)
+            self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the stream and release its connection."""
+        self._portal.call(self._stream.aclose)

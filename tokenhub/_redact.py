@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from tokenhub._secret import Secret
 
-__all__ = ["MASK", "scrub", "truncate"]
+__all__ = ["MASK", "looks_like_key", "scrub", "truncate"]
 
 MASK = "[REDACTED]"
 
@@ -28,11 +28,20 @@ def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
         value = secret.reveal()
         if not value:
             continue
+        if len(value) < _MIN_FRAGMENT:
+            # A short value is masked only where it stands alone, so words stay readable.
+            text = re.sub(rf"(?<![\w-]){re.escape(value)}(?![\w-])", MASK, text)
+            continue
         text = text.replace(value, MASK)
         # Providers echo keys partially ("sk-VKMIs*****wjh3"): mask long prefixes and suffixes too.
         if len(value) >= 2 * _MIN_FRAGMENT:
             text = text.replace(value[:_MIN_FRAGMENT], MASK).replace(value[-_MIN_FRAGMENT:], MASK)
     return _KEY_SHAPES.sub(MASK, text)
+
+
+def looks_like_key(text: str) -> bool:
+    """Tell whether ``text`` has the shape of a credential."""
+    return _KEY_SHAPES.search(text) is not None
 
 
 def truncate(text: str, limit: int = 300) -> str:

@@ -139,19 +139,19 @@ def _messages(messages: object, err: _Errors) -> tuple[Message, ...]:
     if not messages:
         err.add("messages", "must not be empty")
         return ()
-    out: list[Message] = []
+    out: list[tuple[int, Message]] = []
     for i, m in enumerate(messages):
         msg = m if isinstance(m, Message) else _message(f"messages[{i}]", m, err)
         if msg is not None:
-            out.append(msg)
+            out.append((i, msg))
     _check_tool_results(out, err)
-    return tuple(out)
+    return tuple(m for _, m in out)
 
 
-def _check_tool_results(msgs: list[Message], err: _Errors) -> None:
+def _check_tool_results(msgs: list[tuple[int, Message]], err: _Errors) -> None:
     """Every tool message must answer a call made by an earlier assistant message."""
     open_calls: set[str] = set()
-    for i, m in enumerate(msgs):
+    for i, m in msgs:
         if m.role == "assistant":
             open_calls.update(tc.id for tc in m.tool_calls)
         elif m.role == "tool":

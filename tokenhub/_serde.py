@@ -82,6 +82,25 @@ def _mapping_first(cls: type) -> Callable[[Any, type], Any]:
 converter.register_structure_hook_factory(attrs.has, _mapping_first)
 
 
+def _str_mapping(v: Any, _: type) -> dict[str, str]:
+    if not isinstance(v, Mapping):
+        raise TypeError(f"expected a mapping, got {_what(v)}")
+    bad = sorted(str(k) for k, x in v.items() if not isinstance(k, str) or not isinstance(x, str))
+    if bad:
+        raise TypeError(f"expected string values; not a string: {', '.join(bad)}")
+    return dict(v)
+
+
+def _any_mapping(v: Any, _: type) -> dict[str, Any]:
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
+        raise TypeError(f"expected a mapping with string keys, got {_what(v)}")
+    return dict(v)
+
+
+converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
+converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _any_mapping)
+
+
 def validation_errors(exc: BaseException, path: str = "") -> list[tuple[str, str]]:
     """Flatten a cattrs exception tree into ``(dotted.path, reason)`` pairs."""
     out: list[tuple[str, str]] = []

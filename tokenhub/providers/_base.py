@@ -20,7 +20,7 @@ from tokenhub.errors import (
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from tokenhub._http import HttpResponse, TransportError
     from tokenhub._secret import Secret
@@ -142,16 +142,15 @@ class HTTPProvider:
 
     default_base_url: ClassVar[str]
     default_capabilities: ClassVar[Capabilities] = Capabilities()
-    #: The ``options`` this adapter accepts: name -> (type, description of valid values).
-    option_types: ClassVar[Mapping[str, tuple[type, str]]] = {}
+    #: The ``options`` this adapter accepts: name -> (check, description of valid values).
+    option_checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]] = {}
 
     def __init__(self, settings: ProviderSettings) -> None:
+        checks = self.option_checks
         problems = [
-            (f"options.{k}", "unknown key")
-            if k not in self.option_types
-            else (f"options.{k}", f"expected {self.option_types[k][1]}")
+            (f"options.{k}", "unknown key" if k not in checks else f"expected {checks[k][1]}")
             for k, v in settings.options.items()
-            if k not in self.option_types or not isinstance(v, self.option_types[k][0])
+            if k not in checks or not checks[k][0](v)
         ]
         if problems:
             raise ConfigError(problems)

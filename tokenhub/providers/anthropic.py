@@ -13,7 +13,7 @@ from tokenhub.providers._base import HTTPProvider, classify_status, error_envelo
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
     from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
@@ -136,9 +136,15 @@ class AnthropicProvider(HTTPProvider):
     default_capabilities: ClassVar[Capabilities] = Capabilities(
         tools=True, vision=True, prefill=True
     )
-    option_types: ClassVar[Mapping[str, tuple[type, str]]] = {
-        "anthropic_version": (str, "a version string such as '2023-06-01'"),
-        "beta": (list, "a list of anthropic-beta flag strings"),
+    option_checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]] = {
+        "anthropic_version": (
+            lambda v: isinstance(v, str) and bool(v),
+            "a version string such as '2023-06-01'",
+        ),
+        "beta": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+            "a list of anthropic-beta flag strings",
+        ),
     }
 
     def _auth(self, key: Secret | None) -> dict[str, str]:

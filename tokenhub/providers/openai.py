@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._http import HttpResponse, TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
-from tokenhub.errors import ConfigError
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
     from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
@@ -77,18 +76,16 @@ class OpenAIProvider(HTTPProvider):
     default_capabilities: ClassVar[Capabilities] = Capabilities(
         tools=True, vision=True, json_schema=True
     )
-    option_types: ClassVar[Mapping[str, tuple[type, str]]] = {
-        "max_tokens_field": (str, "'max_tokens' or 'max_completion_tokens'"),
+    option_checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]] = {
+        "max_tokens_field": (
+            lambda v: v in ("max_tokens", "max_completion_tokens"),
+            "'max_tokens' or 'max_completion_tokens'",
+        ),
     }
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
-        field = settings.options.get("max_tokens_field", "max_tokens")
-        if field not in ("max_tokens", "max_completion_tokens"):
-            raise ConfigError(
-                [("options.max_tokens_field", "expected 'max_tokens' or 'max_completion_tokens'")]
-            )
-        self._max_tokens_field = field
+        self._max_tokens_field: str = settings.options.get("max_tokens_field", "max_tokens")
 
     def _auth(self, key: Secret | None) -> dict[str, str]:
         return {} if key is None else {"authorization": f"Bearer {key.reveal()}"}

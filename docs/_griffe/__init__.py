@@ -1,0 +1,3 @@
+"""Build-time helpers for the documentation (not part of tokenhub)."""
+
+from __future__ import annotations
