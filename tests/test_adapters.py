@@ -835,6 +835,24 @@ class TestErrors:
                 await hub.chat(HELLO, model="gpt-4o-mini")
         assert ErrorClass.TRANSIENT == info.value.error_class
 
+    @pytest.mark.parametrize(
+        ("model", "body"),
+        [
+            ("gpt-4o-mini", {"choices": [{"message": {"tool_calls": [{"id": "c1"}]}}]}),
+            ("claude-haiku", {"content": [{"type": "tool_use"}]}),
+            ("claude-haiku", {"id": "msg_1"}),
+        ],
+    )
+    async def test_200_with_malformed_json_shape(
+        self, fake: FakeProvider, make_hub: Callable[..., Hub], model: str, body: dict[str, Any]
+    ) -> None:
+        """A 200 JSON body missing required fields is a transient provider failure."""
+        fake.script(UPSTREAM[model], Reply(body=body))
+        async with make_hub() as hub:
+            with pytest.raises(ProviderUnavailableError) as info:
+                await hub.chat(HELLO, model=model)
+        assert ErrorClass.TRANSIENT == info.value.error_class
+
     async def test_errors_pickle_with_their_fields(
         self, fake: FakeProvider, make_hub: Callable[..., Hub]
     ) -> None:
@@ -881,7 +899,7 @@ class TestErrors:
 
 def test_body_is_compact_json() -> None:
     """Request bodies are compact UTF-8 JSON (non-ASCII text is not escaped)."""
-    from tokenhub.providers.openai import _dumps
+    from tokenhub.providers._base import dumps as _dumps
 
     assert '{"a":"日本"}' == _dumps({"a": "日本"})
     assert json.loads(_dumps({"a": [1, 2]})) == {"a": [1, 2]}

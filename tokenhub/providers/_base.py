@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub import __version__
+from tokenhub._http import HttpResponse, TransportError
 from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text
 from tokenhub._redact import scrub, truncate
 from tokenhub.errors import (
@@ -20,13 +22,14 @@ from tokenhub.errors import (
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
-    from tokenhub._http import HttpResponse, TransportError
+    from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
+    from tokenhub._sse import SSEEvent
     from tokenhub.providers._types import Call, ProviderSettings
 
-__all__ = ["HTTPProvider", "classify_status", "context_numbers", "error_envelope"]
+__all__ = ["HTTPProvider", "classify_status", "context_numbers", "dumps", "error_envelope"]
 
 _CONTEXT = re.compile(
     r"maximum context length|context length|context window|too long to fit|"
@@ -39,6 +42,8 @@ _QUOTA = re.compile(
     re.IGNORECASE,
 )
 _NUM = r"(\d[\d,]*)"
+#: Compact UTF-8 JSON, as request bodies are sent.
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _USER_AGENT = f"tokenhub/{__version__}"
 
 
@@ -141,6 +146,8 @@ class HTTPProvider:
     """Base of the built-in adapters: round-robin base URLs, per-request keys, error raising."""
 
     default_base_url: ClassVar[str]
+    #: The endpoint path appended to the base URL.
+    path: ClassVar[str]
     default_capabilities: ClassVar[Capabilities] = Capabilities()
     #: The ``options`` this adapter accepts: name -> (check, description of valid values).
     option_checks: ClassVar[Mapping[str, tuple[Callable[[Any], bool], str]]] = {}
@@ -165,6 +172,61 @@ class HTTPProvider:
 
     def _url(self, path: str) -> str:
         return self._next() + path
+
+    def _auth(self, key: Secret | None) -> dict[str, str]:
+        """Return the headers that carry ``key`` (and any fixed protocol headers)."""
+        raise NotImplementedError
+
+    def encode(self, call: Call, *, stream: bool) -> dict[str, Any]:
+        """Build the request body."""
+        raise NotImplementedError
+
+    def decode(self, call: Call, r: HttpResponse, data: Any, key: Secret | None) -> ChatResponse:
+        """Turn a 200 response body into a :class:`ChatResponse`."""
+        raise NotImplementedError
+
+    def chunks(
+        self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
+    ) -> AsyncGenerator[Chunk]:
+        """Translate the SSE events of a 200 stream into chunks."""
+        raise NotImplementedError
+
+    async def send(self, call: Call) -> ChatResponse:
+        """Send a non-streaming request; the key is resolved now and used once."""
+        key = self.settings.key()
+        payload = dumps(self.encode(call, stream=False)).encode()
+        headers = self._headers(call, self._auth(key))
+        try:
+            r = await self._http.post_json(self._url(self.path), headers, payload)
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
+        if r.status != 200:
+            raise self._http_error(call, r, key)
+        try:
+            return self.decode(call, r, json.loads(r.body), key)
+        except ProviderError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise self._bad_body(call, r) from None
+
+    async def stream(self, call: Call) -> AsyncGenerator[Chunk]:
+        """Send a streaming request and yield its chunks."""
+        key = self.settings.key()
+        payload = dumps(self.encode(call, stream=True)).encode()
+        headers = self._headers(call, self._auth(key))
+        try:
+            async with self._http.post_stream(self._url(self.path), headers, payload) as s:
+                if s.status != 200:
+                    body = await s.read()
+                    raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
+                async with (
+                    aclosing(s.events()) as events,
+                    aclosing(self.chunks(call, events, key)) as chunks,
+                ):
+                    async for chunk in chunks:
+                        yield chunk
+        except TransportError as exc:
+            raise self._transport_error(call, exc) from None
 
     async def aclose(self) -> None:
         """Close the HTTP pool."""

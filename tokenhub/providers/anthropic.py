@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tokenhub._http import HttpResponse, TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
 from tokenhub.errors import RequestError
-from tokenhub.providers._base import HTTPProvider, classify_status, error_envelope
+from tokenhub.providers._base import HTTPProvider, classify_status, dumps, error_envelope
 from tokenhub.providers._types import Capabilities, Classification
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
+    from tokenhub._http import HttpResponse
     from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
     from tokenhub._sse import SSEEvent
     from tokenhub.providers._types import Call
 
 __all__ = ["AnthropicProvider"]
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 DEFAULT_MAX_TOKENS = 4096
 _STOP = {
@@ -133,6 +130,7 @@ class AnthropicProvider(HTTPProvider):
     """
 
     default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    path: ClassVar[str] = "/v1/messages"
     default_capabilities: ClassVar[Capabilities] = Capabilities(
         tools=True, vision=True, prefill=True
     )
@@ -221,64 +219,28 @@ class AnthropicProvider(HTTPProvider):
             now=self.settings.clock(),
         )
 
-    async def send(self, call: Call) -> ChatResponse:
-        """Send a non-streaming request."""
-        key = self.settings.key()
-        payload = _dumps(self.encode(call, stream=False)).encode()
-        try:
-            r = await self._http.post_json(
-                self._url("/v1/messages"), self._headers(call, self._auth(key)), payload
-            )
-        except TransportError as exc:
-            raise self._transport_error(call, exc) from None
-        if r.status != 200:
-            raise self._http_error(call, r, key)
-        try:
-            data = json.loads(r.body)
-            blocks = data["content"]
-            text = "".join(b["text"] for b in blocks if b.get("type") == "text")
-            tools = tuple(
-                ToolCall(id=b["id"], name=b["name"], arguments=_dumps(b.get("input") or {}))
+    def decode(self, call: Call, r: HttpResponse, data: Any, key: Secret | None) -> ChatResponse:  # noqa: ARG002
+        """Turn a 200 response body into a :class:`ChatResponse`."""
+        blocks = data["content"]
+        return call.response(
+            text="".join(b["text"] for b in blocks if b.get("type") == "text"),
+            tool_calls=tuple(
+                ToolCall(id=b["id"], name=b["name"], arguments=dumps(b.get("input") or {}))
                 for b in blocks
                 if b.get("type") == "tool_use"
-            )
-            thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
-            usage = _usage(data.get("usage") or {})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise self._bad_body(call, r) from None
-        return call.response(
-            text=text,
-            tool_calls=tools,
+            ),
             finish_reason=_STOP.get(data.get("stop_reason") or "", "stop"),
-            usage=usage,
+            usage=_usage(data.get("usage") or {}),
             upstream_model=data.get("model"),
             response_id=data.get("id"),
             upstream_request_id=self._upstream_request_id(r.headers),
-            reasoning=thinking,
+            reasoning="".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking"),
         )
 
-    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
-        """Send a streaming request and translate Anthropic's events into chunks."""
-        key = self.settings.key()
-        payload = _dumps(self.encode(call, stream=True)).encode()
-        headers = self._headers(call, self._auth(key))
-        try:
-            async with self._http.post_stream(self._url("/v1/messages"), headers, payload) as s:
-                if s.status != 200:
-                    body = await s.read()
-                    raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
-                async with (
-                    aclosing(s.events()) as events,
-                    aclosing(self._chunks(call, events, key)) as chunks,
-                ):
-                    async for chunk in chunks:
-                        yield chunk
-        except TransportError as exc:
-            raise self._transport_error(call, exc) from None
-
-    async def _chunks(
+    async def chunks(
         self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
     ) -> AsyncGenerator[Chunk]:
+        """Translate Anthropic's stream events into chunks."""
         response_id: str | None = None
         model: str | None = None
         usage = Usage()
@@ -352,6 +314,6 @@ class AnthropicProvider(HTTPProvider):
                 )
                 return
             elif kind == "error":
-                body = _dumps(data).encode()
+                body = dumps(data).encode()
                 raise self._error(call, self.classify(500, {}, body), key)
         raise self._stream_broken(call, "the stream ended before message_stop")

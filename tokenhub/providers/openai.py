@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tokenhub._http import HttpResponse, TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
@@ -14,14 +12,13 @@ from tokenhub.providers._types import Capabilities, Classification
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
+    from tokenhub._http import HttpResponse
     from tokenhub._models import ChatResponse, Chunk
     from tokenhub._secret import Secret
     from tokenhub._sse import SSEEvent
     from tokenhub.providers._types import Call, ProviderSettings
 
 __all__ = ["OpenAIProvider"]
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _message(m: Message) -> dict[str, Any]:
@@ -73,6 +70,7 @@ class OpenAIProvider(HTTPProvider):
     """
 
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+    path: ClassVar[str] = "/chat/completions"
     default_capabilities: ClassVar[Capabilities] = Capabilities(
         tools=True, vision=True, json_schema=True
     )
@@ -138,25 +136,12 @@ class OpenAIProvider(HTTPProvider):
             body.update(r.extra_body)
         return body
 
-    async def send(self, call: Call) -> ChatResponse:
-        """Send a non-streaming request."""
-        key = self.settings.key()
-        payload = _dumps(self.encode(call, stream=False)).encode()
-        url = self._url("/chat/completions")
-        try:
-            r = await self._http.post_json(url, self._headers(call, self._auth(key)), payload)
-        except TransportError as exc:
-            raise self._transport_error(call, exc) from None
-        if r.status != 200:
-            raise self._http_error(call, r, key)
-        try:
-            data = json.loads(r.body)
-            choice = (data.get("choices") or [{}])[0]
-            message = choice.get("message") or {}
-        except (ValueError, AttributeError, IndexError, TypeError):
-            raise self._bad_body(call, r) from None
+    def decode(self, call: Call, r: HttpResponse, data: Any, key: Secret | None) -> ChatResponse:
+        """Turn a 200 response body into a :class:`ChatResponse`."""
         if "error" in data and not data.get("choices"):
             raise self._error(call, self._classify_event(data), key, status=r.status)
+        choice = (data.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
         return call.response(
             text=message.get("content") or "",
             tool_calls=tuple(
@@ -196,34 +181,14 @@ class OpenAIProvider(HTTPProvider):
             now=self.settings.clock(),
         )
 
-    async def stream(self, call: Call) -> AsyncIterator[Chunk]:
-        """Send a streaming request and yield chunks.
+    async def chunks(
+        self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
+    ) -> AsyncGenerator[Chunk]:
+        """Translate the SSE events of a 200 stream into chunks.
 
         The finish reason is held back and delivered on the last chunk together
         with the usage, which OpenAI sends after it.
         """
-        key = self.settings.key()
-        payload = _dumps(self.encode(call, stream=True)).encode()
-        url = self._url("/chat/completions")
-        try:
-            async with self._http.post_stream(
-                url, self._headers(call, self._auth(key)), payload
-            ) as s:
-                if s.status != 200:
-                    body = await s.read()
-                    raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
-                async with (
-                    aclosing(s.events()) as events,
-                    aclosing(self._chunks(call, events, key)) as chunks,
-                ):
-                    async for chunk in chunks:
-                        yield chunk
-        except TransportError as exc:
-            raise self._transport_error(call, exc) from None
-
-    async def _chunks(
-        self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
-    ) -> AsyncGenerator[Chunk]:
         finish: str | None = None
         usage: Usage | None = None
         response_id: str | None = None
