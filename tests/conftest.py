@@ -50,7 +50,11 @@ def config_for(fake: FakeProvider, **timeouts: float) -> dict[str, Any]:
                 "max_output_tokens": 1024,
                 "pricing": {"input": 0.8, "output": 4.0, "cached_input": 0.08, "cache_write": 1.0},
             },
-            "llama-8b": {"provider": "vllm", "upstream": "meta-llama/Llama-3.1-8B-Instruct"},
+            "llama-8b": {
+                "provider": "vllm",
+                "upstream": "meta-llama/Llama-3.1-8B-Instruct",
+                "capabilities": ["tools", "json_schema"],
+            },
         },
     }
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
-from tokenhub._hub import SyncChatStream as SyncChatStream
-from tokenhub._hub import SyncHub as SyncHub
 from tokenhub._models import ChatResponse as ChatResponse
 from tokenhub._models import Chunk as Chunk
 from tokenhub._models import Message as Message
@@ -19,7 +17,10 @@ from tokenhub._models import ToolCall as ToolCall
 from tokenhub._models import ToolCallDelta as ToolCallDelta
 from tokenhub._models import Usage as Usage
 from tokenhub._secret import Secret as Secret
+from tokenhub._sync import SyncChatStream as SyncChatStream
+from tokenhub._sync import SyncHub as SyncHub
 from tokenhub.errors import TokenhubError as TokenhubError
+from tokenhub.routing import RouteTrace as RouteTrace
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "Chunk",
     "Hub",
     "Message",
+    "RouteTrace",
     "Secret",
     "SyncChatStream",
     "SyncHub",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, NewType, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -14,6 +14,7 @@ from tokenhub._redact import looks_like_key
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
 from tokenhub.errors import ConfigError, CredentialError
+from tokenhub.routing._policy import MODES, Alias, Policy
 
 __all__ = [
     "CAPABILITIES",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+CapabilityNames = NewType("CapabilityNames", frozenset[str])
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
@@ -150,7 +152,13 @@ class ModelConfig:
     context_window: int | None = None
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
-    capabilities: frozenset[str] | None = None
+    capabilities: CapabilityNames | None = None
+    quality: float | None = None
+    tags: frozenset[str] = frozenset()
+    enabled: bool = True
+    weight: float = 1.0
+    latency_ms: float | None = None
+    output_tokens: int | None = None
 
 
 @attrs.frozen
@@ -159,6 +167,9 @@ class HubConfig:
 
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, ModelConfig]
+    routing: Policy = attrs.field(factory=Policy)
+    aliases: Mapping[str, Alias] = attrs.field(factory=dict)
+    tokenizer: str = "heuristic"
 
 
 def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
@@ -176,21 +187,62 @@ converter.register_structure_hook_func(
 )
 
 
-def _structure_caps(v: Any, _: type) -> frozenset[str] | None:
+def _strings(v: Any, what: str) -> list[str]:
+    if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
+        raise TypeError(f"expected a list of {what}")
+    return list(v)
+
+
+def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
     if v is None:
         return None
-    if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
-        raise TypeError("expected a list of capability names")
-    unknown = sorted(set(v) - CAPABILITIES)
+    unknown = sorted(set(_strings(v, "capability names")) - CAPABILITIES)
     if unknown:
         raise ValueError(
             f"unknown capabilit{'y' if len(unknown) == 1 else 'ies'} "
             f"{', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(CAPABILITIES))}"
         )
-    return frozenset(v)
+    return CapabilityNames(frozenset(v))
 
 
-converter.register_structure_hook_func(lambda t: t == frozenset[str] | None, _structure_caps)
+converter.register_structure_hook_func(
+    lambda t: t in (CapabilityNames, CapabilityNames | None), _structure_caps
+)
+converter.register_structure_hook_func(
+    lambda t: t in (frozenset[str], frozenset[str] | None),
+    lambda v, _: None if v is None else frozenset(_strings(v, "strings")),
+)
+converter.register_structure_hook_func(
+    lambda t: t == tuple[str, ...], lambda v, _: tuple(_strings(v, "names"))
+)
+
+
+def _structure_alias(v: Any, _: type) -> Alias:
+    if not isinstance(v, Mapping):
+        raise TypeError(f"expected a mapping, got {type(v).__name__}")
+    extra = sorted(set(v) - {"models", "sticky", "fallbacks"})
+    if extra:
+        raise ValueError(f"unknown key(s): {', '.join(extra)}")
+    models = v.get("models")
+    if isinstance(models, list | tuple) and all(isinstance(m, str) for m in models):
+        variants = tuple((m, 1.0) for m in models)
+    elif isinstance(models, Mapping) and all(
+        isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool) and w > 0
+        for k, w in models.items()
+    ):
+        variants = tuple((k, float(w)) for k, w in models.items())
+    else:
+        raise TypeError("models: expected a list of names or a mapping of names to weights > 0")
+    if not variants:
+        raise ValueError("models: at least one model is required")
+    sticky = v.get("sticky", "request")
+    if sticky not in ("request", "caller", "round_robin", "random"):
+        raise ValueError("sticky: expected 'request', 'caller', 'round_robin' or 'random'")
+    fallbacks = tuple(_strings(v.get("fallbacks", ()), "model names"))
+    return Alias(models=variants, sticky=sticky, fallbacks=fallbacks)
+
+
+converter.register_structure_hook(Alias, _structure_alias)
 
 
 def parse_config(
@@ -208,11 +260,114 @@ def parse_config(
     # Entries are structured one by one so that one bad entry does not hide the checks of others.
     providers = _structure_section(config, "providers", ProviderConfig, errors)
     models = _structure_section(config, "models", ModelConfig, errors)
-    parsed = HubConfig(providers=providers, models=models)
+    aliases = _structure_section(config, "aliases", Alias, errors)
+    routing = Policy()
+    if "routing" in config:
+        try:
+            routing = converter.structure(config["routing"], Policy)
+        except Exception as exc:  # noqa: BLE001 - reported by path
+            errors.extend(validation_errors(exc, "routing"))
+    tokenizer = config.get("tokenizer", "heuristic")
+    if not isinstance(tokenizer, str) or not (
+        tokenizer == "heuristic" or tokenizer.partition(":")[0] == "tiktoken"
+    ):
+        errors.append(("tokenizer", "expected 'heuristic', 'tiktoken' or 'tiktoken:ENCODING'"))
+        tokenizer = "heuristic"
+    parsed = HubConfig(
+        providers=providers, models=models, routing=routing, aliases=aliases, tokenizer=tokenizer
+    )
     errors.extend(_check_values(parsed))
+    section = config.get("models")
+    model_names = set(section) if isinstance(section, Mapping) else set()
+    provider_names = set(providers) | extra_providers
+    errors.extend(check_policy(routing, "routing", model_names, provider_names))
+    for name, alias in aliases.items():
+        where = f"aliases.{name}"
+        if name in model_names:
+            errors.append((where, "an alias must not have the name of a model"))
+        errors.extend(
+            (f"{where}.models", f"unknown model {m!r}")
+            for m, _ in alias.models
+            if m not in model_names
+        )
+        errors.extend(
+            (f"{where}.fallbacks", f"unknown model {m!r}")
+            for m in alias.fallbacks
+            if m not in model_names
+        )
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return parsed
+
+
+attrs.resolve_types(Policy)
+_POLICY_TYPES: dict[str, Any] = {f.name: f.type for f in attrs.fields(Policy)}
+
+
+def check_policy(
+    p: Policy, where: str, models: set[str], providers: set[str]
+) -> list[tuple[str, str]]:
+    """Check a policy's values and the names it refers to."""
+    errors: list[tuple[str, str]] = []
+    if p.weights is None and p.mode not in MODES:
+        known = ", ".join(MODES)
+        errors.append((f"{where}.mode", f"unknown mode {p.mode!r}; expected one of {known}"))
+    if p.weights is not None:
+        errors.extend(
+            (f"{where}.weights.{f.name}", "must not be negative")
+            for f in attrs.fields(type(p.weights))
+            if getattr(p.weights, f.name) < 0
+        )
+    for key in ("max_cost_usd", "max_latency_ms", "exploration"):
+        v = getattr(p, key)
+        if v is not None and v < 0:
+            errors.append((f"{where}.{key}", "must not be negative"))
+    if not 0 <= p.headroom < 1:
+        errors.append((f"{where}.headroom", "must be at least 0 and below 1"))
+    unknown_caps = sorted(p.require - CAPABILITIES)
+    if unknown_caps:
+        errors.append((f"{where}.require", f"unknown capabilities: {', '.join(unknown_caps)}"))
+    for key, names, what in (
+        ("fallbacks", models, "model"),
+        ("models", models, "model"),
+        ("deny_models", models, "model"),
+        ("providers", providers, "provider"),
+        ("deny_providers", providers, "provider"),
+    ):
+        errors.extend(
+            (f"{where}.{key}", f"unknown {what} {n!r}")
+            for n in sorted(getattr(p, key) or ())
+            if n not in names
+        )
+    return errors
+
+
+def policy_override(
+    base: Policy, override: Mapping[str, Any], models: set[str], providers: set[str]
+) -> Policy:
+    """Apply a request's ``policy=`` keys over ``base``; raise :class:`RequestError` by path."""
+    from tokenhub.errors import RequestError  # noqa: PLC0415 - keeps the import graph flat
+
+    if not isinstance(override, Mapping):
+        raise RequestError([("policy", f"expected a mapping, got {type(override).__name__}")])
+    errors: list[tuple[str, str]] = []
+    changes: dict[str, Any] = {}
+    for key, value in override.items():
+        kind = _POLICY_TYPES.get(key)
+        if kind is None:
+            errors.append((f"policy.{key}", "unknown key"))
+            continue
+        try:
+            changes[key] = converter.structure(value, kind)
+        except Exception as exc:  # noqa: BLE001 - reported by path
+            errors.extend(validation_errors(exc, f"policy.{key}"))
+    if "mode" in changes and "weights" not in changes:
+        changes["weights"] = None  # a mode named in the request replaces configured weights
+    policy = attrs.evolve(base, **changes)
+    errors.extend(check_policy(policy, "policy", models, providers))
+    if errors:
+        raise RequestError(errors)
+    return policy
 
 
 def _structure_section(
@@ -230,9 +385,12 @@ def _structure_section(
     return out
 
 
+_SECTIONS = ("providers", "models", "routing", "aliases", "tokenizer")
+
+
 def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    errors = [(str(k), "unknown key") for k in config if k not in ("providers", "models")]
-    for section in ("providers", "models"):
+    errors = [(str(k), "unknown key") for k in config if k not in _SECTIONS]
+    for section in ("providers", "models", "aliases"):
         value = config.get(section, {})
         if not isinstance(value, Mapping):
             errors.append((section, f"expected a mapping of names, got {type(value).__name__}"))
@@ -293,7 +451,13 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
     for name, m in cfg.models.items():
-        for key in ("context_window", "max_output_tokens"):
+        if m.quality is not None and not 0 <= m.quality <= 1:
+            errors.append((f"models.{name}.quality", "must be between 0 and 1"))
+        for key in ("weight", "latency_ms"):
+            v = getattr(m, key)
+            if v is not None and v < 0:
+                errors.append((f"models.{name}.{key}", "must not be negative"))
+        for key in ("context_window", "max_output_tokens", "output_tokens"):
             v = getattr(m, key)
             if v is not None and v < 1:
                 errors.append((f"models.{name}.{key}", "must be a positive integer"))

@@ -1,10 +1,10 @@
-"""The Hub: the one entry object, its streams, and its synchronous facade."""
+"""The Hub: the one entry object, and its streams."""
 
 from __future__ import annotations
 
 import os
 import time
-from functools import partial
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
@@ -13,29 +13,56 @@ from tokenhub._models import ChatResponse, Chunk, ToolCall, Usage
 from tokenhub._request import build_request
 from tokenhub.errors import (
     ConfigError,
+    CredentialError,
     ErrorClass,
     ModelNotFoundError,
     ProviderError,
     ProviderUnavailableError,
     StreamInterrupted,
 )
+from tokenhub.routing._estimate import make_counter
+from tokenhub.routing._policy import ModelInfo
+from tokenhub.routing._router import Router
+from tokenhub.routing._state import RuntimeState
+from tokenhub.routing._trace import Attempt
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
     from types import TracebackType
 
     import httpx
-    from anyio.from_thread import BlockingPortal
 
     from tokenhub._config import HubConfig, ModelConfig
     from tokenhub._models import ChatRequest, Message, Tool
     from tokenhub.providers import Call, Capabilities, Provider
+    from tokenhub.routing import RouteTrace
 
-__all__ = ["ChatStream", "Hub", "SyncChatStream", "SyncHub"]
+__all__ = ["ChatStream", "Hub"]
+
+# Failures that say "try another model": the provider, the key or the model's limits,
+# not the request itself (invalid_request and content_policy are raised at once).
+_FAIL_OVER = frozenset(
+    {
+        ErrorClass.RATE_LIMITED,
+        ErrorClass.OVERLOADED,
+        ErrorClass.TRANSIENT,
+        ErrorClass.PROVIDER_DOWN,
+        ErrorClass.QUOTA_EXHAUSTED,
+        ErrorClass.AUTH,
+        ErrorClass.REQUEST_TOO_LARGE_FOR_LIMIT,
+        ErrorClass.CONTEXT_OVERFLOW,
+    }
+)
 
 
 def _new_request_id() -> str:
     return os.urandom(12).hex()
+
+
+def _fails_over(exc: Exception) -> bool:
+    return isinstance(exc, CredentialError) or (
+        isinstance(exc, ProviderError) and exc.error_class in _FAIL_OVER
+    )
 
 
 @attrs.frozen
@@ -57,6 +84,8 @@ class Hub:
         async with Hub.from_config(config) as hub:
             r = await hub.chat([{"role": "user", "content": "Hello"}], model="gpt-4o-mini")
 
+    With ``model=`` naming a model or an alias, that model is tried first and the
+    policy's fallbacks after it; without it, the routing policy ranks every model.
     A Hub is safe to share between tasks; it holds one connection pool per provider.
     """
 
@@ -70,15 +99,39 @@ class Hub:
         self._config = config
         self._providers: dict[str, Provider] = dict(providers)
         self._request_ids = request_ids
-        self._models: dict[str, _Model] = {}
-        for name, m in config.models.items():
-            self._models[name] = _Model(
-                name=name,
-                upstream=m.upstream or name,
-                provider_name=m.provider,
-                provider=self._providers[m.provider],
-                config=m,
-            )
+        self._models: dict[str, _Model] = {
+            name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
+            for name, m in config.models.items()
+        }
+        self._state = RuntimeState()
+        self._router = Router(
+            {name: self._info(i, name) for i, name in enumerate(self._models)},
+            config.routing,
+            config.aliases,
+            self._state,
+            make_counter(config.tokenizer),
+        )
+
+    def _info(self, index: int, name: str) -> ModelInfo:
+        m = self._models[name].config
+        caps = self.capabilities(name)
+        flags = ("streaming", "tools", "vision", "json_schema", "prefill")
+        return ModelInfo(
+            name=name,
+            provider=m.provider,
+            index=index,
+            capabilities=frozenset(f for f in flags if getattr(caps, f)),
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            input_price=m.pricing.input if m.pricing else None,
+            output_price=m.pricing.output if m.pricing else None,
+            quality=0.5 if m.quality is None else m.quality,
+            tags=m.tags,
+            enabled=m.enabled,
+            weight=m.weight,
+            latency_ms=m.latency_ms,
+            output_tokens=m.output_tokens,
+        )
 
     @classmethod
     def from_config(
@@ -190,30 +243,64 @@ class Hub:
         for provider in self._providers.values():
             await provider.aclose()
 
-    def _call(
-        self, model: str, request: ChatRequest, request_id: str | None
-    ) -> tuple[Provider, Call]:
+    def _plan(
+        self, args: dict[str, Any], *, stream: bool = False
+    ) -> tuple[ChatRequest, RouteTrace]:
+        """Validate a call's arguments (the caller's ``locals()``) and rank its candidates."""
+        params = {k: v for k, v in args.items() if k not in _ROUTING_ARGS}
+        request = build_request(**params)
+        request_id = args["request_id"] or self._request_ids()
+        policy = self._router.policy_for(args["policy"])
+        trace = self._router.plan(
+            request,
+            model=args["model"],
+            policy=policy,
+            caller=args["caller"],
+            request_id=request_id,
+            stream=stream,
+        )
+        return request, trace
+
+    def _call(self, name: str, request: ChatRequest, request_id: str) -> tuple[Provider, Call]:
         from tokenhub.providers import Call  # noqa: PLC0415 - cheap after the first call
 
-        m = self._models.get(model)
-        if m is None:
-            raise ModelNotFoundError(model, tuple(self._models))
+        m = self._models[name]
         call = Call(
             request=request,
             model=m.name,
             upstream=m.upstream,
             provider=m.provider_name,
-            request_id=request_id or self._request_ids(),
+            request_id=request_id,
             max_output_tokens=m.config.max_output_tokens,
             pricing=m.config.pricing,
         )
         return m.provider, call
 
-    async def chat(
+    def _failed(self, name: str, exc: Exception, started: float) -> Attempt:
+        elapsed = (time.perf_counter() - started) * 1000
+        if isinstance(exc, ProviderError):
+            if exc.error_class.counts_against_health:
+                self._state.record_failure(name)
+            outcome, status, message = exc.error_class.value, exc.status, exc.message
+        else:
+            outcome, status, message = "credential", None, str(exc)
+        return Attempt(name, self._models[name].provider_name, outcome, elapsed, status, message)
+
+    def _succeeded(self, name: str, started: float, usage: Usage | None) -> Attempt:
+        elapsed = (time.perf_counter() - started) * 1000
+        self._state.record_success(
+            name, latency_ms=elapsed, output_tokens=usage.output_tokens if usage else None
+        )
+        return Attempt(name, self._models[name].provider_name, "ok", elapsed)
+
+    def explain(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
         *,
-        model: str,
+        model: str | None = None,
+        policy: Mapping[str, Any] | None = None,
+        caller: str | None = None,
+        request_id: str | None = None,
         tools: Sequence[Mapping[str, Any] | Tool] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
@@ -226,42 +313,80 @@ class Hub:
         user: str | None = None,
         metadata: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+    ) -> RouteTrace:
+        """Return the route :meth:`chat` would take for these arguments, sending nothing.
+
+        The candidates are in the order the Hub would try them (for a given
+        ``request_id`` when exploration or a sticky alias is involved).
+        """
+        return self._plan(locals())[1]
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any] | Message],
+        *,
+        model: str | None = None,
+        policy: Mapping[str, Any] | None = None,
+        caller: str | None = None,
         request_id: str | None = None,
+        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> ChatResponse:
         """Send a chat request and return the whole answer.
 
-        Arguments follow OpenAI's Chat Completions API. ``extra_body`` is merged
-        into the provider's request body as is. ``request_id`` is generated when
-        not given and sent upstream as ``X-Request-ID``.
+        ``model`` names a model or an alias (tried first, then the policy's
+        fallbacks); without it the routing ``policy`` (config ``routing``
+        overridden by this argument's keys) ranks every model. ``caller`` names
+        who is asking (user, tenant), for sticky aliases. The other arguments
+        follow OpenAI's Chat Completions API; ``extra_body`` is merged into the
+        provider's request body as is. ``request_id`` is generated when not given
+        and sent upstream as ``X-Request-ID``.
 
-        Raises :class:`~tokenhub.errors.RequestError` for an invalid request and
-        :class:`~tokenhub.errors.ModelNotFoundError` for an unknown model, both
-        before any I/O, and a :class:`~tokenhub.errors.ProviderError` subclass when
-        the provider fails.
+        When a candidate fails for a reason another model may not share (rate
+        limit, overload, outage, credential, context size), the next candidate is
+        tried; ``response.trace`` lists every attempt.
+
+        Raises :class:`~tokenhub.errors.RequestError`,
+        :class:`~tokenhub.errors.ModelNotFoundError` or
+        :class:`~tokenhub.errors.NoRouteError` before any I/O, and the last
+        candidate's :class:`~tokenhub.errors.ProviderError` when all fail.
         """
-        request = build_request(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            response_format=response_format,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            user=user,
-            metadata=metadata,
-            extra_body=extra_body,
-        )
-        provider, call = self._call(model, request, request_id)
-        return await provider.send(call)
+        request, trace = self._plan(locals())
+        attempts: list[Attempt] = []
+        for candidate in trace.candidates:
+            provider, call = self._call(candidate.model, request, trace.request_id)
+            started = time.perf_counter()
+            try:
+                response = await provider.send(call)
+            except (ProviderError, CredentialError) as exc:
+                attempts.append(self._failed(candidate.model, exc, started))
+                if candidate is trace.candidates[-1] or not _fails_over(exc):
+                    if isinstance(exc, ProviderError):
+                        exc.trace = attrs.evolve(trace, attempts=tuple(attempts))
+                    raise
+                continue
+            attempts.append(self._succeeded(candidate.model, started, response.usage))
+            return attrs.evolve(response, trace=attrs.evolve(trace, attempts=tuple(attempts)))
+        raise AssertionError("unreachable: the router never returns an empty plan")
 
     def stream(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
         *,
-        model: str,
+        model: str | None = None,
+        policy: Mapping[str, Any] | None = None,
+        caller: str | None = None,
+        request_id: str | None = None,
         tools: Sequence[Mapping[str, Any] | Tool] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
@@ -274,35 +399,25 @@ class Hub:
         user: str | None = None,
         metadata: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
-        request_id: str | None = None,
     ) -> ChatStream:
         """Start a streaming chat request; iterate the result for its chunks.
 
-        The request is validated here, before any I/O; it is sent when iteration
-        starts. After the stream ends, :attr:`ChatStream.response` holds the
-        whole answer. Use ``async with`` to release the connection early::
+        Takes the same arguments as :meth:`chat`. The request is validated and
+        routed here, before any I/O; it is sent when iteration starts. A candidate
+        that fails before its first chunk is replaced by the next one, invisibly;
+        once a chunk has been delivered the stream is committed to that model.
+        After the stream ends, :attr:`ChatStream.response` holds the whole answer.
+        Use ``async with`` to release the connection early::
 
             async with hub.stream(messages, model="claude-haiku") as stream:
                 async for chunk in stream:
                     print(chunk.text, end="")
         """
-        request = build_request(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            response_format=response_format,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=stop,
-            seed=seed,
-            user=user,
-            metadata=metadata,
-            extra_body=extra_body,
-        )
-        provider, call = self._call(model, request, request_id)
-        return ChatStream(provider, call)
+        request, trace = self._plan(locals(), stream=True)
+        return ChatStream(self, request, trace)
+
+
+_ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id"})
 
 
 class ChatStream:
@@ -313,9 +428,11 @@ class ChatStream:
     a truncated answer is never reported as a success.
     """
 
-    def __init__(self, provider: Provider, call: Call) -> None:
-        self._provider = provider
-        self._call = call
+    def __init__(self, hub: Hub, request: ChatRequest, trace: RouteTrace) -> None:
+        self._hub = hub
+        self._request = request
+        self._trace = trace
+        self._attempts: list[Attempt] = []
         self._iterator: AsyncIterator[Chunk] | None = None
         self._response: ChatResponse | None = None
         self._text: list[str] = []
@@ -326,7 +443,12 @@ class ChatStream:
     @property
     def request_id(self) -> str:
         """The request id, known before the first chunk."""
-        return self._call.request_id
+        return self._trace.request_id
+
+    @property
+    def trace(self) -> RouteTrace:
+        """The route: candidates, exclusions, and the attempts made so far."""
+        return attrs.evolve(self._trace, attempts=tuple(self._attempts))
 
     @property
     def response(self) -> ChatResponse:
@@ -380,55 +502,75 @@ class ChatStream:
             self._usage = chunk.usage
 
     async def _iterate(self) -> AsyncIterator[Chunk]:
-        call = self._call
-        delivered = 0
-        last: Chunk | None = None
-        source = self._provider.stream(call)
+        hub, candidates = self._hub, self._trace.candidates
+        for candidate in candidates:
+            provider, call = hub._call(candidate.model, self._request, self.request_id)  # noqa: SLF001
+            started = time.perf_counter()
+            source = provider.stream(call)
+            try:
+                try:
+                    first = await anext(source)  # nothing is delivered before this succeeds
+                except StopAsyncIteration:
+                    raise self._ended_early(call) from None
+            except (ProviderError, CredentialError) as exc:
+                self._attempts.append(hub._failed(candidate.model, exc, started))  # noqa: SLF001
+                await _aclose(source)
+                if candidate is candidates[-1] or not _fails_over(exc):
+                    if isinstance(exc, ProviderError):
+                        exc.trace = self.trace
+                    raise
+                continue
+            except BaseException:
+                await _aclose(source)
+                raise
+            async with aclosing(self._deliver(call, first, source, started, candidate.model)) as d:
+                async for chunk in d:
+                    yield chunk
+            return
+
+    def _ended_early(self, call: Call) -> ProviderError:
+        return ProviderUnavailableError(
+            "the provider ended the stream without a finish reason",
+            error_class=ErrorClass.TRANSIENT,
+            provider=call.provider,
+            model=call.model,
+            request_id=call.request_id,
+        )
+
+    async def _deliver(
+        self, call: Call, first: Chunk, source: AsyncIterator[Chunk], started: float, name: str
+    ) -> AsyncGenerator[Chunk]:
+        """Yield the committed stream; any break from here on is a StreamInterrupted."""
+        last = first
+        delivered = 1
+        self._add(first)
         try:
+            yield first
             async for chunk in source:
                 self._add(chunk)
                 last = chunk
                 delivered += 1
                 yield chunk
+            if last.finish_reason is None:
+                raise self._ended_early(call)
         except ProviderError as exc:
-            if delivered == 0:
-                raise
-            raise StreamInterrupted(
+            self._attempts.append(self._hub._failed(name, exc, started))  # noqa: SLF001
+            interrupted = StreamInterrupted(
                 f"the stream broke after {delivered} chunk(s): {exc.message}",
                 partial_text="".join(self._text),
                 partial_tool_calls=self._tool_calls(),
                 usage=self._usage,
-                error_class=ErrorClass.STREAM_INTERRUPTED,
                 provider=call.provider,
                 model=call.model,
                 status=exc.status,
                 code=exc.error_class.value,
                 request_id=call.request_id,
-            ) from None
-        finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if last is None or last.finish_reason is None:
-            why = "the provider ended the stream without a finish reason"
-            if delivered == 0:
-                raise ProviderUnavailableError(
-                    why,
-                    error_class=ErrorClass.TRANSIENT,
-                    provider=call.provider,
-                    model=call.model,
-                    request_id=call.request_id,
-                )
-            raise StreamInterrupted(
-                why,
-                partial_text="".join(self._text),
-                partial_tool_calls=self._tool_calls(),
-                usage=self._usage,
-                provider=call.provider,
-                model=call.model,
-                code=ErrorClass.TRANSIENT.value,
-                request_id=call.request_id,
             )
+            interrupted.trace = self.trace
+            raise interrupted from None
+        finally:
+            await _aclose(source)
+        self._attempts.append(self._hub._succeeded(name, started, self._usage))  # noqa: SLF001
         self._response = call.response(
             text="".join(self._text),
             tool_calls=self._tool_calls(),
@@ -439,116 +581,10 @@ class ChatStream:
             created=last.created or None,
             reasoning="".join(self._reasoning),
         )
+        self._response = attrs.evolve(self._response, trace=self.trace)
 
 
-class SyncHub:
-    """The blocking facade over :class:`Hub`, for scripts and notebooks.
-
-    It runs the Hub on an event loop in a background thread (an anyio blocking
-    portal), so its methods work from any thread::
-
-        with SyncHub.from_config(config) as hub:
-            print(hub.chat([{"role": "user", "content": "Hi"}], model="gpt-4o-mini").text)
-    """
-
-    def __init__(self, hub: Hub) -> None:
-        self._hub = hub
-        self._portal_cm: Any = None
-        self._portal: BlockingPortal | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> SyncHub:
-        """Build from a plain dict; takes the same arguments as :meth:`Hub.from_config`."""
-        return cls(Hub.from_config(config, **kwargs))
-
-    @property
-    def hub(self) -> Hub:
-        """The underlying async Hub."""
-        return self._hub
-
-    def _get_portal(self) -> BlockingPortal:
-        if self._portal is None:
-            from anyio.from_thread import start_blocking_portal  # noqa: PLC0415
-
-            self._portal_cm = start_blocking_portal()
-            self._portal = self._portal_cm.__enter__()
-        return self._portal
-
-    def __enter__(self) -> Self:
-        self._get_portal()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the Hub and stop the background event loop."""
-        if self._portal is not None:
-            try:
-                self._portal.call(self._hub.aclose)
-            finally:
-                cm, self._portal, self._portal_cm = self._portal_cm, None, None
-                cm.__exit__(None, None, None)
-
-    def chat(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> ChatResponse:
-        """Blocking :meth:`Hub.chat`."""
-        return self._get_portal().call(partial(self._hub.chat, messages, **kwargs))
-
-    def stream(
-        self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any
-    ) -> SyncChatStream:
-        """Blocking :meth:`Hub.stream`: iterate the result for chunks, then read ``response``.
-
-        Validation errors are raised here, at the call, before any I/O.
-        """
-        return SyncChatStream(self._get_portal(), self._hub.stream(messages, **kwargs))
-
-
-class SyncChatStream:
-    """A blocking stream: iterate it once for chunks; then read :attr:`response`."""
-
-    def __init__(self, portal: BlockingPortal, stream: ChatStream) -> None:
-        self._portal = portal
-        self._stream = stream
-
-    @property
-    def request_id(self) -> str:
-        """The request id, known before the first chunk."""
-        return self._stream.request_id
-
-    @property
-    def response(self) -> ChatResponse:
-        """The whole answer, once the stream has ended normally."""
-        return self._stream.response
-
-    def __iter__(self) -> Iterator[Chunk]:
-        it = self._stream.__aiter__()
-        try:
-            while True:
-                try:
-                    chunk = self._portal.call(it.__anext__)
-                except StopAsyncIteration:
-                    return
-                yield chunk
-        finally:
-            self.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the stream and release its connection."""
-        self._portal.call(self._stream.aclose)
+async def _aclose(source: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -10,6 +10,8 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from tokenhub.routing import RouteTrace
+
 __all__ = [
     "ChatRequest",
     "ChatResponse",
@@ -156,6 +158,7 @@ class ChatResponse:
     ``model`` and ``provider`` name the configured model and provider that
     actually answered; ``upstream_model`` is the model the provider reported.
     ``cost_usd`` is ``None`` when the model has no pricing or no usage was reported.
+    ``trace`` says why that model was chosen and lists every attempt.
     """
 
     text: str
@@ -172,6 +175,7 @@ class ChatResponse:
     created: int = 0
     reasoning: str = ""
     refusal: str | None = None
+    trace: RouteTrace | None = attrs.field(default=None, repr=False, eq=False)
 
     def to_openai(self) -> dict[str, Any]:
         """Return the response as an OpenAI ``chat.completion`` dict."""

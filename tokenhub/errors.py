@@ -5,7 +5,8 @@ The tree::
     TokenhubError
     ├── ConfigError (ValueError)            the config dict is wrong; lists every bad path
     ├── RequestError (ValueError)           the request envelope is wrong; raised before any I/O
-    ├── ModelNotFoundError (LookupError)    ``model=`` names no configured model
+    ├── ModelNotFoundError (LookupError)    ``model=`` names no configured model or alias
+    ├── NoRouteError (LookupError)          every candidate was excluded; says why for each
     ├── CredentialError                     a provider's key cannot be resolved (env var unset)
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tokenhub._models import ToolCall, Usage
+    from tokenhub.routing import RouteTrace
 
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "ErrorClass",
     "InvalidRequestError",
     "ModelNotFoundError",
+    "NoRouteError",
     "ProviderError",
     "ProviderTimeoutError",
     "ProviderUnavailableError",
@@ -148,6 +151,30 @@ class ModelNotFoundError(TokenhubError, LookupError):
         return (type(self), (self.model, self.known))
 
 
+class NoRouteError(TokenhubError, LookupError):
+    """No model satisfies the request's constraints.
+
+    ``excluded`` holds one ``(model, reason)`` pair per model that was considered.
+    """
+
+    def __init__(
+        self, excluded: Sequence[tuple[str, str]], *, request_id: str | None = None
+    ) -> None:
+        self.excluded: tuple[tuple[str, str], ...] = tuple(excluded)
+        self.request_id = request_id
+        reasons = "".join(f"\n  {model}: {reason}" for model, reason in self.excluded)
+        super().__init__(f"no model fits this request:{reasons or ' no models are configured'}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_no_route, (self.excluded, self.request_id))
+
+
+def _rebuild_no_route(
+    excluded: tuple[tuple[str, str], ...], request_id: str | None
+) -> NoRouteError:
+    return NoRouteError(excluded, request_id=request_id)
+
+
 class CredentialError(TokenhubError):
     """A provider's credential could not be resolved (the message names where it was looked for)."""
 
@@ -183,6 +210,8 @@ class ProviderError(TokenhubError):
         self.retry_after = retry_after
         self.request_id = request_id
         self.upstream_request_id = upstream_request_id
+        #: The route trace (every attempt) when the Hub gave up; set by the Hub.
+        self.trace: RouteTrace | None = None
 
     def _fields(self) -> dict[str, Any]:
         return {

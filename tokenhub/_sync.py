@@ -1,0 +1,137 @@
+"""The blocking facade over :class:`~tokenhub.Hub`, for scripts and notebooks."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, Self
+
+from tokenhub._hub import Hub
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+    from types import TracebackType
+
+    from anyio.from_thread import BlockingPortal
+
+    from tokenhub._hub import ChatStream
+    from tokenhub._models import ChatResponse, Chunk, Message
+    from tokenhub.routing import RouteTrace
+
+__all__ = ["SyncChatStream", "SyncHub"]
+
+
+class SyncHub:
+    """The blocking facade over :class:`Hub`, for scripts and notebooks.
+
+    It runs the Hub on an event loop in a background thread (an anyio blocking
+    portal), so its methods work from any thread::
+
+        with SyncHub.from_config(config) as hub:
+            print(hub.chat([{"role": "user", "content": "Hi"}], model="gpt-4o-mini").text)
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._portal_cm: Any = None
+        self._portal: BlockingPortal | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> SyncHub:
+        """Build from a plain dict; takes the same arguments as :meth:`Hub.from_config`."""
+        return cls(Hub.from_config(config, **kwargs))
+
+    @property
+    def hub(self) -> Hub:
+        """The underlying async Hub."""
+        return self._hub
+
+    def _get_portal(self) -> BlockingPortal:
+        if self._portal is None:
+            from anyio.from_thread import start_blocking_portal  # noqa: PLC0415
+
+            self._portal_cm = start_blocking_portal()
+            self._portal = self._portal_cm.__enter__()
+        return self._portal
+
+    def __enter__(self) -> Self:
+        self._get_portal()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Hub and stop the background event loop."""
+        if self._portal is not None:
+            try:
+                self._portal.call(self._hub.aclose)
+            finally:
+                cm, self._portal, self._portal_cm = self._portal_cm, None, None
+                cm.__exit__(None, None, None)
+
+    def chat(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> ChatResponse:
+        """Blocking :meth:`Hub.chat`."""
+        return self._get_portal().call(partial(self._hub.chat, messages, **kwargs))
+
+    def explain(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> RouteTrace:
+        """:meth:`Hub.explain` (it does no I/O, so it needs no event loop)."""
+        return self._hub.explain(messages, **kwargs)
+
+    def stream(
+        self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any
+    ) -> SyncChatStream:
+        """Blocking :meth:`Hub.stream`: iterate the result for chunks, then read ``response``.
+
+        Validation errors are raised here, at the call, before any I/O.
+        """
+        return SyncChatStream(self._get_portal(), self._hub.stream(messages, **kwargs))
+
+
+class SyncChatStream:
+    """A blocking stream: iterate it once for chunks; then read :attr:`response`."""
+
+    def __init__(self, portal: BlockingPortal, stream: ChatStream) -> None:
+        self._portal = portal
+        self._stream = stream
+
+    @property
+    def request_id(self) -> str:
+        """The request id, known before the first chunk."""
+        return self._stream.request_id
+
+    @property
+    def response(self) -> ChatResponse:
+        """The whole answer, once the stream has ended normally."""
+        return self._stream.response
+
+    def __iter__(self) -> Iterator[Chunk]:
+        it = self._stream.__aiter__()
+        try:
+            while True:
+                try:
+                    chunk = self._portal.call(it.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the stream and release its connection."""
+        self._portal.call(self._stream.aclose)
