@@ -738,7 +738,7 @@ class TestHTTPFaults:
         """delay_headers holds the response past a shorter client timeout."""
         async with (
             FakeProvider() as fake,
-            httpx.AsyncClient(base_url=fake.url, timeout=0.1) as client,
+            httpx.AsyncClient(base_url=fake.url, timeout=httpx.Timeout(5.0, read=0.1)) as client,
         ):
             fake.script("gpt", Reply(delay_headers=0.3))
             with pytest.raises(httpx.ReadTimeout):
@@ -780,7 +780,7 @@ class TestHTTPFaults:
         """Reply.hang reads the request and never answers."""
         async with (
             FakeProvider() as fake,
-            httpx.AsyncClient(base_url=fake.url, timeout=0.1) as client,
+            httpx.AsyncClient(base_url=fake.url, timeout=httpx.Timeout(5.0, read=0.1)) as client,
         ):
             fake.script("gpt", Reply(hang=True))
             with pytest.raises(httpx.ReadTimeout):

@@ -11,7 +11,7 @@ from tokenhub.routing._policy import Features, infer_capabilities, rank
 from tokenhub.routing._trace import RouteTrace
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from tokenhub._models import ChatRequest
     from tokenhub.routing._policy import Alias, ModelInfo, Policy
@@ -32,6 +32,7 @@ class Router:
         aliases: Mapping[str, Alias],
         state: RuntimeState,
         count: Callable[[str], float],
+        providers: Iterable[str] = (),
     ) -> None:
         self.models = dict(models)
         self.policy = policy
@@ -39,7 +40,7 @@ class Router:
         self.state = state
         self.count = count
         self._turns = {name: itertools.count() for name in aliases}
-        self._provider_names = {m.provider for m in models.values()}
+        self._provider_names = {m.provider for m in models.values()} | set(providers)
 
     def policy_for(self, override: Mapping[str, Any] | None) -> Policy:
         """The configured policy with a request's overrides applied (validated)."""
