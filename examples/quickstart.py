@@ -5,7 +5,6 @@ from __future__ import annotations
 import anyio
 
 from tokenhub import Hub
-from tokenhub.errors import RateLimitError
 from tokenhub.testing import FakeProvider, Reply
 
 
@@ -25,36 +24,44 @@ async def main() -> None:
                 },
             },
             "models": {
-                "gpt-4o-mini": {"provider": "openai", "pricing": {"input": 0.15, "output": 0.60}},
+                "gpt-4o-mini": {
+                    "provider": "openai",
+                    "pricing": {"input": 0.15, "output": 0.60},
+                    "quality": 0.6,
+                },
                 "claude-haiku": {
                     "provider": "anthropic",
                     "upstream": "claude-3-5-haiku-latest",
                     "pricing": {"input": 0.8, "output": 4.0},
+                    "quality": 0.7,
+                },
+                "vision-only": {
+                    "provider": "openai",
+                    "capabilities": ["vision"],
+                    "pricing": {"input": 0.1, "output": 0.1},
                 },
             },
+            "routing": {"mode": "cheap"},
         }
-        fake.script("gpt-4o-mini", Reply(text="Hello from the OpenAI wire format!", usage=(12, 7)))
-        fake.script(
-            "claude-3-5-haiku-latest",
-            Reply(text="Once upon a time, a router kept its promises.", usage=(14, 9)),
-        )
-        fake.script("gpt-4o-mini", Reply(status=429, headers={"retry-after": "2"}))
-        messages = [{"role": "user", "content": "Hello"}]
+        fake.default("gpt-4o-mini", Reply(text="Hello from the OpenAI wire format!"))
+        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+        tools = [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object"}},
+            }
+        ]
         async with Hub.from_config(config) as hub:
-            r = await hub.chat(messages, model="gpt-4o-mini", temperature=0)
-            print(f"{r.model} via {r.provider} (pinned by model=): {r.text!r}")
-            print(f"  usage={r.usage} cost=${r.cost_usd} request_id={r.request_id}")
-            stream = hub.stream(messages, model="claude-haiku")
-            print("claude-haiku via anthropic, streamed: ", end="")
+            r = await hub.chat(messages, tools=tools)  # no model named: the policy chooses
+            print(f"answered by {r.model} via {r.provider}: {r.text!r} (cost ${r.cost_usd:.7f})")
+            print(r.trace)  # why: candidates with scores, exclusions, attempts
+            fake.script("gpt-4o-mini", Reply(status=429, headers={"retry-after": "2"}))
+            stream = hub.stream(messages, tools=tools)  # the cheap model is rate-limited now
             async for chunk in stream:
                 print(chunk.text, end="", flush=True)
-            print(f"\n  finish={stream.response.finish_reason} cost=${stream.response.cost_usd}")
-            try:
-                await hub.chat(messages, model="gpt-4o-mini")
-            except RateLimitError as e:
-                print(
-                    f"typed error: {type(e).__name__} class={e.error_class} retry_after={e.retry_after}s"
-                )
+            print(
+                f"\n  -> {stream.response.model}; attempts: {[(a.model, a.outcome) for a in stream.trace.attempts]}"
+            )
         print(f"the fake provider saw {len(fake.requests)} HTTP requests")
 
 

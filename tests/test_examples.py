@@ -17,9 +17,10 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         (
             "quickstart.py",
             [
-                "gpt-4o-mini via openai",
-                "claude-haiku via anthropic",
-                "RateLimitError",
+                "answered by gpt-4o-mini via openai",
+                "mode=cheap",
+                "vision-only: missing capability: tools",
+                "-> claude-haiku; attempts: [('gpt-4o-mini', 'rate_limited'), ('claude-haiku', 'ok')]",
                 "saw 3 HTTP requests",
             ],
         ),

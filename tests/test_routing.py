@@ -143,7 +143,7 @@ class TestConstraints:
 
 
 class TestScoring:
-    MODELS: dict[str, dict[str, Any]] = {  # noqa: RUF012
+    MODELS: dict[str, dict[str, Any]] = {
         "cheap": priced(0.1, 0.4, latency_ms=2000, quality=0.5),
         "fast": priced(3, 12, latency_ms=200, quality=0.7),
         "smart": priced(15, 60, latency_ms=1500, quality=0.95),
@@ -260,7 +260,7 @@ class TestPolicyErrors:
 
 
 class TestAliases:
-    MODELS: dict[str, dict[str, Any]] = {"a": priced(1, 1), "b": priced(1, 1), "c": priced(1, 1)}  # noqa: RUF012
+    MODELS: dict[str, dict[str, Any]] = {"a": priced(1, 1), "b": priced(1, 1), "c": priced(1, 1)}
 
     def test_weights_split_traffic(self) -> None:
         """A request-sticky alias splits requests in proportion to the weights."""
@@ -452,7 +452,13 @@ class TestFailover:
 # --- properties -------------------------------------------------------------------------------
 
 CAPS = ["tools", "vision", "json_schema", "prefill"]
-model_st = st.fixed_dictionaries(
+
+
+def _fits(m: dict[str, Any]) -> bool:
+    return bool(m["max_output_tokens"] <= m["context_window"])
+
+
+model_st: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {
         "provider": st.sampled_from(["o", "a"]),
         "enabled": st.booleans(),
@@ -464,7 +470,7 @@ model_st = st.fixed_dictionaries(
         "latency_ms": st.floats(1, 5000),
         "pricing": st.fixed_dictionaries({"input": st.floats(0, 50), "output": st.floats(0, 50)}),
     }
-).filter(lambda m: m["max_output_tokens"] <= m["context_window"])
+).filter(_fits)
 policy_st = st.fixed_dictionaries(
     {},
     optional={

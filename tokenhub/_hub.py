@@ -110,7 +110,7 @@ class Hub:
             config.aliases,
             self._state,
             make_counter(config.tokenizer),
-            self._providers,
+            providers=self._providers,
         )
 
     def _info(self, index: int, name: str) -> ModelInfo:

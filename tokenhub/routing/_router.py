@@ -32,6 +32,7 @@ class Router:
         aliases: Mapping[str, Alias],
         state: RuntimeState,
         count: Callable[[str], float],
+        *,
         providers: Iterable[str] = (),
     ) -> None:
         self.models = dict(models)

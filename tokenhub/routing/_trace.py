@@ -9,6 +9,7 @@ import attrs
 __all__ = ["Attempt", "Candidate", "Exclusion", "RouteTrace"]
 
 COMPONENTS = ("cost", "latency", "quality", "reliability", "weight")
+_SHORT = {"reliability": "reliab."}
 
 
 @attrs.frozen
@@ -91,7 +92,7 @@ class RouteTrace:
         prov_w = max([len(c.provider) for c in self.candidates] + [8])
         lines.append(
             f"  #  {'model':<{name_w}}  {'provider':<{prov_w}}  score  "
-            + "  ".join(f"{k[:7]:>7}" for k in COMPONENTS)
+            + "  ".join(f"{_SHORT.get(k, k):>7}" for k in COMPONENTS)
             + "      est. $"
         )
         for i, c in enumerate(self.candidates, 1):
