@@ -575,3 +575,88 @@ class TestProperties:
         trace = hub_for(models).explain(HELLO, policy={"mode": mode}, max_tokens=10)
         better = "first" if first_is_better else "second"
         assert better == trace.candidates[0].model
+
+
+class _Failing:
+    """An in-process provider that fails every call with a retryable error, recording the order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def capabilities(self, model: str) -> Any:
+        from tokenhub.providers import Capabilities
+
+        return Capabilities(tools=True, vision=True, json_schema=True, prefill=True)
+
+    async def send(self, call: Any) -> Any:
+        from tokenhub.errors import ErrorClass, ProviderUnavailableError
+
+        self.seen.append(call.model)
+        raise ProviderUnavailableError("down", error_class=ErrorClass.OVERLOADED, model=call.model)
+
+    async def stream(self, call: Any) -> Any:  # pragma: no cover - not used
+        raise NotImplementedError
+        yield
+
+    def classify(self, status: int, headers: Any, body: bytes) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TestAttemptProperties:
+    @settings(max_examples=60, deadline=None)
+    @given(
+        models=st.dictionaries(
+            st.sampled_from([f"m{i}" for i in range(6)]),
+            st.fixed_dictionaries(
+                {
+                    "provider": st.just("x"),
+                    "enabled": st.booleans(),
+                    "quality": st.floats(0, 1),
+                    "latency_ms": st.floats(1, 5000),
+                    "tags": st.lists(st.sampled_from(["eu", "us"]), unique=True),
+                    "pricing": st.fixed_dictionaries(
+                        {"input": st.floats(0, 50), "output": st.floats(0, 50)}
+                    ),
+                }
+            ),
+            min_size=1,
+        ),
+        policy=st.fixed_dictionaries(
+            {},
+            optional={
+                "mode": st.sampled_from(["cheap", "balanced", "fast", "best"]),
+                "tags": st.lists(st.just("eu"), max_size=1),
+                "exploration": st.floats(0, 2),
+            },
+        ),
+        pinned=st.none() | st.sampled_from([f"m{i}" for i in range(6)]),
+    )
+    def test_attempts_follow_explain_and_skip_excluded(
+        self, models: dict[str, Any], policy: dict[str, Any], pinned: str | None
+    ) -> None:
+        """The Hub tries exactly explain()'s candidates, in order, and never an excluded model."""
+        import anyio
+
+        if pinned is not None and pinned not in models:
+            pinned = None
+        provider = _Failing()
+        routing = {"fallbacks": sorted(models)}
+        hub = Hub.from_config({"models": models, "routing": routing}, providers={"x": provider})
+        try:
+            planned = hub.explain(HELLO, model=pinned, policy=policy, request_id="fixed")
+        except NoRouteError as e:
+            assert {m for m, _ in e.excluded} <= set(models)
+            return
+
+        async def run() -> None:
+            with pytest.raises(Exception, match="down") as info:
+                await hub.chat(HELLO, model=pinned, policy=policy, request_id="fixed")
+            trace = info.value.trace  # type: ignore[attr-defined]
+            assert [c.model for c in planned.candidates] == [a.model for a in trace.attempts]
+
+        anyio.run(run)
+        assert [c.model for c in planned.candidates] == provider.seen
+        assert not set(provider.seen) & {e.model for e in planned.excluded}
