@@ -594,9 +594,8 @@ class _Failing:
         self.seen.append(call.model)
         raise ProviderUnavailableError("down", error_class=ErrorClass.OVERLOADED, model=call.model)
 
-    async def stream(self, call: Any) -> Any:  # pragma: no cover - not used
+    def stream(self, call: Any) -> Any:  # pragma: no cover - not used
         raise NotImplementedError
-        yield
 
     def classify(self, status: int, headers: Any, body: bytes) -> Any:  # pragma: no cover
         raise NotImplementedError
