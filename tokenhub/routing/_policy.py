@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from tokenhub._models import ImagePart
 from tokenhub.routing._trace import Candidate, Exclusion
 
 if TYPE_CHECKING:
@@ -163,8 +164,6 @@ class Features:
 
 def infer_capabilities(request: ChatRequest) -> frozenset[str]:
     """Capabilities the request needs: tools, vision (image parts), json_schema, prefill."""
-    from tokenhub._models import ImagePart  # noqa: PLC0415 - avoid an import cycle at load
-
     caps: set[str] = set()
     if request.tools:
         caps.add("tools")
