@@ -281,23 +281,25 @@ def parse_config(
     model_names = set(section) if isinstance(section, Mapping) else set()
     provider_names = set(providers) | extra_providers
     errors.extend(check_policy(routing, "routing", model_names, provider_names))
-    for name, alias in aliases.items():
-        where = f"aliases.{name}"
-        if name in model_names:
-            errors.append((where, "an alias must not have the name of a model"))
-        errors.extend(
-            (f"{where}.models", f"unknown model {m!r}")
-            for m, _ in alias.models
-            if m not in model_names
-        )
-        errors.extend(
-            (f"{where}.fallbacks", f"unknown model {m!r}")
-            for m in alias.fallbacks
-            if m not in model_names
-        )
+    errors.extend(_check_aliases(aliases, model_names))
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return parsed
+
+
+def _check_aliases(aliases: Mapping[str, Alias], models: set[str]) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    for name, alias in aliases.items():
+        where = f"aliases.{name}"
+        if name in models:
+            errors.append((where, "an alias must not have the name of a model"))
+        named = [("models", m) for m, _ in alias.models] + [
+            ("fallbacks", m) for m in alias.fallbacks
+        ]
+        errors.extend(
+            (f"{where}.{key}", f"unknown model {m!r}") for key, m in named if m not in models
+        )
+    return errors
 
 
 attrs.resolve_types(Policy)
