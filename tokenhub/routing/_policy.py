@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tokenhub._models import ChatRequest
-    from tokenhub.routing._state import RuntimeState
+    from tokenhub.routing._state import Block, RuntimeState
 
 __all__ = [
     "MODES",
@@ -194,9 +194,6 @@ def _exclusion(m: ModelInfo, f: Features, p: Policy, state: RuntimeState, out: i
         )
     if not p.tags <= m.tags:
         return f"missing tags: {', '.join(sorted(p.tags - m.tags))}"
-    down = state.unavailable(m.name)
-    if down:
-        return down
     if (
         f.max_tokens is not None
         and m.max_output_tokens is not None
@@ -220,6 +217,23 @@ def _exclusion(m: ModelInfo, f: Features, p: Policy, state: RuntimeState, out: i
         latency = state.latency_ms(m.name) or m.latency_ms
         if latency is not None and latency > p.max_latency_ms:
             return f"latency ~{latency:.0f} ms > max_latency_ms {p.max_latency_ms:g}"
+    return None
+
+
+def _readmit(blocked: list[tuple[Block, ModelInfo, int]]) -> tuple[ModelInfo, int] | None:
+    """Never leave zero candidates for runtime reasons alone: take back the best blocked one.
+
+    An open circuit that has been open longest comes first (its probe is due
+    soonest), then the rate limit that ends soonest; a disabled credential never.
+    """
+    circuits = [b for b in blocked if b[0].kind == "circuit_open"]
+    if circuits:
+        _, m, out = min(circuits, key=lambda b: b[0].until)
+        return m, out
+    cooling = [b for b in blocked if b[0].kind == "rate_limited"]
+    if cooling:
+        _, m, out = min(cooling, key=lambda b: b[0].until)
+        return m, out
     return None
 
 
@@ -265,16 +279,28 @@ def rank(
     """
     excluded: list[Exclusion] = []
     passed: list[tuple[ModelInfo, int, float | None, float | None]] = []
+    blocked: list[tuple[Block, ModelInfo, int]] = []
     for m in models:
         out = _output_tokens(m, features, state)
         why = _exclusion(m, features, policy, state, out)
         if why is not None:
             excluded.append(Exclusion(m.name, why))
             continue
+        block = state.blocked(m.name, m.provider)
+        if block is not None:
+            excluded.append(Exclusion(m.name, block.reason))
+            blocked.append((block, m, out))
+            continue
         latency = state.latency_ms(m.name) or m.latency_ms
         passed.append((m, out, _cost(m, features.prompt_tokens, out), latency))
     if not passed:
-        return [], excluded
+        readmit = _readmit(blocked)
+        if readmit is None:
+            return [], excluded
+        m, out = readmit
+        excluded = [e for e in excluded if e.model != m.name]
+        latency = state.latency_ms(m.name) or m.latency_ms
+        passed.append((m, out, _cost(m, features.prompt_tokens, out), latency))
     w = policy.effective_weights()
     costs = [c for _, _, c, _ in passed if c is not None]
     latencies = [lat for _, _, _, lat in passed if lat is not None]

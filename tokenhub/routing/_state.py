@@ -1,57 +1,181 @@
-"""Runtime state the scorer reads: observed latency, failure rate and output length per model.
+"""Runtime state: health, latency, rate-limit cooldowns and credentials, per deployment.
 
-Ephemeral and rebuilt from traffic. The failover engine adds circuit breakers and
-rate-limit cooldowns behind :meth:`RuntimeState.unavailable`.
+Ephemeral and rebuilt from traffic. The scorer reads averages from it; the
+router skips what it says is blocked; the failover engine feeds it.
 """
 
 from __future__ import annotations
 
-__all__ = ["RuntimeState"]
+import collections
+import math
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from tokenhub.routing._health import Breaker, BreakerSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Block", "RuntimeState"]
+
+_SAMPLES = 64
+
+
+@attrs.frozen
+class Block:
+    """Why a deployment must not be tried now, and until when (monotonic seconds)."""
+
+    kind: Literal["circuit_open", "rate_limited", "credential"]
+    until: float
+    reason: str
 
 
 class _Stats:
-    __slots__ = ("failure", "latency_ms", "output_tokens")
+    __slots__ = (
+        "breaker",
+        "failure",
+        "latencies",
+        "latency_ms",
+        "not_before",
+        "output_tokens",
+        "ttfts",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, settings: BreakerSettings) -> None:
         self.latency_ms: float | None = None
         self.failure: float | None = None
         self.output_tokens: float | None = None
+        self.latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
+        self.ttfts: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
+        self.not_before = 0.0
+        self.breaker = Breaker(settings)
 
 
 def _ewma(old: float | None, sample: float, alpha: float) -> float:
     return sample if old is None else old + alpha * (sample - old)
 
 
-class RuntimeState:
-    """Per-model exponentially weighted averages, updated after every attempt."""
+def _p95(samples: collections.deque[float]) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
-    def __init__(self, *, alpha: float = 0.2) -> None:
+
+class RuntimeState:
+    """Per-deployment averages, breakers and cooldowns, and per-provider credential blocks."""
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.2,
+        breaker: BreakerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._alpha = alpha
+        self._breaker_settings = breaker or BreakerSettings()
+        self.clock = clock
         self._stats: dict[str, _Stats] = {}
+        self._credentials: dict[str, tuple[float, str]] = {}
 
     def _get(self, model: str) -> _Stats:
         s = self._stats.get(model)
         if s is None:
-            s = self._stats[model] = _Stats()
+            s = self._stats[model] = _Stats(self._breaker_settings)
         return s
 
-    def record_success(self, model: str, *, latency_ms: float, output_tokens: int | None) -> None:
+    def breaker(self, model: str) -> Breaker:
+        """The circuit breaker of ``model``."""
+        return self._get(model).breaker
+
+    # --- feeding ------------------------------------------------------------------------------
+
+    def record_success(
+        self,
+        model: str,
+        *,
+        latency_ms: float,
+        output_tokens: int | None,
+        ttft_ms: float | None = None,
+    ) -> None:
         """Feed a successful attempt."""
         s = self._get(model)
         s.latency_ms = _ewma(s.latency_ms, latency_ms, self._alpha)
+        s.latencies.append(latency_ms)
+        if ttft_ms is not None:
+            s.ttfts.append(ttft_ms)
         s.failure = _ewma(s.failure, 0.0, self._alpha)
         if output_tokens is not None:
             s.output_tokens = _ewma(s.output_tokens, float(output_tokens), self._alpha)
+        s.breaker.record(True, self.clock())
 
     def record_failure(self, model: str) -> None:
         """Feed a failure that says something about the provider (not about the request)."""
         s = self._get(model)
         s.failure = _ewma(s.failure, 1.0, self._alpha)
+        s.breaker.record(False, self.clock())
+
+    def release(self, model: str) -> None:
+        """Give back a half-open probe whose outcome says nothing about health."""
+        self._get(model).breaker.probing = False
+
+    def cool_down(self, model: str, seconds: float) -> None:
+        """Send nothing to ``model`` for ``seconds`` (a rate limit's wait hint)."""
+        s = self._get(model)
+        s.not_before = max(s.not_before, self.clock() + seconds)
+
+    def disable_credential(self, provider: str, reason: str, seconds: float | None = None) -> None:
+        """Take ``provider``'s key out of rotation, for ``seconds`` or until re-enabled."""
+        until = math.inf if seconds is None else self.clock() + seconds
+        self._credentials[provider] = (until, reason)
+
+    def enable_credential(self, provider: str) -> None:
+        """Put ``provider``'s key back into rotation (operator action)."""
+        self._credentials.pop(provider, None)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def blocked(self, model: str, provider: str) -> Block | None:
+        """Why ``model`` (served by ``provider``) must not be tried now, if so."""
+        now = self.clock()
+        cred = self._credentials.get(provider)
+        if cred is not None:
+            until, reason = cred
+            if now < until:
+                return Block("credential", until, f"credential of {provider!r} disabled ({reason})")
+            del self._credentials[provider]
+        s = self._stats.get(model)
+        if s is None:
+            return None
+        if now < s.not_before:
+            wait = s.not_before - now
+            return Block("rate_limited", s.not_before, f"rate-limited for another {wait:.1f} s")
+        if s.breaker.blocked(now):
+            left = s.breaker.until - now
+            why = (
+                f"circuit open for another {left:.1f} s"
+                if left > 0
+                else "circuit half-open, probe in flight"
+            )
+            return Block("circuit_open", s.breaker.until, why)
+        return None
+
+    def not_before(self, model: str) -> float:
+        """The monotonic time before which ``model`` must not be sent anything."""
+        s = self._stats.get(model)
+        return 0.0 if s is None else s.not_before
 
     def latency_ms(self, model: str) -> float | None:
         """The observed latency average, if any."""
         s = self._stats.get(model)
         return None if s is None else s.latency_ms
+
+    def ttft_p95_ms(self, model: str) -> float | None:
+        """The 95th percentile of observed times to first chunk, if any."""
+        s = self._stats.get(model)
+        return None if s is None else _p95(s.ttfts)
 
     def failure_rate(self, model: str) -> float | None:
         """The decayed failure rate in [0, 1], if any attempts were seen."""
@@ -63,6 +187,26 @@ class RuntimeState:
         s = self._stats.get(model)
         return None if s is None else s.output_tokens
 
-    def unavailable(self, model: str) -> str | None:  # noqa: ARG002 - the failover engine's hook
-        """Why ``model`` must not be tried now (open circuit, rate-limit cooldown), if so."""
-        return None
+    def snapshot(self) -> dict[str, Any]:
+        """Health per model and blocked credentials, as plain data."""
+        now = self.clock()
+        models = {
+            name: {
+                "circuit": s.breaker.state
+                if not (s.breaker.state == "open" and now >= s.breaker.until)
+                else "half_open",
+                "open_for_s": max(0.0, s.breaker.until - now) if s.breaker.state == "open" else 0.0,
+                "rate_limited_for_s": max(0.0, s.not_before - now),
+                "latency_ms": s.latency_ms,
+                "latency_p95_ms": _p95(s.latencies),
+                "ttft_p95_ms": _p95(s.ttfts),
+                "failure_rate": s.failure,
+            }
+            for name, s in self._stats.items()
+        }
+        credentials = {
+            p: {"reason": reason, "disabled_for_s": None if until == math.inf else until - now}
+            for p, (until, reason) in self._credentials.items()
+            if until > now
+        }
+        return {"models": models, "credentials": credentials}
