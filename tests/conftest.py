@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from tokenhub import Hub
-from tokenhub.testing import FakeProvider
+from tokenhub.testing import FakeClock, FakeProvider
 
 CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
 
@@ -23,9 +23,13 @@ async def fake() -> AsyncIterator[FakeProvider]:
 
 
 def config_for(fake: FakeProvider, **timeouts: float) -> dict[str, Any]:
-    """A config with one model per built-in adapter, all served by ``fake``."""
+    """A config with one model per built-in adapter, all served by ``fake``.
+
+    Same-model retries are off, so that each scripted reply answers one call.
+    """
     t = {"timeouts": timeouts} if timeouts else {}
     return {
+        "failover": {"max_retries": 0},
         "providers": {
             "openai": {"kind": "openai", "base_url": fake.openai_base_url, "api_key": CANARY, **t},
             "anthropic": {
@@ -60,8 +64,13 @@ def config_for(fake: FakeProvider, **timeouts: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_hub(fake: FakeProvider) -> Callable[..., Hub]:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_hub(fake: FakeProvider, clock: FakeClock) -> Callable[..., Hub]:
     def make(**timeouts: float) -> Hub:
-        return Hub.from_config(config_for(fake, **timeouts))
+        return Hub.from_config(config_for(fake, **timeouts), clock=clock)
 
     return make

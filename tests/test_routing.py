@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tokenhub import Hub
 from tokenhub.errors import InvalidRequestError, NoRouteError, RateLimitError, RequestError
-from tokenhub.testing import FakeProvider, Reply
+from tokenhub.testing import FakeClock, FakeProvider, Reply
 
 HELLO = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
@@ -384,18 +384,20 @@ class TestFailover:
         assert ["invalid_request"] == [a.outcome for a in info.value.trace.attempts]
 
     async def test_last_error_is_raised_with_every_attempt(self, fake: FakeProvider) -> None:
-        """When every candidate fails, the last error carries the whole trace."""
+        """When every candidate fails, the last error carries the whole trace, retries included."""
         cfg = {
             "providers": {"o": {"kind": "openai", "base_url": fake.openai_base_url}},
             "models": {"m1": priced(1, 1), "m2": priced(2, 2)},
             "routing": {"mode": "cheap"},
         }
         fake.default(None, Reply(status=429))
-        async with Hub.from_config(cfg) as hub:
+        clock = FakeClock()
+        async with Hub.from_config(cfg, clock=clock) as hub:
             with pytest.raises(RateLimitError) as info:
                 await hub.chat(HELLO)
         assert info.value.trace is not None
-        assert ["m1", "m2"] == [a.model for a in info.value.trace.attempts]
+        assert ["m1", "m2", "m2", "m2"] == [a.model for a in info.value.trace.attempts]
+        assert [0.125, 0.25] == clock.sleeps  # full jitter at draw 0.5: 0.5 * 0.25 * 2**n
 
     async def test_filtered_fallback_is_never_attempted(self, fake: FakeProvider) -> None:
         """A fallback that fails a constraint is never sent a request."""
@@ -643,7 +645,8 @@ class TestAttemptProperties:
             pinned = None
         provider = _Failing()
         routing = {"fallbacks": sorted(models)}
-        hub = Hub.from_config({"models": models, "routing": routing}, providers={"x": provider})
+        cfg = {"models": models, "routing": routing, "failover": {"max_retries": 0}}
+        hub = Hub.from_config(cfg, providers={"x": provider})
         try:
             planned = hub.explain(HELLO, model=pinned, policy=policy, request_id="fixed")
         except NoRouteError as e:

@@ -14,6 +14,7 @@ from tokenhub._redact import looks_like_key
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
 from tokenhub.errors import ConfigError, CredentialError
+from tokenhub.routing._health import BreakerSettings
 from tokenhub.routing._policy import MODES, Alias, Policy
 
 __all__ = [
@@ -162,6 +163,23 @@ class ModelConfig:
 
 
 @attrs.frozen
+class FailoverConfig:
+    """How the Hub retries, waits, fails over and gives up (seconds throughout)."""
+
+    timeout: float = 600.0
+    first_token_timeout: float | None = None
+    stall_timeout: float | None = None
+    max_retries: int = 2
+    backoff_base: float = 0.25
+    backoff_cap: float = 8.0
+    retry_budget: float = 0.2
+    retry_burst: float = 3.0
+    max_server_wait: float = 60.0
+    content_policy_fallback: bool = False
+    breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
+
+
+@attrs.frozen
 class HubConfig:
     """The whole configuration, as structured from the user's dict."""
 
@@ -170,6 +188,7 @@ class HubConfig:
     routing: Policy = attrs.field(factory=Policy)
     aliases: Mapping[str, Alias] = attrs.field(factory=dict)
     tokenizer: str = "heuristic"
+    failover: FailoverConfig = attrs.field(factory=FailoverConfig)
 
 
 def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
@@ -261,12 +280,8 @@ def parse_config(
     providers = _structure_section(config, "providers", ProviderConfig, errors)
     models = _structure_section(config, "models", ModelConfig, errors)
     aliases = _structure_section(config, "aliases", Alias, errors)
-    routing = Policy()
-    if "routing" in config:
-        try:
-            routing = converter.structure(config["routing"], Policy)
-        except Exception as exc:  # noqa: BLE001 - reported by path
-            errors.extend(validation_errors(exc, "routing"))
+    routing = _structure_one(config, "routing", Policy, errors)
+    failover = _structure_one(config, "failover", FailoverConfig, errors)
     tokenizer = config.get("tokenizer", "heuristic")
     if not isinstance(tokenizer, str) or not (
         tokenizer == "heuristic" or tokenizer.partition(":")[0] == "tiktoken"
@@ -274,7 +289,12 @@ def parse_config(
         errors.append(("tokenizer", "expected 'heuristic', 'tiktoken' or 'tiktoken:ENCODING'"))
         tokenizer = "heuristic"
     parsed = HubConfig(
-        providers=providers, models=models, routing=routing, aliases=aliases, tokenizer=tokenizer
+        providers=providers,
+        models=models,
+        routing=routing,
+        aliases=aliases,
+        tokenizer=tokenizer,
+        failover=failover,
     )
     errors.extend(_check_values(parsed))
     section = config.get("models")
@@ -372,6 +392,17 @@ def policy_override(
     return policy
 
 
+def _structure_one(
+    config: Mapping[str, Any], section: str, cls: type[T], errors: list[tuple[str, str]]
+) -> T:
+    if section in config:
+        try:
+            return converter.structure(config[section], cls)
+        except Exception as exc:  # noqa: BLE001 - every structuring failure is reported by path
+            errors.extend(validation_errors(exc, section))
+    return cls()
+
+
 def _structure_section(
     config: Mapping[str, Any], section: str, cls: type[T], errors: list[tuple[str, str]]
 ) -> dict[str, T]:
@@ -387,7 +418,7 @@ def _structure_section(
     return out
 
 
-_SECTIONS = ("providers", "models", "routing", "aliases", "tokenizer")
+_SECTIONS = ("providers", "models", "routing", "aliases", "tokenizer", "failover")
 
 
 def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -452,6 +483,31 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         )
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
+    f = cfg.failover
+    errors.extend(
+        (f"failover.{key}", "must be positive")
+        for key in (
+            "timeout",
+            "first_token_timeout",
+            "stall_timeout",
+            "backoff_cap",
+            "max_server_wait",
+        )
+        if (getattr(f, key) or 1) <= 0
+    )
+    errors.extend(
+        (f"failover.{key}", "must not be negative")
+        for key in ("max_retries", "backoff_base", "retry_budget", "retry_burst")
+        if getattr(f, key) < 0
+    )
+    b = f.breaker
+    errors.extend(
+        (f"failover.breaker.{key}", "must be positive")
+        for key in ("failures", "window", "min_calls", "open_for", "max_open_for")
+        if getattr(b, key) <= 0
+    )
+    if not 0 < b.ratio <= 1:
+        errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
     for name, m in cfg.models.items():
         if m.quality is not None and not 0 <= m.quality <= 1:
             errors.append((f"models.{name}.quality", "must be between 0 and 1"))

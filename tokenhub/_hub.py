@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import os
-import time
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
-from tokenhub._models import ChatResponse, Chunk, ToolCall, Usage
+from tokenhub._clock import SystemClock
 from tokenhub._request import build_request
-from tokenhub.errors import (
-    ConfigError,
-    CredentialError,
-    ErrorClass,
-    ModelNotFoundError,
-    ProviderError,
-    ProviderUnavailableError,
-    StreamInterrupted,
-)
+from tokenhub.errors import ConfigError, ModelNotFoundError
 from tokenhub.routing._estimate import make_counter
 from tokenhub.routing._policy import ModelInfo
 from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
-from tokenhub.routing._trace import Attempt
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -32,37 +22,18 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig
-    from tokenhub._models import ChatRequest, Message, Tool
+    from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
     from tokenhub.providers import Call, Capabilities, Provider
-    from tokenhub.routing import RouteTrace
+    from tokenhub.routing import RouteTrace, _engine
+    from tokenhub.routing._engine import Engine
 
 __all__ = ["ChatStream", "Hub"]
-
-# Failures that say "try another model": the provider, the key or the model's limits,
-# not the request itself (invalid_request and content_policy are raised at once).
-_FAIL_OVER = frozenset(
-    {
-        ErrorClass.RATE_LIMITED,
-        ErrorClass.OVERLOADED,
-        ErrorClass.TRANSIENT,
-        ErrorClass.PROVIDER_DOWN,
-        ErrorClass.QUOTA_EXHAUSTED,
-        ErrorClass.AUTH,
-        ErrorClass.REQUEST_TOO_LARGE_FOR_LIMIT,
-        ErrorClass.CONTEXT_OVERFLOW,
-    }
-)
 
 
 def _new_request_id() -> str:
     return os.urandom(12).hex()
-
-
-def _fails_over(exc: Exception) -> bool:
-    return isinstance(exc, CredentialError) or (
-        isinstance(exc, ProviderError) and exc.error_class in _FAIL_OVER
-    )
 
 
 @attrs.frozen
@@ -94,6 +65,7 @@ class Hub:
         config: HubConfig,
         providers: Mapping[str, Provider],
         *,
+        clock: Clock | None = None,
         request_ids: Callable[[], str] = _new_request_id,
     ) -> None:
         self._config = config
@@ -103,7 +75,17 @@ class Hub:
             name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
             for name, m in config.models.items()
         }
-        self._state = RuntimeState()
+        from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
+
+        clock = clock or SystemClock()
+        self._state = RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
+        self._engine = Engine(
+            config.failover,
+            self._state,
+            clock,
+            self._call,
+            lambda name: self._models[name].config.context_window,
+        )
         self._router = Router(
             {name: self._info(i, name) for i, name in enumerate(self._models)},
             config.routing,
@@ -141,14 +123,15 @@ class Hub:
         *,
         providers: Mapping[str, Provider] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
         ``providers`` adds ready-made :class:`~tokenhub.providers.Provider`
         instances that models may name; ``transport`` is an httpx transport used
         by every built-in adapter (for tests, proxies or custom TLS); ``clock``
-        returns UNIX time and is used to interpret rate-limit reset headers.
+        supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
+        makes failover tests instant).
 
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
@@ -157,6 +140,7 @@ class Hub:
         from tokenhub.providers import ProviderSettings  # noqa: PLC0415
         from tokenhub.providers._registry import find_kind, kinds_for  # noqa: PLC0415
 
+        clock = clock or SystemClock()
         extra = dict(providers or {})
         parsed = parse_config(
             config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
@@ -179,7 +163,7 @@ class Hub:
                 timeouts=p.timeouts,
                 options=p.options,
                 http=http,
-                clock=clock,
+                clock=clock.wall,
             )
             try:
                 built[name] = factory(settings)
@@ -188,7 +172,7 @@ class Hub:
         if errors:
             raise ConfigError(errors)
         built.update(extra)
-        return cls(parsed, built)
+        return cls(parsed, built, clock=clock)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -227,6 +211,18 @@ class Hub:
         for key, m in self._models.items():
             if m.provider_name == name:
                 self._models[key] = attrs.evolve(m, provider=provider)
+
+    def health(self) -> dict[str, Any]:
+        """Return a snapshot of runtime health, as plain data.
+
+        Per model: its circuit, cooldown, latency and failure rate; per provider:
+        any credential taken out of rotation.
+        """
+        return self._state.snapshot()
+
+    def enable_credential(self, provider: str) -> None:
+        """Put ``provider``'s key back into rotation after an auth or quota failure."""
+        self._state.enable_credential(provider)
 
     async def __aenter__(self) -> Self:
         return self
@@ -277,23 +273,6 @@ class Hub:
         )
         return m.provider, call
 
-    def _failed(self, name: str, exc: Exception, started: float) -> Attempt:
-        elapsed = (time.perf_counter() - started) * 1000
-        if isinstance(exc, ProviderError):
-            if exc.error_class.counts_against_health:
-                self._state.record_failure(name)
-            outcome, status, message = exc.error_class.value, exc.status, exc.message
-        else:
-            outcome, status, message = "credential", None, str(exc)
-        return Attempt(name, self._models[name].provider_name, outcome, elapsed, status, message)
-
-    def _succeeded(self, name: str, started: float, usage: Usage | None) -> Attempt:
-        elapsed = (time.perf_counter() - started) * 1000
-        self._state.record_success(
-            name, latency_ms=elapsed, output_tokens=usage.output_tokens if usage else None
-        )
-        return Attempt(name, self._models[name].provider_name, "ok", elapsed)
-
     def explain(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
@@ -302,6 +281,7 @@ class Hub:
         policy: Mapping[str, Any] | None = None,
         caller: str | None = None,
         request_id: str | None = None,
+        timeout: float | None = None,
         tools: Sequence[Mapping[str, Any] | Tool] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
@@ -330,6 +310,7 @@ class Hub:
         policy: Mapping[str, Any] | None = None,
         caller: str | None = None,
         request_id: str | None = None,
+        timeout: float | None = None,
         tools: Sequence[Mapping[str, Any] | Tool] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
@@ -362,23 +343,10 @@ class Hub:
         :class:`~tokenhub.errors.NoRouteError` before any I/O, and the last
         candidate's :class:`~tokenhub.errors.ProviderError` when all fail.
         """
-        request, trace = self._plan(locals())
-        attempts: list[Attempt] = []
-        for candidate in trace.candidates:
-            provider, call = self._call(candidate.model, request, trace.request_id)
-            started = time.perf_counter()
-            try:
-                response = await provider.send(call)
-            except (ProviderError, CredentialError) as exc:
-                attempts.append(self._failed(candidate.model, exc, started))
-                if candidate is trace.candidates[-1] or not _fails_over(exc):
-                    if isinstance(exc, ProviderError):
-                        exc.trace = attrs.evolve(trace, attempts=tuple(attempts))
-                    raise
-                continue
-            attempts.append(self._succeeded(candidate.model, started, response.usage))
-            return attrs.evolve(response, trace=attrs.evolve(trace, attempts=tuple(attempts)))
-        raise AssertionError("unreachable: the router never returns an empty plan")
+        request, trace = self._plan(locals())  # first: locals() must hold only the arguments
+        from tokenhub.routing._engine import chat  # noqa: PLC0415 - loaded with the first Hub
+
+        return await chat(self._engine, request, trace, timeout)
 
     def stream(
         self,
@@ -388,6 +356,7 @@ class Hub:
         policy: Mapping[str, Any] | None = None,
         caller: str | None = None,
         request_id: str | None = None,
+        timeout: float | None = None,
         tools: Sequence[Mapping[str, Any] | Tool] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
         parallel_tool_calls: bool | None = None,
@@ -415,10 +384,10 @@ class Hub:
                     print(chunk.text, end="")
         """
         request, trace = self._plan(locals(), stream=True)
-        return ChatStream(self, request, trace)
+        return ChatStream(self._engine, request, trace, timeout)
 
 
-_ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id"})
+_ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id", "timeout"})
 
 
 class ChatStream:
@@ -429,17 +398,19 @@ class ChatStream:
     a truncated answer is never reported as a success.
     """
 
-    def __init__(self, hub: Hub, request: ChatRequest, trace: RouteTrace) -> None:
-        self._hub = hub
+    def __init__(
+        self, engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
+    ) -> None:
+        self._engine = engine
         self._request = request
         self._trace = trace
-        self._attempts: list[Attempt] = []
+        self._timeout = timeout
+        from tokenhub.routing._engine import Partial  # noqa: PLC0415 - loaded with the first Hub
+
+        self._partial = Partial()
+        self._run: _engine.Run | None = None
         self._iterator: AsyncIterator[Chunk] | None = None
         self._response: ChatResponse | None = None
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
-        self._tools: dict[int, list[str]] = {}
-        self._usage: Usage | None = None
 
     @property
     def request_id(self) -> str:
@@ -449,7 +420,7 @@ class ChatStream:
     @property
     def trace(self) -> RouteTrace:
         """The route: candidates, exclusions, and the attempts made so far."""
-        return attrs.evolve(self._trace, attempts=tuple(self._attempts))
+        return self._trace if self._run is None else self._run.trace
 
     @property
     def response(self) -> ChatResponse:
@@ -480,112 +451,27 @@ class ChatStream:
         if it is not None and hasattr(it, "aclose"):
             await it.aclose()
 
-    def _tool_calls(self) -> tuple[ToolCall, ...]:
-        return tuple(
-            ToolCall(id=parts[0], name=parts[1], arguments="".join(parts[2:]))
-            for _, parts in sorted(self._tools.items())
-        )
+    async def _iterate(self) -> AsyncGenerator[Chunk]:
+        from tokenhub.routing._engine import stream  # noqa: PLC0415 - loaded with the first Hub
 
-    def _add(self, chunk: Chunk) -> None:
-        if chunk.text:
-            self._text.append(chunk.text)
-        if chunk.reasoning:
-            self._reasoning.append(chunk.reasoning)
-        for d in chunk.tool_calls:
-            parts = self._tools.setdefault(d.index, ["", ""])
-            if d.id:
-                parts[0] = d.id
-            if d.name:
-                parts[1] = d.name
-            if d.arguments:
-                parts.append(d.arguments)
-        if chunk.usage is not None:
-            self._usage = chunk.usage
-
-    async def _iterate(self) -> AsyncIterator[Chunk]:
-        hub, candidates = self._hub, self._trace.candidates
-        for candidate in candidates:
-            provider, call = hub._call(candidate.model, self._request, self.request_id)  # noqa: SLF001
-            started = time.perf_counter()
-            source = provider.stream(call)
-            try:
-                try:
-                    first = await anext(source)  # nothing is delivered before this succeeds
-                except StopAsyncIteration:
-                    raise self._ended_early(call) from None
-            except (ProviderError, CredentialError) as exc:
-                self._attempts.append(hub._failed(candidate.model, exc, started))  # noqa: SLF001
-                await _aclose(source)
-                if candidate is candidates[-1] or not _fails_over(exc):
-                    if isinstance(exc, ProviderError):
-                        exc.trace = self.trace
-                    raise
-                continue
-            except BaseException:
-                await _aclose(source)
-                raise
-            async with aclosing(self._deliver(call, first, source, started, candidate.model)) as d:
-                async for chunk in d:
-                    yield chunk
-            return
-
-    def _ended_early(self, call: Call) -> ProviderError:
-        return ProviderUnavailableError(
-            "the provider ended the stream without a finish reason",
-            error_class=ErrorClass.TRANSIENT,
-            provider=call.provider,
-            model=call.model,
-            request_id=call.request_id,
-        )
-
-    async def _deliver(
-        self, call: Call, first: Chunk, source: AsyncIterator[Chunk], started: float, name: str
-    ) -> AsyncGenerator[Chunk]:
-        """Yield the committed stream; any break from here on is a StreamInterrupted."""
-        last = first
-        delivered = 1
-        self._add(first)
-        try:
-            yield first
-            async for chunk in source:
-                self._add(chunk)
-                last = chunk
-                delivered += 1
+        partial = self._partial
+        source = stream(self._engine, self._request, self._trace, self._timeout, partial)
+        call = None
+        async with aclosing(source) as chunks:
+            async for chunk, run, attempt_call in chunks:
+                self._run, call = run, attempt_call
                 yield chunk
-            if last.finish_reason is None:
-                raise self._ended_early(call)
-        except ProviderError as exc:
-            self._attempts.append(self._hub._failed(name, exc, started))  # noqa: SLF001
-            interrupted = StreamInterrupted(
-                f"the stream broke after {delivered} chunk(s): {exc.message}",
-                partial_text="".join(self._text),
-                partial_tool_calls=self._tool_calls(),
-                usage=self._usage,
-                provider=call.provider,
-                model=call.model,
-                status=exc.status,
-                code=exc.error_class.value,
-                request_id=call.request_id,
-            )
-            interrupted.trace = self.trace
-            raise interrupted from None
-        finally:
-            await _aclose(source)
-        self._attempts.append(self._hub._succeeded(name, started, self._usage))  # noqa: SLF001
-        self._response = call.response(
-            text="".join(self._text),
-            tool_calls=self._tool_calls(),
+        last = partial.last
+        if call is None or last is None or last.finish_reason is None:  # pragma: no cover
+            raise AssertionError("the engine ended a stream without its finish")
+        response = call.response(
+            text=partial.text,
+            tool_calls=partial.tool_calls,
             finish_reason=last.finish_reason,
-            usage=self._usage,
+            usage=partial.usage,
             upstream_model=last.upstream_model,
             response_id=last.response_id,
             created=last.created or None,
-            reasoning="".join(self._reasoning),
+            reasoning=partial.reasoning,
         )
-        self._response = attrs.evolve(self._response, trace=self.trace)
-
-
-async def _aclose(source: AsyncIterator[Chunk]) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        self._response = attrs.evolve(response, trace=self.trace)

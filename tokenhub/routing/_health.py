@@ -79,6 +79,11 @@ class Breaker:
             return True
         return self.state == "closed"
 
+    def force_probe(self) -> None:
+        """Send a probe now although the breaker is open (every candidate was blocked)."""
+        self.state = "half_open"
+        self.probing = True
+
     def record(self, ok: bool, now: float) -> None:
         """Count one outcome; open, re-open or close as the settings say."""
         s = self.settings

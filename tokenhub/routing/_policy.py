@@ -293,11 +293,15 @@ def rank(
             continue
         latency = state.latency_ms(m.name) or m.latency_ms
         passed.append((m, out, _cost(m, features.prompt_tokens, out), latency))
+    note = None
     if not passed:
         readmit = _readmit(blocked)
         if readmit is None:
             return [], excluded
         m, out = readmit
+        note = "every candidate was blocked; trying this one anyway: " + next(
+            e.reason for e in excluded if e.model == m.name
+        )
         excluded = [e for e in excluded if e.model != m.name]
         latency = state.latency_ms(m.name) or m.latency_ms
         passed.append((m, out, _cost(m, features.prompt_tokens, out), latency))
@@ -324,7 +328,7 @@ def rank(
             + w.reliability * comps[3][1]
             + w.weight * comps[4][1]
         )
-        candidate = Candidate(m.name, m.provider, score, comps, cost, out, latency)
+        candidate = Candidate(m.name, m.provider, score, comps, cost, out, latency, note)
         scored.append((score, m.index, candidate))
     if not ordered:
         scored.sort(key=lambda t: (-t[0], t[1]))

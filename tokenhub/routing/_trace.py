@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from tokenhub._models import Usage
 
 __all__ = ["Attempt", "Candidate", "Exclusion", "RouteTrace"]
 
@@ -28,6 +31,7 @@ class Candidate:
     estimated_cost_usd: float | None
     output_tokens: int
     latency_ms: float | None
+    note: str | None = None
 
 
 @attrs.frozen
@@ -42,7 +46,10 @@ class Exclusion:
 class Attempt:
     """One attempt to get an answer from a candidate.
 
-    ``outcome`` is ``ok`` or the error class of the failure.
+    ``outcome`` is ``ok`` or the error class of the failure; ``wait_s`` is the
+    time waited (backoff or rate-limit hint) before it; ``usage`` and
+    ``cost_usd`` are what a failed attempt was billed, when known (a stream cut
+    after some output).
     """
 
     model: str
@@ -51,6 +58,9 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     message: str | None = None
+    wait_s: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float | None = None
 
 
 @attrs.frozen

@@ -1,0 +1,526 @@
+"""The failover engine: the attempt loop across ranked candidates, acting on each error class.
+
+What it does per class (the docs' failover page has the table):
+
+* rate_limited: record the wait hint as a cooldown (nothing is sent before it),
+  fail over at once; on the last candidate wait only if the hint fits both
+  ``max_server_wait`` and the deadline.
+* overloaded, transient, connect/reset: fail over at once; on the last candidate
+  retry with full-jitter backoff, at most ``max_retries`` times, within the budget.
+* timeouts: fail over (never retry a silent provider, so it costs one timeout).
+* context_overflow: shrink ``max_tokens`` when the provider's numbers allow,
+  else skip to a candidate with a larger context window.
+* auth, quota_exhausted: take the credential out of rotation, fail over.
+* content_policy: raise (fail over only with ``content_policy_fallback``).
+* invalid_request: raise, except a prefill rejection, which fails over.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import attrs
+
+from tokenhub._models import ToolCall
+from tokenhub.errors import (
+    ContextOverflowError,
+    CredentialError,
+    ErrorClass,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    StreamInterrupted,
+)
+from tokenhub.routing._health import RetryBudget, full_jitter, server_wait
+from tokenhub.routing._trace import Attempt
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+
+    from tokenhub._clock import Clock
+    from tokenhub._config import FailoverConfig
+    from tokenhub._models import ChatRequest, ChatResponse, Chunk, Usage
+    from tokenhub.providers import Call, Provider
+    from tokenhub.routing._state import RuntimeState
+    from tokenhub.routing._trace import Candidate, RouteTrace
+
+__all__ = ["Engine", "Partial", "Run", "chat", "stream"]
+
+Action = Literal["retry", "next", "raise"]
+_MIN_SHRUNK_OUTPUT = 64
+_SAME_MODEL_RETRY = frozenset({ErrorClass.OVERLOADED, ErrorClass.TRANSIENT})
+
+
+class Engine:
+    """Shared failover machinery: settings, state, clock and the process-wide retry budget."""
+
+    def __init__(
+        self,
+        settings: FailoverConfig,
+        state: RuntimeState,
+        clock: Clock,
+        call: Callable[[str, ChatRequest, str], tuple[Provider, Call]],
+        windows: Callable[[str], int | None],
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.clock = clock
+        self.call = call
+        self.windows = windows
+        self.budget = RetryBudget(settings.retry_budget, settings.retry_burst)
+
+    def run(self, request: ChatRequest, trace: RouteTrace, timeout: float | None) -> Run:
+        """Start the bookkeeping for one request."""
+        self.budget.deposit()
+        return Run(self, request, trace, timeout or self.settings.timeout)
+
+
+class Run:
+    """One request's attempts: deadline, waits, decisions and the trace they produce."""
+
+    def __init__(
+        self, engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float
+    ) -> None:
+        self.engine = engine
+        self.request = request
+        self.base_trace = trace
+        self.attempts: list[Attempt] = []
+        self.deadline = engine.clock.monotonic() + timeout
+        self._waited = 0.0
+        self._min_window: int | None = None  # after a context overflow: only larger windows
+
+    @property
+    def trace(self) -> RouteTrace:
+        """The route trace with the attempts made so far."""
+        return attrs.evolve(self.base_trace, attempts=tuple(self.attempts))
+
+    def remaining(self) -> float:
+        """Seconds left before the request's deadline."""
+        return self.deadline - self.engine.clock.monotonic()
+
+    def _deadline_error(self, candidate: Candidate) -> ProviderTimeoutError:
+        exc = ProviderTimeoutError(
+            "the request's deadline passed",
+            error_class=ErrorClass.PROVIDER_DOWN,
+            provider=candidate.provider,
+            model=candidate.model,
+            request_id=self.base_trace.request_id,
+        )
+        exc.trace = self.trace
+        return exc
+
+    async def admit(self, candidate: Candidate) -> bool:
+        """Get ``candidate`` ready to be sent: wait out a cooldown if allowed, take the breaker.
+
+        Returns ``False`` to skip it. Raises when a needed wait does not fit.
+        """
+        engine, name = self.engine, candidate.model
+        if self._min_window is not None:
+            window = engine.windows(name)
+            if window is not None and window <= self._min_window:
+                return False
+        wait = engine.state.not_before(name) - engine.clock.monotonic()
+        if wait > 0:
+            if wait > engine.settings.max_server_wait or wait >= self.remaining():
+                exc = ProviderUnavailableError(
+                    f"rate-limited for another {wait:.1f} s, longer than the request can wait",
+                    error_class=ErrorClass.RATE_LIMITED,
+                    provider=candidate.provider,
+                    model=name,
+                    retry_after=wait,
+                    request_id=self.base_trace.request_id,
+                )
+                exc.trace = self.trace
+                raise exc
+            await self.sleep(wait)
+        breaker = engine.state.breaker(name)
+        if breaker.acquire(engine.clock.monotonic()):
+            return True
+        if candidate.note is not None:  # re-admitted although blocked: it goes as the probe
+            breaker.force_probe()
+            return True
+        return False
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, counting it for the next attempt's record."""
+        self._waited += seconds
+        await self.engine.clock.sleep(seconds)
+
+    def attempt_timeout(self) -> float:
+        """Return the attempt's time limit: the first-token timeout, capped by the deadline."""
+        limit = self.engine.settings.first_token_timeout
+        return min(limit if limit is not None else math.inf, self.remaining())
+
+    def timed_out(self, candidate: Candidate, started: float) -> ProviderError:
+        """The error for an attempt that hit its time limit (or the deadline)."""
+        if self.remaining() <= 0:
+            return self._deadline_error(candidate)
+        elapsed = self.engine.clock.monotonic() - started
+        return ProviderTimeoutError(
+            f"no answer within {elapsed:.2f} s (first_token_timeout)",
+            error_class=ErrorClass.PROVIDER_DOWN,
+            provider=candidate.provider,
+            model=candidate.model,
+            request_id=self.base_trace.request_id,
+        )
+
+    def record(
+        self,
+        candidate: Candidate,
+        outcome: str,
+        started: float,
+        *,
+        status: int | None = None,
+        message: str | None = None,
+        usage: Usage | None = None,
+        cost: float | None = None,
+    ) -> None:
+        """Add one attempt to the trace."""
+        elapsed = (self.engine.clock.monotonic() - started) * 1000
+        self.attempts.append(
+            Attempt(
+                candidate.model,
+                candidate.provider,
+                outcome,
+                elapsed,
+                status,
+                message,
+                wait_s=self._waited,
+                usage=usage,
+                cost_usd=cost,
+            )
+        )
+        self._waited = 0.0
+
+    def succeeded(
+        self,
+        candidate: Candidate,
+        started: float,
+        usage: Usage | None,
+        first_at: float | None = None,
+    ) -> None:
+        """Record a success and feed the runtime state."""
+        now = self.engine.clock.monotonic()
+        self.engine.state.record_success(
+            candidate.model,
+            latency_ms=(now - started) * 1000,
+            output_tokens=usage.output_tokens if usage else None,
+            ttft_ms=None if first_at is None else (first_at - started) * 1000,
+        )
+        self.record(candidate, "ok", started)
+
+    def failed(
+        self,
+        candidate: Candidate,
+        exc: ProviderError | CredentialError,
+        started: float,
+        *,
+        tries: int,
+        last: bool,
+    ) -> tuple[Action, float, ChatRequest | None]:
+        """Record a failure, update health, and decide: retry (after a delay), next, or raise."""
+        engine, state, s = self.engine, self.engine.state, self.engine.settings
+        name = candidate.model
+        if isinstance(exc, CredentialError):
+            self.record(candidate, "credential", started, message=str(exc))
+            state.release(name)
+            return ("raise" if last else "next"), 0.0, None
+        cls = exc.error_class
+        self.record(candidate, cls.value, started, status=exc.status, message=exc.message)
+        if cls.counts_against_health:
+            state.record_failure(name)
+        else:
+            state.release(name)
+        if exc.retry_after is not None and cls in (ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED):
+            state.cool_down(name, exc.retry_after)
+        if cls in (ErrorClass.AUTH, ErrorClass.QUOTA_EXHAUSTED):
+            state.disable_credential(candidate.provider, cls.value, exc.retry_after)
+        if cls is ErrorClass.CONTEXT_OVERFLOW:
+            shrunk = self._shrunk(exc, candidate, tries)
+            if shrunk is not None:
+                return "retry", 0.0, shrunk
+            limit = exc.limit if isinstance(exc, ContextOverflowError) else None
+            self._min_window = max(self._min_window or 0, engine.windows(name) or limit or 0)
+            return ("raise" if last else "next"), 0.0, None
+        if cls is ErrorClass.INVALID_REQUEST:
+            prefill = "prefill" in exc.message.lower()
+            return ("next" if prefill and not last else "raise"), 0.0, None
+        if cls is ErrorClass.CONTENT_POLICY:
+            return ("next" if s.content_policy_fallback and not last else "raise"), 0.0, None
+        if not last:
+            return "next", 0.0, None
+        return self._retry_last(exc, tries)
+
+    def _retry_last(self, exc: ProviderError, tries: int) -> tuple[Action, float, None]:
+        """On the last candidate: retry overloads, transients and rate limits within limits."""
+        s, clock = self.engine.settings, self.engine.clock
+        cls = exc.error_class
+        timeout = isinstance(exc, ProviderTimeoutError)
+        if tries >= s.max_retries or timeout:
+            return "raise", 0.0, None
+        if cls is ErrorClass.RATE_LIMITED and exc.retry_after is not None:
+            if exc.retry_after > s.max_server_wait:
+                return "raise", 0.0, None
+            delay = server_wait(exc.retry_after, clock.random())
+        elif cls in _SAME_MODEL_RETRY or cls in (ErrorClass.PROVIDER_DOWN, ErrorClass.RATE_LIMITED):
+            delay = full_jitter(tries, clock.random(), base=s.backoff_base, cap=s.backoff_cap)
+        else:
+            return "raise", 0.0, None
+        if delay >= self.remaining() or not self.engine.budget.withdraw():
+            return "raise", 0.0, None
+        return "retry", delay, None
+
+    def _shrunk(self, exc: ProviderError, candidate: Candidate, tries: int) -> ChatRequest | None:
+        """A copy of the request with a smaller ``max_tokens`` that fits, if the numbers allow."""
+        if not isinstance(exc, ContextOverflowError) or tries:
+            return None
+        limit, prompt = exc.limit, exc.prompt_tokens
+        if limit is None or prompt is None:
+            return None
+        room = limit - prompt - _MIN_SHRUNK_OUTPUT // 4
+        current = self.request.max_tokens or candidate.output_tokens
+        if room < _MIN_SHRUNK_OUTPUT or room >= current:
+            return None
+        return attrs.evolve(self.request, max_tokens=room)
+
+
+class Partial:
+    """What a stream has delivered so far: text, reasoning, tool calls and usage."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tools: dict[int, list[str]] = {}
+        self.usage: Usage | None = None
+        self.last: Chunk | None = None
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        return "".join(self._text)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text so far."""
+        return "".join(self._reasoning)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls so far, their argument fragments joined."""
+        return tuple(
+            ToolCall(id=parts[0], name=parts[1], arguments="".join(parts[2:]))
+            for _, parts in sorted(self._tools.items())
+        )
+
+    def add(self, chunk: Chunk) -> None:
+        """Take in one chunk."""
+        self.last = chunk
+        if chunk.text:
+            self._text.append(chunk.text)
+        if chunk.reasoning:
+            self._reasoning.append(chunk.reasoning)
+        for d in chunk.tool_calls:
+            parts = self._tools.setdefault(d.index, ["", ""])
+            if d.id:
+                parts[0] = d.id
+            if d.name:
+                parts[1] = d.name
+            if d.arguments:
+                parts.append(d.arguments)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+
+def _raise(exc: BaseException, run: Run) -> None:
+    if isinstance(exc, ProviderError) and exc.trace is None:
+        exc.trace = run.trace
+    raise exc
+
+
+async def chat(
+    engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
+) -> ChatResponse:
+    """Get a whole answer, trying the candidates in order."""
+    run = engine.run(request, trace, timeout)
+    candidates = trace.candidates
+    for i, candidate in enumerate(candidates):
+        last = i == len(candidates) - 1
+        req, tries = request, 0
+        while True:
+            if not await run.admit(candidate):
+                break
+            provider, call = engine.call(candidate.model, req, trace.request_id)
+            started = engine.clock.monotonic()
+            error: ProviderError | CredentialError
+            try:
+                with anyio.move_on_after(run.attempt_timeout()) as scope:
+                    response = await provider.send(call)
+                if scope.cancelled_caught:
+                    raise run.timed_out(candidate, started)
+            except (ProviderError, CredentialError) as exc:
+                error = exc
+            else:
+                run.succeeded(candidate, started, response.usage)
+                return attrs.evolve(response, trace=run.trace)
+            if run.remaining() <= 0 and isinstance(error, ProviderTimeoutError):
+                _raise(error, run)
+            action, delay, changed = run.failed(candidate, error, started, tries=tries, last=last)
+            if action == "raise":
+                _raise(error, run)
+            if action == "next":
+                break
+            tries += 1
+            req = changed or req
+            if delay:
+                await run.sleep(delay)
+    raise run._deadline_error(candidates[-1])  # noqa: SLF001 - every candidate was skipped
+
+
+async def stream(
+    engine: Engine,
+    request: ChatRequest,
+    trace: RouteTrace,
+    timeout: float | None,
+    partial: Partial,
+) -> AsyncGenerator[tuple[Chunk, Run, Call]]:
+    """Yield the chunks of the first candidate that delivers one; then stay committed to it.
+
+    Failover is invisible until the first chunk; after it, a break raises
+    :class:`StreamInterrupted` (the caller adds the partial answer).
+    """
+    run = engine.run(request, trace, timeout)
+    candidates = trace.candidates
+    for i, candidate in enumerate(candidates):
+        last = i == len(candidates) - 1
+        req, tries = request, 0
+        while True:
+            if not await run.admit(candidate):
+                break
+            provider, call = engine.call(candidate.model, req, trace.request_id)
+            started = engine.clock.monotonic()
+            source = provider.stream(call)
+            error: ProviderError | CredentialError
+            try:
+                first = await _first(run, candidate, call, source, started)
+            except (ProviderError, CredentialError) as exc:
+                await _aclose(source)
+                error = exc
+            except BaseException:
+                await _aclose(source)
+                raise
+            else:
+                committed = _committed(
+                    run,
+                    candidate=candidate,
+                    call=call,
+                    source=source,
+                    first=first,
+                    started=started,
+                    partial=partial,
+                )
+                async with aclosing(committed) as chunks:
+                    async for chunk in chunks:
+                        yield chunk, run, call
+                return
+            action, delay, changed = run.failed(candidate, error, started, tries=tries, last=last)
+            if action == "raise":
+                _raise(error, run)
+            if action == "next":
+                break
+            tries += 1
+            req = changed or req
+            if delay:
+                await run.sleep(delay)
+    raise run._deadline_error(candidates[-1])  # noqa: SLF001 - every candidate was skipped
+
+
+async def _first(
+    run: Run, candidate: Candidate, call: Call, source: AsyncIterator[Chunk], started: float
+) -> Chunk:
+    with anyio.move_on_after(run.attempt_timeout()):
+        try:
+            return await anext(source)
+        except StopAsyncIteration:
+            raise _ended(call) from None
+    raise run.timed_out(candidate, started)
+
+
+def _ended(call: Call) -> ProviderError:
+    return ProviderUnavailableError(
+        "the provider ended the stream without a finish reason",
+        error_class=ErrorClass.TRANSIENT,
+        provider=call.provider,
+        model=call.model,
+        request_id=call.request_id,
+    )
+
+
+async def _committed(
+    run: Run,
+    *,
+    candidate: Candidate,
+    call: Call,
+    source: AsyncIterator[Chunk],
+    first: Chunk,
+    started: float,
+    partial: Partial,
+) -> AsyncGenerator[Chunk]:
+    """The stream after its first chunk: a stall, cut or error is a StreamInterrupted."""
+    engine = run.engine
+    first_at = engine.clock.monotonic()
+    stall = engine.settings.stall_timeout
+    last = first
+    delivered = 1
+    try:
+        partial.add(first)
+        yield first
+        while True:
+            limit = min(stall if stall is not None else math.inf, run.remaining())
+            with anyio.move_on_after(limit) as scope:
+                try:
+                    chunk = await anext(source)
+                except StopAsyncIteration:
+                    break
+            if scope.cancelled_caught:
+                raise run.timed_out(candidate, engine.clock.monotonic())
+            partial.add(chunk)
+            last = chunk
+            delivered += 1
+            yield chunk
+        if last.finish_reason is None:
+            raise _ended(call)
+    except ProviderError as exc:
+        engine.state.record_failure(candidate.model)
+        usage = partial.usage
+        run.record(
+            candidate,
+            ErrorClass.STREAM_INTERRUPTED.value,
+            started,
+            status=exc.status,
+            message=exc.message,
+            usage=usage,
+            cost=call.cost(usage),
+        )
+        raise StreamInterrupted(
+            f"the stream broke after {delivered} chunk(s): {exc.message}",
+            partial_text=partial.text,
+            partial_tool_calls=partial.tool_calls,
+            usage=usage,
+            provider=call.provider,
+            model=call.model,
+            status=exc.status,
+            code=exc.error_class.value,
+            request_id=call.request_id,
+        ) from None
+    finally:
+        await _aclose(source)
+    run.succeeded(candidate, started, partial.usage, first_at)
+
+
+async def _aclose(source: AsyncIterator[Any]) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
