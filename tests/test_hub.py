@@ -65,7 +65,7 @@ class TestHub:
         async with make_hub() as hub:
             with pytest.raises(
                 LookupError,
-                match="unknown model 'gpt-5'; configured models: claude-haiku, gpt-4o-mini, llama-8b",
+                match="unknown model 'gpt-5'; known: claude-haiku, gpt-4o-mini, llama-8b",
             ) as info:
                 await hub.chat(HELLO, model="gpt-5")
             with pytest.raises(ModelNotFoundError):

@@ -290,12 +290,28 @@ class TestAliases:
         )
 
     def test_round_robin_follows_weights(self) -> None:
-        """Round-robin hands out variants in proportion to their weights, deterministically."""
-        hub = hub_for(
-            self.MODELS,
-            aliases={"abc": {"models": {"a": 2, "b": 1, "c": 1}, "sticky": "round_robin"}},
+        """Round-robin hands out variants in proportion to their weights; explain() only peeks."""
+        import anyio
+
+        from tests.test_hub import EchoProvider
+
+        models = {name: {"provider": "x"} for name in ("a", "b", "c")}
+        aliases = {"abc": {"models": {"a": 2, "b": 1, "c": 1}, "sticky": "round_robin"}}
+        hub = Hub.from_config(
+            {"models": models, "aliases": aliases}, providers={"x": EchoProvider()}
         )
-        counts = collections.Counter(hub.explain(HELLO, model="abc").pinned for _ in range(400))
+        assert 1 == len({hub.explain(HELLO, model="abc").pinned for _ in range(5)})
+
+        async def run() -> list[str]:
+            got = []
+            for _ in range(400):
+                expected = hub.explain(HELLO, model="abc").pinned
+                r = await hub.chat(HELLO, model="abc")
+                assert expected == r.model
+                got.append(r.model)
+            return got
+
+        counts = collections.Counter(anyio.run(run))
         assert {"a": 200, "b": 100, "c": 100} == {k: round(v, -1) for k, v in counts.items()}
 
     def test_alias_fallbacks_and_trace(self) -> None:

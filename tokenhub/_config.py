@@ -331,7 +331,7 @@ def check_policy(
 ) -> list[tuple[str, str]]:
     """Check a policy's values and the names it refers to."""
     errors: list[tuple[str, str]] = []
-    if p.weights is None and p.mode not in MODES:
+    if p.mode not in MODES:
         known = ", ".join(MODES)
         errors.append((f"{where}.mode", f"unknown mode {p.mode!r}; expected one of {known}"))
     if p.weights is not None:

@@ -208,9 +208,10 @@ class Hub:
         Models configured with ``"provider": name`` use it from the next request on.
         """
         self._providers[name] = provider
-        for key, m in self._models.items():
+        for i, (key, m) in enumerate(self._models.items()):
             if m.provider_name == name:
                 self._models[key] = attrs.evolve(m, provider=provider)
+                self._router.models[key] = self._info(i, key)
 
     def health(self) -> dict[str, Any]:
         """Return a snapshot of runtime health, as plain data.
@@ -241,7 +242,7 @@ class Hub:
             await provider.aclose()
 
     def _plan(
-        self, args: dict[str, Any], *, stream: bool = False
+        self, args: dict[str, Any], *, stream: bool = False, peek: bool = False
     ) -> tuple[ChatRequest, RouteTrace]:
         """Validate a call's arguments (the caller's ``locals()``) and rank its candidates."""
         params = {k: v for k, v in args.items() if k not in _ROUTING_ARGS}
@@ -255,6 +256,7 @@ class Hub:
             caller=args["caller"],
             request_id=request_id,
             stream=stream,
+            peek=peek,
         )
         return request, trace
 
@@ -297,10 +299,12 @@ class Hub:
     ) -> RouteTrace:
         """Return the route :meth:`chat` would take for these arguments, sending nothing.
 
-        The candidates are in the order the Hub would try them (for a given
-        ``request_id`` when exploration or a sticky alias is involved).
+        The candidates are in the order the Hub would try them: for the same
+        ``request_id`` when exploration or a request-sticky alias is involved,
+        and for the next request of a round-robin alias (``random`` aliases
+        cannot be predicted). Runtime state (open circuits, cooldowns) is as now.
         """
-        return self._plan(locals())[1]
+        return self._plan(locals(), peek=True)[1]
 
     async def chat(
         self,
@@ -335,8 +339,11 @@ class Hub:
         and sent upstream as ``X-Request-ID``.
 
         When a candidate fails for a reason another model may not share (rate
-        limit, overload, outage, credential, context size), the next candidate is
-        tried; ``response.trace`` lists every attempt.
+        limit, overload, outage, timeout, auth or quota, context size, a request
+        its adapter cannot express), the next candidate is tried; on the last
+        one, overloads, transient errors and rate limits are retried with
+        backoff. ``timeout`` bounds the whole call (config ``failover.timeout``
+        by default). ``response.trace`` lists every attempt.
 
         Raises :class:`~tokenhub.errors.RequestError`,
         :class:`~tokenhub.errors.ModelNotFoundError` or

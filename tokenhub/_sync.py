@@ -109,6 +109,11 @@ class SyncChatStream:
         """The whole answer, once the stream has ended normally."""
         return self._stream.response
 
+    @property
+    def trace(self) -> RouteTrace:
+        """The route: candidates, exclusions, and the attempts made so far."""
+        return self._stream.trace
+
     def __iter__(self) -> Iterator[Chunk]:
         it = self._stream.__aiter__()
         try:

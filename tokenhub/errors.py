@@ -129,6 +129,9 @@ class RequestError(TokenhubError, ValueError):
     ``errors`` holds ``(path, reason)`` pairs, e.g. ``("messages[2].role", "unknown role 'bot'")``.
     """
 
+    #: The route trace when no candidate's adapter could express the request.
+    trace: RouteTrace | None = None
+
     def __init__(self, errors: Sequence[tuple[str, str]]) -> None:
         self.errors: tuple[tuple[str, str], ...] = tuple(errors)
         lines = "; ".join(f"{path}: {reason}" if path else reason for path, reason in self.errors)
@@ -144,7 +147,7 @@ class ModelNotFoundError(TokenhubError, LookupError):
     def __init__(self, model: str, known: Sequence[str] = ()) -> None:
         self.model = model
         self.known = tuple(known)
-        hint = f"; configured models: {', '.join(sorted(self.known))}" if self.known else ""
+        hint = f"; known: {', '.join(sorted(self.known))}" if self.known else ""
         super().__init__(f"unknown model {model!r}{hint}")
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -177,6 +180,9 @@ def _rebuild_no_route(
 
 class CredentialError(TokenhubError):
     """A provider's credential could not be resolved (the message names where it was looked for)."""
+
+    #: The route trace when the Hub gave up on this error; set by the Hub.
+    trace: RouteTrace | None = None
 
 
 class ProviderError(TokenhubError):

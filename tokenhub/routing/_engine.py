@@ -32,6 +32,7 @@ from tokenhub.errors import (
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    RequestError,
     StreamInterrupted,
 )
 from tokenhub.routing._health import RetryBudget, full_jitter, server_wait
@@ -215,7 +216,7 @@ class Run:
     def failed(
         self,
         candidate: Candidate,
-        exc: ProviderError | CredentialError,
+        exc: ProviderError | CredentialError | RequestError,
         started: float,
         *,
         tries: int,
@@ -224,8 +225,9 @@ class Run:
         """Record a failure, update health, and decide: retry (after a delay), next, or raise."""
         engine, state, s = self.engine, self.engine.state, self.engine.settings
         name = candidate.model
-        if isinstance(exc, CredentialError):
-            self.record(candidate, "credential", started, message=str(exc))
+        if isinstance(exc, CredentialError | RequestError):
+            outcome = "credential" if isinstance(exc, CredentialError) else "unsupported"
+            self.record(candidate, outcome, started, message=str(exc))
             state.release(name)
             return ("raise" if last else "next"), 0.0, None
         cls = exc.error_class
@@ -335,7 +337,7 @@ class Partial:
 
 
 def _raise(exc: BaseException, run: Run) -> None:
-    if isinstance(exc, ProviderError) and exc.trace is None:
+    if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
         exc.trace = run.trace
     raise exc
 
@@ -354,13 +356,13 @@ async def chat(
                 break
             provider, call = engine.call(candidate.model, req, trace.request_id)
             started = engine.clock.monotonic()
-            error: ProviderError | CredentialError
+            error: ProviderError | CredentialError | RequestError
             try:
                 with anyio.move_on_after(run.attempt_timeout()) as scope:
                     response = await provider.send(call)
                 if scope.cancelled_caught:
                     raise run.timed_out(candidate, started)
-            except (ProviderError, CredentialError) as exc:
+            except (ProviderError, CredentialError, RequestError) as exc:
                 error = exc
             else:
                 run.succeeded(candidate, started, response.usage)
@@ -402,10 +404,10 @@ async def stream(
             provider, call = engine.call(candidate.model, req, trace.request_id)
             started = engine.clock.monotonic()
             source = provider.stream(call)
-            error: ProviderError | CredentialError
+            error: ProviderError | CredentialError | RequestError
             try:
                 first = await _first(run, candidate, call, source, started)
-            except (ProviderError, CredentialError) as exc:
+            except (ProviderError, CredentialError, RequestError) as exc:
                 await _aclose(source)
                 error = exc
             except BaseException:

@@ -1,9 +1,10 @@
-"""Token estimation: a fast default over message content, and tiktoken when it is installed.
+"""Token estimation: a fast default over message content, or tiktoken when configured.
 
 The default counts byte classes in C (``bytes.translate``) and combines them
 linearly; the coefficients were fitted against tiktoken's ``cl100k_base`` on
 English prose, source code and CJK text (``benchmarks/estimator.py`` reports the
-error). It costs about half a microsecond for a short message.
+error). It costs about half a microsecond for a short message. The config's
+``tokenizer: tiktoken[:ENCODING]`` counts exactly instead (``o200k_base`` by default).
 """
 
 from __future__ import annotations

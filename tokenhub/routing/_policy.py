@@ -223,8 +223,8 @@ def _exclusion(m: ModelInfo, f: Features, p: Policy, state: RuntimeState, out: i
 def _readmit(blocked: list[tuple[Block, ModelInfo, int]]) -> tuple[ModelInfo, int] | None:
     """Never leave zero candidates for runtime reasons alone: take back the best blocked one.
 
-    An open circuit that has been open longest comes first (its probe is due
-    soonest), then the rate limit that ends soonest; a disabled credential never.
+    The open circuit whose probe is due soonest comes first, then the rate limit
+    that ends soonest; a disabled credential never.
     """
     circuits = [b for b in blocked if b[0].kind == "circuit_open"]
     if circuits:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 from tokenhub.errors import ModelNotFoundError, NoRouteError
@@ -40,7 +39,7 @@ class Router:
         self.aliases = dict(aliases)
         self.state = state
         self.count = count
-        self._turns = {name: itertools.count() for name in aliases}
+        self._turns = dict.fromkeys(aliases, 0)
         self._provider_names = {m.provider for m in models.values()} | set(providers)
 
     def policy_for(self, override: Mapping[str, Any] | None) -> Policy:
@@ -60,8 +59,12 @@ class Router:
         caller: str | None,
         request_id: str,
         stream: bool = False,
+        peek: bool = False,
     ) -> RouteTrace:
-        """Rank the candidates for ``request``; raise :class:`NoRouteError` if none fits."""
+        """Rank the candidates for ``request``; raise :class:`NoRouteError` if none fits.
+
+        ``peek`` leaves round-robin aliases where they are (for explain()).
+        """
         alias = None
         pinned = None
         if model is None:
@@ -73,9 +76,10 @@ class Router:
             elif model in self.aliases:
                 spec = self.aliases[model]
                 alias = model
-                pinned = spec.pick(
-                    request_id=request_id, caller=caller, turn=next(self._turns[model])
-                )
+                turn = self._turns[model]
+                if not peek:
+                    self._turns[model] = turn + 1
+                pinned = spec.pick(request_id=request_id, caller=caller, turn=turn)
                 names = [pinned, *spec.fallbacks, *policy.fallbacks]
             else:
                 raise ModelNotFoundError(model, (*self.models, *self.aliases))

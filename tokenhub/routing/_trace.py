@@ -46,7 +46,9 @@ class Exclusion:
 class Attempt:
     """One attempt to get an answer from a candidate.
 
-    ``outcome`` is ``ok`` or the error class of the failure; ``wait_s`` is the
+    ``outcome`` is ``ok``, the error class of the failure, ``credential`` (the
+    key could not be resolved) or ``unsupported`` (the adapter cannot express
+    the request); ``wait_s`` is the
     time waited (backoff or rate-limit hint) before it; ``usage`` and
     ``cost_usd`` are what a failed attempt was billed, when known (a stream cut
     after some output).
