@@ -218,6 +218,8 @@ class ProviderError(TokenhubError):
         self.upstream_request_id = upstream_request_id
         #: The route trace (every attempt) when the Hub gave up; set by the Hub.
         self.trace: RouteTrace | None = None
+        #: Usage a stream reported before it failed (what a failed attempt was billed), if any.
+        self.usage: Usage | None = None
 
     def _fields(self) -> dict[str, Any]:
         return {

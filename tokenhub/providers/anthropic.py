@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tokenhub._http import TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
-from tokenhub.errors import RequestError
+from tokenhub.errors import ProviderError, RequestError
 from tokenhub.providers._base import HTTPProvider, classify_status, dumps, error_envelope
 from tokenhub.providers._types import Capabilities, Classification
 
@@ -240,80 +241,94 @@ class AnthropicProvider(HTTPProvider):
     async def chunks(
         self, call: Call, events: AsyncIterator[SSEEvent], key: Secret | None
     ) -> AsyncGenerator[Chunk]:
-        """Translate Anthropic's stream events into chunks."""
+        """Translate Anthropic's stream events into chunks.
+
+        A failure mid-stream carries the usage reported so far (``error.usage``):
+        Anthropic bills the input and the output already generated.
+        """
         response_id: str | None = None
         model: str | None = None
         usage = Usage()
         stop: str | None = None
         tool_index: dict[int, int] = {}  # content block index -> tool call ordinal
-        async for event in events:
-            kind = event.event
-            if kind == "ping":
-                continue
-            try:
-                data = json.loads(event.data)
-            except ValueError:
-                raise self._stream_broken(
-                    call, "the provider sent a malformed stream event"
-                ) from None
-            if not isinstance(data, dict):
-                raise self._stream_broken(call, "the provider sent a malformed stream event")
-            kind = data.get("type", kind)
-            if kind == "content_block_delta":
-                delta = data.get("delta") or {}
-                dtype = delta.get("type")
-                if dtype == "text_delta":
-                    yield call.chunk(
-                        text=delta.get("text", ""), response_id=response_id, upstream_model=model
-                    )
-                elif dtype == "input_json_delta":
-                    i = tool_index.get(data.get("index", -1))
-                    if i is not None:
-                        arg = ToolCallDelta(index=i, arguments=delta.get("partial_json", ""))
+        try:
+            async for event in events:
+                kind = event.event
+                if kind == "ping":
+                    continue
+                try:
+                    data = json.loads(event.data)
+                except ValueError:
+                    raise self._stream_broken(
+                        call, "the provider sent a malformed stream event"
+                    ) from None
+                if not isinstance(data, dict):
+                    raise self._stream_broken(call, "the provider sent a malformed stream event")
+                kind = data.get("type", kind)
+                if kind == "content_block_delta":
+                    delta = data.get("delta") or {}
+                    dtype = delta.get("type")
+                    if dtype == "text_delta":
                         yield call.chunk(
-                            tool_calls=(arg,), response_id=response_id, upstream_model=model
+                            text=delta.get("text", ""),
+                            response_id=response_id,
+                            upstream_model=model,
                         )
-                elif dtype == "thinking_delta":
+                    elif dtype == "input_json_delta":
+                        i = tool_index.get(data.get("index", -1))
+                        if i is not None:
+                            arg = ToolCallDelta(index=i, arguments=delta.get("partial_json", ""))
+                            yield call.chunk(
+                                tool_calls=(arg,), response_id=response_id, upstream_model=model
+                            )
+                    elif dtype == "thinking_delta":
+                        yield call.chunk(
+                            reasoning=delta.get("thinking", ""),
+                            response_id=response_id,
+                            upstream_model=model,
+                        )
+                elif kind == "content_block_start":
+                    block = data.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        i = tool_index[data.get("index", -1)] = len(tool_index)
+                        start = ToolCallDelta(index=i, id=block.get("id"), name=block.get("name"))
+                        yield call.chunk(
+                            tool_calls=(start,), response_id=response_id, upstream_model=model
+                        )
+                    elif block.get("type") == "text" and block.get("text"):
+                        yield call.chunk(
+                            text=block["text"], response_id=response_id, upstream_model=model
+                        )
+                elif kind == "message_start":
+                    msg = data.get("message") or {}
+                    response_id, model = msg.get("id"), msg.get("model")
+                    usage = _usage(msg.get("usage") or {})
+                elif kind == "message_delta":
+                    stop = (data.get("delta") or {}).get("stop_reason") or stop
+                    out = (data.get("usage") or {}).get("output_tokens")
+                    if out is not None:  # cumulative: keep the latest, never sum
+                        usage = Usage(
+                            input_tokens=usage.input_tokens,
+                            output_tokens=out,
+                            cached_input_tokens=usage.cached_input_tokens,
+                            cache_write_input_tokens=usage.cache_write_input_tokens,
+                        )
+                elif kind == "message_stop":
                     yield call.chunk(
-                        reasoning=delta.get("thinking", ""),
+                        finish_reason=_STOP.get(stop or "", "stop"),
+                        usage=usage,
                         response_id=response_id,
                         upstream_model=model,
                     )
-            elif kind == "content_block_start":
-                block = data.get("content_block") or {}
-                if block.get("type") == "tool_use":
-                    i = tool_index[data.get("index", -1)] = len(tool_index)
-                    start = ToolCallDelta(index=i, id=block.get("id"), name=block.get("name"))
-                    yield call.chunk(
-                        tool_calls=(start,), response_id=response_id, upstream_model=model
-                    )
-                elif block.get("type") == "text" and block.get("text"):
-                    yield call.chunk(
-                        text=block["text"], response_id=response_id, upstream_model=model
-                    )
-            elif kind == "message_start":
-                msg = data.get("message") or {}
-                response_id, model = msg.get("id"), msg.get("model")
-                usage = _usage(msg.get("usage") or {})
-            elif kind == "message_delta":
-                stop = (data.get("delta") or {}).get("stop_reason") or stop
-                out = (data.get("usage") or {}).get("output_tokens")
-                if out is not None:  # cumulative: keep the latest, never sum
-                    usage = Usage(
-                        input_tokens=usage.input_tokens,
-                        output_tokens=out,
-                        cached_input_tokens=usage.cached_input_tokens,
-                        cache_write_input_tokens=usage.cache_write_input_tokens,
-                    )
-            elif kind == "message_stop":
-                yield call.chunk(
-                    finish_reason=_STOP.get(stop or "", "stop"),
-                    usage=usage,
-                    response_id=response_id,
-                    upstream_model=model,
-                )
-                return
-            elif kind == "error":
-                body = dumps(data).encode()
-                raise self._error(call, self.classify(500, {}, body), key)
-        raise self._stream_broken(call, "the stream ended before message_stop")
+                    return
+                elif kind == "error":
+                    body = dumps(data).encode()
+                    raise self._error(call, self.classify(500, {}, body), key)
+            raise self._stream_broken(call, "the stream ended before message_stop")
+        except ProviderError as exc:
+            exc.usage = usage if usage.input_tokens else None
+            raise
+        except TransportError as exc:
+            error = self._transport_error(call, exc)
+            error.usage = usage if usage.input_tokens else None
+            raise error from None

@@ -496,7 +496,7 @@ async def _committed(
             raise _ended(call)
     except ProviderError as exc:
         engine.state.record_failure(candidate.model)
-        usage = partial.usage
+        usage = partial.usage or exc.usage
         run.record(
             candidate,
             ErrorClass.STREAM_INTERRUPTED.value,

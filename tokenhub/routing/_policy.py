@@ -248,7 +248,7 @@ def _output_tokens(m: ModelInfo, f: Features, state: RuntimeState) -> int:
         return f.max_tokens
     if m.output_tokens is not None:
         return m.output_tokens
-    learned = state.output_tokens(m.name)
+    learned = state.output_tokens()
     return round(learned) if learned is not None else DEFAULT_OUTPUT_TOKENS
 
 

@@ -39,14 +39,12 @@ class _Stats:
         "latencies",
         "latency_ms",
         "not_before",
-        "output_tokens",
         "ttfts",
     )
 
     def __init__(self, settings: BreakerSettings) -> None:
         self.latency_ms: float | None = None
         self.failure: float | None = None
-        self.output_tokens: float | None = None
         self.latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self.ttfts: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
         self.not_before = 0.0
@@ -79,6 +77,7 @@ class RuntimeState:
         self.clock = clock
         self._stats: dict[str, _Stats] = {}
         self._credentials: dict[str, tuple[float, str]] = {}
+        self._output_tokens: float | None = None
 
     def _get(self, model: str) -> _Stats:
         s = self._stats.get(model)
@@ -108,7 +107,7 @@ class RuntimeState:
             s.ttfts.append(ttft_ms)
         s.failure = _ewma(s.failure, 0.0, self._alpha)
         if output_tokens is not None:
-            s.output_tokens = _ewma(s.output_tokens, float(output_tokens), self._alpha)
+            self._output_tokens = _ewma(self._output_tokens, float(output_tokens), self._alpha)
         s.breaker.record(True, self.clock())
 
     def record_failure(self, model: str) -> None:
@@ -182,10 +181,12 @@ class RuntimeState:
         s = self._stats.get(model)
         return None if s is None else s.failure
 
-    def output_tokens(self, model: str) -> float | None:
-        """The average output length of successful answers, if any."""
-        s = self._stats.get(model)
-        return None if s is None else s.output_tokens
+    def output_tokens(self) -> float | None:
+        """The average output length of successful answers across models, if any.
+
+        One average for every model, so that cost estimates compare like with like.
+        """
+        return self._output_tokens
 
     def snapshot(self) -> dict[str, Any]:
         """Health per model and blocked credentials, as plain data."""
