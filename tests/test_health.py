@@ -1,0 +1,143 @@
+"""The failover arithmetic on its own: breaker state machine, retry budget and backoff."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenhub.routing._health import Breaker, BreakerSettings, RetryBudget, full_jitter, server_wait
+from tokenhub.routing._state import RuntimeState
+
+S = BreakerSettings()
+
+
+class TestBreaker:
+    def test_opens_after_consecutive_failures(self) -> None:
+        """Five failures in a row open the circuit for 30 s."""
+        b = Breaker(S)
+        for _ in range(4):
+            b.record(False, 0.0)
+        assert "closed" == b.state
+        b.record(False, 0.0)
+        assert ("open", 30.0) == (b.state, b.until)
+        assert b.blocked(29.9)
+
+    def test_opens_on_failure_ratio_with_minimum_sample(self) -> None:
+        """Half of at least ten calls failing opens it, even without five in a row."""
+        b = Breaker(S)
+        for i in range(9):
+            b.record(i % 2 == 0, 0.0)
+        assert "closed" == b.state
+        b.record(False, 0.0)  # 5 of 10 failed
+        assert "open" == b.state
+
+    def test_half_open_lets_exactly_one_probe(self) -> None:
+        """After the open period one probe goes through; others wait for its outcome."""
+        b = Breaker(S)
+        for _ in range(5):
+            b.record(False, 0.0)
+        assert not b.acquire(10.0)
+        assert b.acquire(30.0)
+        assert "half_open" == b.state
+        assert not b.acquire(30.0)
+        assert b.blocked(31.0)
+
+    def test_probe_success_closes_and_failure_doubles(self) -> None:
+        """A good probe closes the circuit; a bad one re-opens it for twice as long, up to the cap."""
+        b = Breaker(S)
+        for _ in range(5):
+            b.record(False, 0.0)
+        periods = []
+        now = 0.0
+        for _ in range(6):
+            now = b.until
+            assert b.acquire(now)
+            b.record(False, now)
+            periods.append(b.until - now)
+        assert [60.0, 120.0, 240.0, 300.0, 300.0, 300.0] == periods
+        assert b.acquire(b.until)
+        b.record(True, b.until)
+        assert ("closed", 0) == (b.state, b.opens)
+
+    def test_hold_until_keeps_it_open(self) -> None:
+        """A long Retry-After can hold the circuit open past its own period."""
+        b = Breaker(S)
+        b.hold_until(500.0, 0.0)
+        assert b.blocked(400.0)
+        assert not b.blocked(500.0)
+
+    @settings(max_examples=200)
+    @given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=80))
+    def test_invariants(self, events: list[tuple[bool, float]]) -> None:
+        """Whatever happens: closed never blocks, at most one probe is out, the period stays capped."""
+        b = Breaker(S)
+        now = 0.0
+        for ok, step in events:
+            now += step
+            if b.acquire(now):
+                assert not (b.state == "half_open" and b.acquire(now))
+                b.record(ok, now)
+            if b.state == "closed":
+                assert not b.blocked(now)
+            if b.state == "open":
+                assert b.until - b.opened_at <= S.max_open_for
+
+
+class TestBudget:
+    @settings(max_examples=200)
+    @given(st.lists(st.integers(0, 5), max_size=200), st.floats(0, 1), st.floats(0, 10))
+    def test_retries_never_exceed_ratio_of_traffic_plus_burst(
+        self, wanted: list[int], ratio: float, burst: float
+    ) -> None:
+        """However retries are asked for, granted ones stay within ratio * requests + burst."""
+        budget = RetryBudget(ratio, burst)
+        granted = 0
+        for n in wanted:
+            budget.deposit()
+            granted += sum(budget.withdraw() for _ in range(n))
+        assert granted <= ratio * len(wanted) + burst + 1e-9
+
+
+class TestBackoff:
+    @given(st.integers(0, 20), st.floats(0, 1, exclude_max=True))
+    def test_full_jitter_bounds(self, attempt: int, draw: float) -> None:
+        """Full jitter stays in [0, min(cap, base * 2**attempt))."""
+        delay = full_jitter(attempt, draw, base=0.25, cap=8.0)
+        assert 0 <= delay < min(8.0, 0.25 * 2**attempt) or delay == 0
+
+    @given(st.floats(0, 3600), st.floats(0, 1, exclude_max=True))
+    def test_server_wait_never_shorter_than_the_hint(self, hint: float, draw: float) -> None:
+        """A server's wait hint is honoured in full, stretched by at most 20 %."""
+        assert hint <= server_wait(hint, draw) <= hint * 1.2
+
+
+class TestRuntimeState:
+    def test_blocks_and_snapshot(self) -> None:
+        """Cooldowns, open circuits and disabled credentials block and show in the snapshot."""
+        now = [0.0]
+        state = RuntimeState(clock=lambda: now[0])
+        state.cool_down("a", 10)
+        for _ in range(5):
+            state.record_failure("b")
+        state.disable_credential("p", "auth")
+        assert "rate_limited" == (state.blocked("a", "q") or pytest.fail()).kind
+        assert "circuit_open" == (state.blocked("b", "q") or pytest.fail()).kind
+        assert "credential" == (state.blocked("c", "p") or pytest.fail()).kind
+        snap = state.snapshot()
+        assert 10 == snap["models"]["a"]["rate_limited_for_s"]
+        assert "open" == snap["models"]["b"]["circuit"]
+        assert {"p": {"reason": "auth", "disabled_for_s": None}} == snap["credentials"]
+        now[0] = 31.0
+        assert state.blocked("a", "q") is None
+        assert "half_open" == state.snapshot()["models"]["b"]["circuit"]
+
+    def test_p95_of_first_token_times(self) -> None:
+        """Time-to-first-chunk samples give a p95 (the hedging delay's input)."""
+        state = RuntimeState()
+        for ms in range(1, 21):
+            state.record_success("a", latency_ms=ms, output_tokens=None, ttft_ms=float(ms))
+        assert 19.0 == state.ttft_p95_ms("a")
+        for ms in range(1000):
+            state.record_success("a", latency_ms=1, output_tokens=None, ttft_ms=1.0)
+        assert 1.0 == state.ttft_p95_ms("a")  # a rolling window of recent samples
