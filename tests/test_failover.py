@@ -488,3 +488,65 @@ class TestRetryBudget:
                     await hub.chat(HELLO)
                 assert ErrorClass.TRANSIENT == info.value.error_class
         assert 4 + 2 == len(fake.requests)
+
+
+class TestHedging:
+    async def test_slow_primary_is_hedged_and_the_loser_cancelled(self, fake: FakeProvider) -> None:
+        """After hedge_after the next candidate starts; the first answer wins, the other is cancelled."""
+        fake.script("m1", Reply(text="slow", delay_headers=2))
+        cfg = config(fake, "m1", "m2", failover={"hedge_after": 0.1})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            started = time.monotonic()
+            r = await hub.chat(HELLO)
+            elapsed = time.monotonic() - started
+        assert ("m2", ["m1", "m2"]) == (r.model, seen(fake))
+        assert elapsed < 1.5
+        assert r.trace is not None
+        assert {("m2", "ok"), ("m1", "hedge_cancelled")} == {
+            (a.model, a.outcome) for a in r.trace.attempts
+        }
+
+    async def test_stream_hedge_races_for_the_first_chunk(self, fake: FakeProvider) -> None:
+        """A stream whose first token is slow is hedged; only the winner's chunks are delivered."""
+        fake.script("m1", Reply(text="slow words", delay_first_token=2))
+        fake.script("m2", Reply(text="quick words"))
+        cfg = config(fake, "m1", "m2", failover={"hedge_after": 0.1})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            stream = hub.stream(HELLO)
+            text = "".join([c.text async for c in stream])
+        assert ("quick words", "m2") == (text, stream.response.model)
+
+    async def test_fast_primary_is_not_hedged(self, fake: FakeProvider) -> None:
+        """An answer before the hedging delay means no second request."""
+        cfg = config(fake, "m1", "m2", failover={"hedge_after": 5})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            r = await hub.chat(HELLO)
+        assert ("m1", ["m1"]) == (r.model, seen(fake))
+
+    async def test_hedges_spend_the_retry_budget(self, fake: FakeProvider) -> None:
+        """With the budget spent, the Hub waits for the primary instead of hedging."""
+        fake.script("m1", Reply(text="slow but sure", delay_headers=0.3))
+        cfg = config(
+            fake, "m1", "m2", failover={"hedge_after": 0.05, "retry_budget": 0, "retry_burst": 0}
+        )
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            r = await hub.chat(HELLO)
+        assert ("m1", ["m1"]) == (r.model, seen(fake))
+
+    async def test_primary_failing_early_fails_over_normally(self, fake: FakeProvider) -> None:
+        """A primary that fails before the hedging delay is an ordinary failover."""
+        fake.script("m1", Reply(status=503))
+        cfg = config(fake, "m1", "m2", "m3", failover={"hedge_after": 5})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            r = await hub.chat(HELLO)
+        assert ("m2", ["m1", "m2"]) == (r.model, seen(fake))
+
+    async def test_both_racers_failing_moves_on(self, fake: FakeProvider) -> None:
+        """When primary and hedge both fail, the third candidate answers."""
+        fake.script("m1", Reply(status=503, delay_headers=0.3))
+        fake.script("m2", Reply(status=503))
+        cfg = config(fake, "m1", "m2", "m3", failover={"hedge_after": 0.05})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            r = await hub.chat(HELLO)
+        assert "m3" == r.model
+        assert ["m1", "m2", "m3"] == sorted(seen(fake))  # type: ignore[type-var]

@@ -176,6 +176,8 @@ class FailoverConfig:
     retry_burst: float = 3.0
     max_server_wait: float = 60.0
     content_policy_fallback: bool = False
+    hedge_after: float | None = None
+    hedge_p95: bool = False
     breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
 
 
@@ -492,6 +494,7 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             "stall_timeout",
             "backoff_cap",
             "max_server_wait",
+            "hedge_after",
         )
         if (getattr(f, key) or 1) <= 0
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
 import attrs
@@ -39,7 +39,7 @@ from tokenhub.routing._health import RetryBudget, full_jitter, server_wait
 from tokenhub.routing._trace import Attempt
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from tokenhub._clock import Clock
     from tokenhub._config import FailoverConfig
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Partial", "Run", "chat", "stream"]
 
 Action = Literal["retry", "next", "raise"]
+T = TypeVar("T")
+if TYPE_CHECKING:
+    Opener = Callable[["Call", "Provider"], Awaitable[T]]
 _MIN_SHRUNK_OUTPUT = 64
 _SAME_MODEL_RETRY = frozenset({ErrorClass.OVERLOADED, ErrorClass.TRANSIENT})
 
@@ -144,6 +147,13 @@ class Run:
             breaker.force_probe()
             return True
         return False
+
+    def admit_now(self, candidate: Candidate) -> bool:
+        """Take ``candidate``'s breaker if it can be sent to right now, without waiting."""
+        state = self.engine.state
+        if state.blocked(candidate.model, candidate.provider) is not None:
+            return False
+        return state.breaker(candidate.model).acquire(self.engine.clock.monotonic())
 
     async def sleep(self, seconds: float) -> None:
         """Wait, counting it for the next attempt's record."""
@@ -342,43 +352,154 @@ def _raise(exc: BaseException, run: Run) -> None:
     raise exc
 
 
-async def chat(
-    engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
-) -> ChatResponse:
-    """Get a whole answer, trying the candidates in order."""
-    run = engine.run(request, trace, timeout)
-    candidates = trace.candidates
-    for i, candidate in enumerate(candidates):
+class _Opened(Generic[T]):
+    """A candidate that produced its first result (a response, or a stream's first chunk)."""
+
+    __slots__ = ("call", "candidate", "started", "value")
+
+    def __init__(self, candidate: Candidate, call: Call, value: T, started: float) -> None:
+        self.candidate, self.call, self.value, self.started = candidate, call, value, started
+
+
+async def _attempt(
+    run: Run, candidate: Candidate, req: ChatRequest, open_: Opener[T]
+) -> _Opened[T]:
+    """Send ``req`` to ``candidate`` within the attempt's time limit."""
+    engine = run.engine
+    provider, call = engine.call(candidate.model, req, run.base_trace.request_id)
+    started = engine.clock.monotonic()
+    with anyio.move_on_after(run.attempt_timeout()):
+        return _Opened(candidate, call, await open_(call, provider), started)
+    raise run.timed_out(candidate, started)
+
+
+async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
+    """Try the candidates in order (racing the first two when hedging) until one opens."""
+    engine, candidates = run.engine, run.base_trace.candidates
+    start = 0
+    if engine.settings.hedge_after is not None and len(candidates) > 1:
+        raced = await _hedged(run, open_)
+        if isinstance(raced, _Opened):
+            return raced
+        start = raced
+    for i in range(start, len(candidates)):
+        candidate = candidates[i]
         last = i == len(candidates) - 1
-        req, tries = request, 0
-        while True:
-            if not await run.admit(candidate):
-                break
-            provider, call = engine.call(candidate.model, req, trace.request_id)
+        req, tries = run.request, 0
+        while await run.admit(candidate):
             started = engine.clock.monotonic()
-            error: ProviderError | CredentialError | RequestError
             try:
-                with anyio.move_on_after(run.attempt_timeout()) as scope:
-                    response = await provider.send(call)
-                if scope.cancelled_caught:
-                    raise run.timed_out(candidate, started)
+                return await _attempt(run, candidate, req, open_)
             except (ProviderError, CredentialError, RequestError) as exc:
-                error = exc
-            else:
-                run.succeeded(candidate, started, response.usage)
-                return attrs.evolve(response, trace=run.trace)
-            if run.remaining() <= 0 and isinstance(error, ProviderTimeoutError):
-                _raise(error, run)
-            action, delay, changed = run.failed(candidate, error, started, tries=tries, last=last)
-            if action == "raise":
-                _raise(error, run)
-            if action == "next":
-                break
+                if run.remaining() <= 0 and isinstance(exc, ProviderTimeoutError):
+                    _raise(exc, run)
+                action, delay, changed = run.failed(candidate, exc, started, tries=tries, last=last)
+                if action == "raise":
+                    _raise(exc, run)
+                if action == "next":
+                    break
             tries += 1
             req = changed or req
             if delay:
                 await run.sleep(delay)
     raise run._deadline_error(candidates[-1])  # noqa: SLF001 - every candidate was skipped
+
+
+async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
+    """Race the first candidate against the second, started after the hedging delay.
+
+    Returns the winner, or how many candidates were used up when neither won.
+    A hedge spends the retry budget; the loser is cancelled and recorded as such.
+    """
+    engine = run.engine
+    first, second = run.base_trace.candidates[:2]
+    if not await run.admit(first):
+        return 1
+    send, receive = anyio.create_memory_object_stream[tuple[int, Any, float]](2)
+    racers = [first]
+    done: set[int] = set()
+
+    async def race(candidate: Candidate, index: int) -> None:
+        started = engine.clock.monotonic()
+        try:
+            result: Any = await _attempt(run, candidate, run.request, open_)
+        except (ProviderError, CredentialError, RequestError) as exc:
+            result = exc
+        await send.send((index, result, started))
+
+    winner: _Opened[T] | None = None
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(race, first, 0)
+        outcome: tuple[int, Any, float] | None = None
+        with anyio.move_on_after(_hedge_delay(run, first)):
+            outcome = await receive.receive()
+        if outcome is None and run.admit_now(second) and engine.budget.withdraw():
+            racers.append(second)
+            tg.start_soon(race, second, 1)
+        while len(done) < len(racers):
+            index, result, started = outcome or await receive.receive()
+            outcome = None
+            done.add(index)
+            if isinstance(result, _Opened):
+                winner = result
+                break
+            action, _, _ = run.failed(racers[index], result, started, tries=0, last=False)
+            if action == "raise":
+                failure = result
+                break
+        tg.cancel_scope.cancel()
+    send.close()
+    with receive:
+        async for _, leftover, _ in receive:  # a loser that opened at the same moment
+            if isinstance(leftover, _Opened) and isinstance(leftover.value, tuple):
+                await _aclose(leftover.value[0])  # a stream's (source, first chunk): release it
+    if winner is not None:
+        for index, other in enumerate(racers):
+            if index not in done:
+                run.record(other, "hedge_cancelled", winner.started)
+                engine.state.release(other.model)
+        return winner
+    if failure is not None:
+        _raise(failure, run)
+    return len(racers)
+
+
+def _hedge_delay(run: Run, primary: Candidate) -> float:
+    s = run.engine.settings
+    delay = s.hedge_after if s.hedge_after is not None else math.inf
+    if s.hedge_p95:
+        p95 = run.engine.state.ttft_p95_ms(primary.model)
+        if p95 is not None:
+            delay = p95 / 1000
+    return min(delay, run.remaining())
+
+
+async def _send(call: Call, provider: Provider) -> ChatResponse:
+    return await provider.send(call)
+
+
+async def chat(
+    engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
+) -> ChatResponse:
+    """Get a whole answer, trying the candidates in order."""
+    run = engine.run(request, trace, timeout)
+    opened = await _first_success(run, _send)
+    run.succeeded(opened.candidate, opened.started, opened.value.usage)
+    return attrs.evolve(opened.value, trace=run.trace)
+
+
+async def _open_stream(call: Call, provider: Provider) -> tuple[AsyncIterator[Chunk], Chunk]:
+    source = provider.stream(call)
+    try:
+        first = await anext(source)
+    except StopAsyncIteration:
+        await _aclose(source)
+        raise _ended(call) from None
+    except BaseException:
+        await _aclose(source)
+        raise
+    return source, first
 
 
 async def stream(
@@ -391,63 +512,23 @@ async def stream(
     """Yield the chunks of the first candidate that delivers one; then stay committed to it.
 
     Failover is invisible until the first chunk; after it, a break raises
-    :class:`StreamInterrupted` (the caller adds the partial answer).
+    :class:`StreamInterrupted` carrying the partial answer.
     """
     run = engine.run(request, trace, timeout)
-    candidates = trace.candidates
-    for i, candidate in enumerate(candidates):
-        last = i == len(candidates) - 1
-        req, tries = request, 0
-        while True:
-            if not await run.admit(candidate):
-                break
-            provider, call = engine.call(candidate.model, req, trace.request_id)
-            started = engine.clock.monotonic()
-            source = provider.stream(call)
-            error: ProviderError | CredentialError | RequestError
-            try:
-                first = await _first(run, candidate, call, source, started)
-            except (ProviderError, CredentialError, RequestError) as exc:
-                await _aclose(source)
-                error = exc
-            except BaseException:
-                await _aclose(source)
-                raise
-            else:
-                committed = _committed(
-                    run,
-                    candidate=candidate,
-                    call=call,
-                    source=source,
-                    first=first,
-                    started=started,
-                    partial=partial,
-                )
-                async with aclosing(committed) as chunks:
-                    async for chunk in chunks:
-                        yield chunk, run, call
-                return
-            action, delay, changed = run.failed(candidate, error, started, tries=tries, last=last)
-            if action == "raise":
-                _raise(error, run)
-            if action == "next":
-                break
-            tries += 1
-            req = changed or req
-            if delay:
-                await run.sleep(delay)
-    raise run._deadline_error(candidates[-1])  # noqa: SLF001 - every candidate was skipped
-
-
-async def _first(
-    run: Run, candidate: Candidate, call: Call, source: AsyncIterator[Chunk], started: float
-) -> Chunk:
-    with anyio.move_on_after(run.attempt_timeout()):
-        try:
-            return await anext(source)
-        except StopAsyncIteration:
-            raise _ended(call) from None
-    raise run.timed_out(candidate, started)
+    opened = await _first_success(run, _open_stream)
+    source, first = opened.value
+    committed = _committed(
+        run,
+        candidate=opened.candidate,
+        call=opened.call,
+        source=source,
+        first=first,
+        started=opened.started,
+        partial=partial,
+    )
+    async with aclosing(committed) as chunks:
+        async for chunk in chunks:
+            yield chunk, run, opened.call
 
 
 def _ended(call: Call) -> ProviderError:
