@@ -550,3 +550,52 @@ class TestHedging:
             r = await hub.chat(HELLO)
         assert "m3" == r.model
         assert ["m1", "m2", "m3"] == sorted(seen(fake))  # type: ignore[type-var]
+
+    async def test_hedge_after_the_primarys_p95_first_token_time(self) -> None:
+        """With hedge_p95 the delay is the primary's observed p95 time to first chunk."""
+        import anyio
+
+        from tokenhub._models import ChatResponse
+        from tokenhub.providers import Call, Capabilities, Classification
+
+        clock = FakeClock()
+
+        class Timed:
+            """Streams one chunk after a (fake) 50 ms, or a real delay when told to be slow."""
+
+            slow = False
+
+            def capabilities(self, model: str) -> Capabilities:
+                return Capabilities()
+
+            async def send(self, call: Call) -> ChatResponse:  # pragma: no cover - streams only
+                raise NotImplementedError
+
+            async def stream(self, call: Call) -> Any:
+                if call.model == "m1" and self.slow:
+                    await anyio.sleep(2)
+                clock.advance(0.05)
+                yield call.chunk(text=call.model)
+                yield call.chunk(finish_reason="stop")
+
+            def classify(
+                self, status: int, headers: Any, body: bytes
+            ) -> Classification:  # pragma: no cover
+                raise NotImplementedError
+
+            async def aclose(self) -> None:
+                pass
+
+        provider = Timed()
+        cfg = {
+            "models": {"m1": {"provider": "x", "weight": 2}, "m2": {"provider": "x"}},
+            "failover": {"hedge_p95": True},
+        }
+        async with Hub.from_config(cfg, providers={"x": provider}, clock=clock) as hub:
+            for _ in range(5):
+                assert "m1" == "".join([c.text async for c in hub.stream(HELLO)])
+            assert 50.0 == pytest.approx(hub.health()["models"]["m1"]["ttft_p95_ms"])
+            provider.slow = True
+            started = time.monotonic()
+            assert "m2" == "".join([c.text async for c in hub.stream(HELLO)])
+            assert time.monotonic() - started < 1.5

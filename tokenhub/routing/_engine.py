@@ -377,7 +377,8 @@ async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
     """Try the candidates in order (racing the first two when hedging) until one opens."""
     engine, candidates = run.engine, run.base_trace.candidates
     start = 0
-    if engine.settings.hedge_after is not None and len(candidates) > 1:
+    hedging = engine.settings.hedge_after is not None or engine.settings.hedge_p95
+    if hedging and len(candidates) > 1:
         raced = await _hedged(run, open_)
         if isinstance(raced, _Opened):
             return raced
