@@ -32,6 +32,7 @@ from tokenhub.errors import (
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    RateLimitError,
     RequestError,
     StreamInterrupted,
 )
@@ -129,7 +130,7 @@ class Run:
         wait = engine.state.not_before(name) - engine.clock.monotonic()
         if wait > 0:
             if wait > engine.settings.max_server_wait or wait >= self.remaining():
-                exc = ProviderUnavailableError(
+                exc = RateLimitError(
                     f"rate-limited for another {wait:.1f} s, longer than the request can wait",
                     error_class=ErrorClass.RATE_LIMITED,
                     provider=candidate.provider,
@@ -165,13 +166,12 @@ class Run:
         limit = self.engine.settings.first_token_timeout
         return min(limit if limit is not None else math.inf, self.remaining())
 
-    def timed_out(self, candidate: Candidate, started: float) -> ProviderError:
-        """The error for an attempt that hit its time limit (or the deadline)."""
+    def timed_out(self, candidate: Candidate, seconds: float, setting: str) -> ProviderError:
+        """The error for an attempt that waited ``seconds`` (its ``setting``), or the deadline."""
         if self.remaining() <= 0:
             return self._deadline_error(candidate)
-        elapsed = self.engine.clock.monotonic() - started
         return ProviderTimeoutError(
-            f"no answer within {elapsed:.2f} s (first_token_timeout)",
+            f"no answer within {seconds:g} s ({setting})",
             error_class=ErrorClass.PROVIDER_DOWN,
             provider=candidate.provider,
             model=candidate.model,
@@ -368,9 +368,10 @@ async def _attempt(
     engine = run.engine
     provider, call = engine.call(candidate.model, req, run.base_trace.request_id)
     started = engine.clock.monotonic()
-    with anyio.move_on_after(run.attempt_timeout()):
+    limit = run.attempt_timeout()
+    with anyio.move_on_after(limit):
         return _Opened(candidate, call, await open_(call, provider), started)
-    raise run.timed_out(candidate, started)
+    raise run.timed_out(candidate, limit, "first_token_timeout")
 
 
 async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
@@ -569,7 +570,7 @@ async def _committed(
                 except StopAsyncIteration:
                     break
             if scope.cancelled_caught:
-                raise run.timed_out(candidate, engine.clock.monotonic())
+                raise run.timed_out(candidate, limit, "stall_timeout")
             partial.add(chunk)
             last = chunk
             delivered += 1
