@@ -599,3 +599,63 @@ class TestHedging:
             started = time.monotonic()
             assert "m2" == "".join([c.text async for c in hub.stream(HELLO)])
             assert time.monotonic() - started < 1.5
+
+
+class TestContinuation:
+    def cfg(self, fake: FakeProvider) -> dict[str, Any]:
+        cfg = config(fake, "m1", "m2", failover={"continue_streams": True})
+        cfg["models"]["m2"]["capabilities"] = ["prefill"]
+        return cfg
+
+    async def test_cut_stream_continues_on_a_prefill_model(self, fake: FakeProvider) -> None:
+        """With continue_streams, a cut answer is continued by a prefill-capable fallback."""
+        fake.script("m1", Reply(text="Once upon a time", cut_after=2))
+        fake.script("m2", Reply(text=" there was a fox."))
+        async with Hub.from_config(self.cfg(fake), clock=FakeClock()) as hub:
+            stream = hub.stream(HELLO)
+            text = "".join([c.text async for c in stream])
+        assert "Once upon  there was a fox." == text
+        assert ("m2", text) == (stream.response.model, stream.response.text)
+        sent = fake.requests[-1].body["messages"]
+        assert {"role": "assistant", "content": "Once upon "} == sent[-1]
+        assert ["stream_interrupted", "ok"] == [a.outcome for a in stream.trace.attempts]
+
+    async def test_a_rejected_prefill_does_not_mask_the_failure(self, fake: FakeProvider) -> None:
+        """If the continuation fails (prefill rejected), the original interruption is raised."""
+        fake.script("m1", Reply(text="Once upon a time", cut_after=2))
+        fake.script(
+            "m2",
+            Reply(
+                status=400,
+                body={
+                    "error": {
+                        "message": "This model does not support assistant message prefill.",
+                        "type": "invalid_request_error",
+                        "code": None,
+                    }
+                },
+            ),
+        )
+        async with Hub.from_config(self.cfg(fake), clock=FakeClock()) as hub:
+            with pytest.raises(StreamInterrupted) as info:
+                _ = [c async for c in hub.stream(HELLO)]
+        assert ("Once upon ", "m1") == (info.value.partial_text, info.value.model)
+
+    async def test_never_with_tool_calls_in_flight(self, fake: FakeProvider) -> None:
+        """A stream cut in the middle of a tool call is not continued."""
+        from tokenhub.testing import ToolCall
+
+        fake.script(
+            "m1",
+            Reply(
+                tool_calls=[ToolCall(id="c", name="f", arguments={"a": "long value"})], cut_after=2
+            ),
+        )
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+        cfg = self.cfg(fake)
+        for m in cfg["models"].values():
+            m["capabilities"] = ["tools", "prefill"]
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            with pytest.raises(StreamInterrupted):
+                _ = [c async for c in hub.stream(HELLO, tools=tools)]
+        assert ["m1"] == seen(fake)

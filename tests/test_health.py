@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,3 +148,24 @@ class TestRuntimeState:
         for _ in range(1000):
             state.record_success("a", latency_ms=1, output_tokens=None, ttft_ms=1.0)
         assert 1.0 == state.ttft_p95_ms("a")  # a rolling window of recent samples
+
+
+def test_state_changes_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Circuits opening and closing and credentials leaving rotation are logged, without secrets."""
+    import logging
+
+    now = [0.0]
+    state = RuntimeState(clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="tokenhub.failover"):
+        for _ in range(5):
+            state.record_failure("m")
+        now[0] = 30.0
+        assert state.breaker("m").acquire(30.0)
+        state.record_success("m", latency_ms=1, output_tokens=None)
+        state.disable_credential("openai", "auth")
+    assert [
+        ("WARNING", "circuit of m opened for 30.0 s"),
+        ("INFO", "circuit of m closed"),
+        ("WARNING", "credential of openai taken out of rotation (auth)"),
+    ] == [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert "open" == caplog.records[0].circuit  # type: ignore[attr-defined]

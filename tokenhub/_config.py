@@ -178,6 +178,7 @@ class FailoverConfig:
     content_policy_fallback: bool = False
     hedge_after: float | None = None
     hedge_p95: bool = False
+    continue_streams: bool = False
     breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
 
 

@@ -83,8 +83,9 @@ class Hub:
             config.failover,
             self._state,
             clock,
-            self._call,
-            lambda name: self._models[name].config.context_window,
+            call=self._call,
+            windows=lambda name: self._models[name].config.context_window,
+            prefill=lambda name: self.capabilities(name).prefill,
         )
         self._router = Router(
             {name: self._info(i, name) for i, name in enumerate(self._models)},

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 import anyio
 import attrs
 
-from tokenhub._models import ToolCall
+from tokenhub._models import Message, ToolCall
 from tokenhub.errors import (
     ContextOverflowError,
     CredentialError,
@@ -67,14 +67,17 @@ class Engine:
         settings: FailoverConfig,
         state: RuntimeState,
         clock: Clock,
+        *,
         call: Callable[[str, ChatRequest, str], tuple[Provider, Call]],
         windows: Callable[[str], int | None],
+        prefill: Callable[[str], bool],
     ) -> None:
         self.settings = settings
         self.state = state
         self.clock = clock
         self.call = call
         self.windows = windows
+        self.prefill = prefill
         self.budget = RetryBudget(settings.retry_budget, settings.retry_burst)
 
     def run(self, request: ChatRequest, trace: RouteTrace, timeout: float | None) -> Run:
@@ -518,8 +521,24 @@ async def stream(
     """
     run = engine.run(request, trace, timeout)
     opened = await _first_success(run, _open_stream)
+    try:
+        async with aclosing(_follow(run, opened, partial)) as chunks:
+            async for chunk in chunks:
+                yield chunk, run, opened.call
+    except StreamInterrupted:
+        continuation = await _continuation(run, opened.candidate, partial)
+        if continuation is None:
+            raise
+        async with aclosing(_follow(run, continuation, partial)) as chunks:
+            async for chunk in chunks:
+                yield chunk, run, continuation.call
+
+
+def _follow(
+    run: Run, opened: _Opened[tuple[AsyncIterator[Chunk], Chunk]], partial: Partial
+) -> AsyncGenerator[Chunk]:
     source, first = opened.value
-    committed = _committed(
+    return _committed(
         run,
         candidate=opened.candidate,
         call=opened.call,
@@ -528,9 +547,32 @@ async def stream(
         started=opened.started,
         partial=partial,
     )
-    async with aclosing(committed) as chunks:
-        async for chunk in chunks:
-            yield chunk, run, opened.call
+
+
+async def _continuation(
+    run: Run, broken: Candidate, partial: Partial
+) -> _Opened[tuple[AsyncIterator[Chunk], Chunk]] | None:
+    """Open a stream that continues the partial answer on a later prefill-capable candidate.
+
+    Only with ``continue_streams``, never with tool calls in flight, one try per
+    candidate; any failure leaves the original interruption to be raised.
+    """
+    engine = run.engine
+    if not engine.settings.continue_streams or partial.tool_calls or not partial.text:
+        return None
+    candidates = run.base_trace.candidates
+    later = candidates[candidates.index(broken) + 1 :]
+    prefill = Message(role="assistant", content=partial.text)
+    request = attrs.evolve(run.request, messages=(*run.request.messages, prefill))
+    for candidate in later:
+        if not engine.prefill(candidate.model) or not run.admit_now(candidate):
+            continue
+        started = engine.clock.monotonic()
+        try:
+            return await _attempt(run, candidate, request, _open_stream)
+        except (ProviderError, CredentialError, RequestError) as exc:
+            run.failed(candidate, exc, started, tries=0, last=False)
+    return None
 
 
 def _ended(call: Call) -> ProviderError:

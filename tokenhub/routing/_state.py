@@ -7,6 +7,7 @@ router skips what it says is blocked; the failover engine feeds it.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["Block", "RuntimeState"]
+
+_log = logging.getLogger("tokenhub.failover")
 
 _SAMPLES = 64
 
@@ -108,13 +111,32 @@ class RuntimeState:
         s.failure = _ewma(s.failure, 0.0, self._alpha)
         if output_tokens is not None:
             self._output_tokens = _ewma(self._output_tokens, float(output_tokens), self._alpha)
-        s.breaker.record(True, self.clock())
+        self._record(model, s.breaker, ok=True)
 
     def record_failure(self, model: str) -> None:
         """Feed a failure that says something about the provider (not about the request)."""
         s = self._get(model)
         s.failure = _ewma(s.failure, 1.0, self._alpha)
-        s.breaker.record(False, self.clock())
+        self._record(model, s.breaker, ok=False)
+
+    def _record(self, model: str, breaker: Breaker, *, ok: bool) -> None:
+        before = breaker.state
+        breaker.record(ok, self.clock())
+        if breaker.state == before:
+            return
+        if breaker.state == "open":
+            _log.warning(
+                "circuit of %s opened for %.1f s",
+                model,
+                breaker.until - self.clock(),
+                extra={
+                    "model": model,
+                    "circuit": "open",
+                    "open_for_s": breaker.until - self.clock(),
+                },
+            )
+        elif breaker.state == "closed":
+            _log.info("circuit of %s closed", model, extra={"model": model, "circuit": "closed"})
 
     def release(self, model: str) -> None:
         """Give back a half-open probe whose outcome says nothing about health."""
@@ -129,6 +151,12 @@ class RuntimeState:
         """Take ``provider``'s key out of rotation, for ``seconds`` or until re-enabled."""
         until = math.inf if seconds is None else self.clock() + seconds
         self._credentials[provider] = (until, reason)
+        _log.warning(
+            "credential of %s taken out of rotation (%s)",
+            provider,
+            reason,
+            extra={"provider": provider, "error_class": reason},
+        )
 
     def enable_credential(self, provider: str) -> None:
         """Put ``provider``'s key back into rotation (operator action)."""
