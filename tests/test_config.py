@@ -309,3 +309,28 @@ class TestAdapterOptions:
             assert expected == errors_of(cfg)
         else:
             Hub.from_config(cfg)
+
+
+class TestFailoverConfig:
+    @pytest.mark.parametrize(
+        ("failover", "expected"),
+        [
+            ({"timeout": 0}, [("failover.timeout", "must be positive")]),
+            ({"stall_timeout": -1}, [("failover.stall_timeout", "must be positive")]),
+            ({"max_retries": -1}, [("failover.max_retries", "must not be negative")]),
+            (
+                {"breaker": {"ratio": 0}},
+                [("failover.breaker.ratio", "must be above 0 and at most 1")],
+            ),
+            (
+                {"breaker": {"open_for": 60, "max_open_for": 30}},
+                [("failover.breaker.max_open_for", "must not be below open_for")],
+            ),
+            ({"hedge_after": "soon"}, [("failover.hedge_after", "expected a number, got 'soon'")]),
+        ],
+    )
+    def test_bad_values(self, failover: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+        """Failover settings are checked by path."""
+        cfg = base()
+        cfg["failover"] = failover
+        assert expected == errors_of(cfg)

@@ -144,6 +144,14 @@ class TestServerErrors:
         assert r.trace is not None
         assert ["transient", "ok"] == [a.outcome for a in r.trace.attempts]
 
+    async def test_server_says_do_not_retry(self, fake: FakeProvider) -> None:
+        """x-should-retry: false forbids a same-model retry, even on the last candidate."""
+        fake.script("m1", Reply(status=503, headers={"x-should-retry": "false"}))
+        async with Hub.from_config(config(fake, "m1"), clock=FakeClock()) as hub:
+            with pytest.raises(ProviderUnavailableError):
+                await hub.chat(HELLO)
+        assert ["m1"] == seen(fake)
+
     async def test_persistent_503_fails_over_then_the_breaker_skips_it(
         self, fake: FakeProvider
     ) -> None:
@@ -195,11 +203,15 @@ class TestServerErrors:
         fake.default(None, Reply(hang=True))
         async with Hub.from_config(config(fake, "m1", "m2")) as hub:
             started = time.monotonic()
-            with pytest.raises(ProviderTimeoutError, match="deadline"):
+            with pytest.raises(ProviderTimeoutError, match="deadline") as info:
                 await hub.chat(HELLO, timeout=0.3)
             elapsed = time.monotonic() - started
         assert 0.3 <= elapsed < 1.0
         assert ["m1"] == seen(fake)
+        assert info.value.trace is not None
+        assert [("m1", "provider_down")] == [
+            (a.model, a.outcome) for a in info.value.trace.attempts
+        ]
 
 
 class TestStreams:
@@ -226,6 +238,7 @@ class TestStreams:
         assert "one two " == info.value.partial_text
         assert ["m1"] == seen(fake)
         assert ["stream_interrupted"] == [a.outcome for a in stream.trace.attempts]
+        assert info.value.trace == stream.trace
 
     async def test_stall_after_chunks(self, fake: FakeProvider) -> None:
         """A stream that stalls past stall_timeout raises StreamInterrupted with the partial text."""
@@ -311,6 +324,24 @@ class TestRequestProblems:
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             r = await hub.chat(HELLO)
         assert ("large", ["small", "large"]) == (r.model, seen(fake))
+
+    async def test_context_overflow_with_no_larger_window_raises_it(
+        self, fake: FakeProvider
+    ) -> None:
+        """When every later candidate's window is no larger, the overflow itself is raised."""
+        fake.script(
+            "a",
+            Reply(
+                status=400,
+                body={"error": {"message": "prompt is too long", "type": "x", "code": None}},
+            ),
+        )
+        cfg = config(fake, "a", "b", a={"context_window": 8000}, b={"context_window": 8000})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            with pytest.raises(ContextOverflowError) as info:
+                await hub.chat(HELLO)
+        assert ["a"] == seen(fake)
+        assert info.value.trace is not None
 
     async def test_context_overflow_on_the_last_candidate_raises(self, fake: FakeProvider) -> None:
         """With nowhere to escalate, the provider's reason is raised."""
@@ -430,6 +461,23 @@ class TestBreakerLifecycle:
         assert "back" == r.text
         assert r.trace is not None
         assert (r.trace.candidates[0].note or "").startswith("every candidate was blocked")
+
+
+class TestProbes:
+    async def test_a_probe_closed_early_is_handed_back(self, fake: FakeProvider) -> None:
+        """A half-open probe whose stream the caller abandons does not leave the circuit stuck."""
+        clock = FakeClock()
+        fake.default("m1", Reply(status=503))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+            for _ in range(5):
+                await hub.chat(HELLO)
+            fake.clear()
+            clock.advance(30)
+            async with hub.stream(HELLO) as stream:
+                async for _ in stream:
+                    break  # the probe (m1) delivered a chunk; the caller leaves
+            assert "half_open" == hub.health()["models"]["m1"]["circuit"]
+            assert "m1" == (await hub.chat(HELLO)).model  # a new probe may go
 
 
 class TestAccounting:

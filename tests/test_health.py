@@ -65,13 +65,6 @@ class TestBreaker:
         b.record(True, b.until)
         assert ("closed", 0) == (b.state, b.opens)
 
-    def test_hold_until_keeps_it_open(self) -> None:
-        """A long Retry-After can hold the circuit open past its own period."""
-        b = Breaker(S)
-        b.hold_until(500.0, 0.0)
-        assert b.blocked(400.0)
-        assert not b.blocked(500.0)
-
     @settings(max_examples=200)
     @given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=80))
     def test_invariants(self, events: list[tuple[bool, float]]) -> None:

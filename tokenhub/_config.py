@@ -497,7 +497,7 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             "max_server_wait",
             "hedge_after",
         )
-        if (getattr(f, key) or 1) <= 0
+        if getattr(f, key) is not None and getattr(f, key) <= 0
     )
     errors.extend(
         (f"failover.{key}", "must not be negative")
@@ -512,6 +512,8 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     )
     if not 0 < b.ratio <= 1:
         errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
+    if b.max_open_for < b.open_for:
+        errors.append(("failover.breaker.max_open_for", "must not be below open_for"))
     for name, m in cfg.models.items():
         if m.quality is not None and not 0 <= m.quality <= 1:
             errors.append((f"models.{name}.quality", "must be between 0 and 1"))

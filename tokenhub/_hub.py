@@ -342,9 +342,10 @@ class Hub:
         When a candidate fails for a reason another model may not share (rate
         limit, overload, outage, timeout, auth or quota, context size, a request
         its adapter cannot express), the next candidate is tried; on the last
-        one, overloads, transient errors and rate limits are retried with
-        backoff. ``timeout`` bounds the whole call (config ``failover.timeout``
-        by default). ``response.trace`` lists every attempt.
+        one, overloads, transient and connection errors and rate limits are
+        retried with backoff (see the failover docs). ``timeout`` bounds the
+        whole call (config ``failover.timeout`` by default). ``response.trace``
+        lists every attempt.
 
         Raises :class:`~tokenhub.errors.RequestError`,
         :class:`~tokenhub.errors.ModelNotFoundError` or

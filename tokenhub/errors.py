@@ -220,6 +220,8 @@ class ProviderError(TokenhubError):
         self.trace: RouteTrace | None = None
         #: Usage a stream reported before it failed (what a failed attempt was billed), if any.
         self.usage: Usage | None = None
+        #: The provider's own verdict (``x-should-retry``): ``False`` forbids a same-model retry.
+        self.should_retry: bool | None = None
 
     def _fields(self) -> dict[str, Any]:
         return {

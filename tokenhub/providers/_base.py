@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub import __version__
 from tokenhub._http import HttpResponse, TransportError
-from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text
+from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text, should_retry_header
 from tokenhub._redact import scrub, truncate
 from tokenhub.errors import (
     ConfigError,
@@ -270,13 +270,15 @@ class HTTPProvider:
         )
 
     def _http_error(self, call: Call, r: HttpResponse, key: Secret | None) -> ProviderError:
-        return self._error(
+        error = self._error(
             call,
             self.classify(r.status, r.headers, r.body),
             key,
             status=r.status,
             upstream_request_id=self._upstream_request_id(r.headers),
         )
+        error.should_retry = should_retry_header(r.headers)
+        return error
 
     def _transport_error(self, call: Call, exc: TransportError) -> ProviderError:
         cls = (

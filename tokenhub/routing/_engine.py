@@ -2,15 +2,19 @@
 
 What it does per class (the docs' failover page has the table):
 
-* rate_limited: record the wait hint as a cooldown (nothing is sent before it),
-  fail over at once; on the last candidate wait only if the hint fits both
-  ``max_server_wait`` and the deadline.
-* overloaded, transient, connect/reset: fail over at once; on the last candidate
-  retry with full-jitter backoff, at most ``max_retries`` times, within the budget.
+* rate_limited (and overloaded with a wait hint): record the hint as a cooldown
+  (nothing is sent before it), fail over at once; on the last candidate wait
+  only if the hint fits both ``max_server_wait`` and the deadline.
+* overloaded, transient, provider_down (connect, reset): fail over at once; on
+  the last candidate retry with full-jitter backoff, at most ``max_retries``
+  times, within the retry budget, unless the provider said ``x-should-retry: false``.
 * timeouts: fail over (never retry a silent provider, so it costs one timeout).
-* context_overflow: shrink ``max_tokens`` when the provider's numbers allow,
-  else skip to a candidate with a larger context window.
+* context_overflow: shrink ``max_tokens`` once when the provider's numbers
+  allow (on any candidate, outside ``max_retries``), else skip to a candidate
+  with a larger context window.
 * auth, quota_exhausted: take the credential out of rotation, fail over.
+* request_too_large_for_limit, a missing credential (``CredentialError``) or a
+  request the adapter cannot express (``RequestError``): fail over.
 * content_policy: raise (fail over only with ``content_policy_fallback``).
 * invalid_request: raise, except a prefill rejection, which fails over.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import math
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
 import anyio
 import attrs
@@ -83,7 +87,7 @@ class Engine:
     def run(self, request: ChatRequest, trace: RouteTrace, timeout: float | None) -> Run:
         """Start the bookkeeping for one request."""
         self.budget.deposit()
-        return Run(self, request, trace, timeout or self.settings.timeout)
+        return Run(self, request, trace, self.settings.timeout if timeout is None else timeout)
 
 
 class Run:
@@ -99,6 +103,7 @@ class Run:
         self.deadline = engine.clock.monotonic() + timeout
         self._waited = 0.0
         self._min_window: int | None = None  # after a context overflow: only larger windows
+        self.last_error: ProviderError | CredentialError | RequestError | None = None
 
     @property
     def trace(self) -> RouteTrace:
@@ -110,15 +115,13 @@ class Run:
         return self.deadline - self.engine.clock.monotonic()
 
     def _deadline_error(self, candidate: Candidate) -> ProviderTimeoutError:
-        exc = ProviderTimeoutError(
+        return ProviderTimeoutError(
             "the request's deadline passed",
             error_class=ErrorClass.PROVIDER_DOWN,
             provider=candidate.provider,
             model=candidate.model,
             request_id=self.base_trace.request_id,
         )
-        exc.trace = self.trace
-        return exc
 
     async def admit(self, candidate: Candidate) -> bool:
         """Get ``candidate`` ready to be sent: wait out a cooldown if allowed, take the breaker.
@@ -238,6 +241,7 @@ class Run:
         """Record a failure, update health, and decide: retry (after a delay), next, or raise."""
         engine, state, s = self.engine, self.engine.state, self.engine.settings
         name = candidate.model
+        self.last_error = exc
         if isinstance(exc, CredentialError | RequestError):
             outcome = "credential" if isinstance(exc, CredentialError) else "unsupported"
             self.record(candidate, outcome, started, message=str(exc))
@@ -274,7 +278,7 @@ class Run:
         s, clock = self.engine.settings, self.engine.clock
         cls = exc.error_class
         timeout = isinstance(exc, ProviderTimeoutError)
-        if tries >= s.max_retries or timeout:
+        if tries >= s.max_retries or timeout or exc.should_retry is False:
             return "raise", 0.0, None
         if cls is ErrorClass.RATE_LIMITED and exc.retry_after is not None:
             if exc.retry_after > s.max_server_wait:
@@ -349,7 +353,7 @@ class Partial:
             self.usage = chunk.usage
 
 
-def _raise(exc: BaseException, run: Run) -> None:
+def _raise(exc: BaseException, run: Run) -> NoReturn:
     if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
         exc.trace = run.trace
     raise exc
@@ -372,8 +376,14 @@ async def _attempt(
     provider, call = engine.call(candidate.model, req, run.base_trace.request_id)
     started = engine.clock.monotonic()
     limit = run.attempt_timeout()
-    with anyio.move_on_after(limit):
-        return _Opened(candidate, call, await open_(call, provider), started)
+    try:
+        with anyio.move_on_after(limit):
+            return _Opened(candidate, call, await open_(call, provider), started)
+    except (ProviderError, CredentialError, RequestError):
+        raise
+    except BaseException:  # cancelled (a lost hedge, the caller): hand back a probe
+        engine.state.release(candidate.model)
+        raise
     raise run.timed_out(candidate, limit, "first_token_timeout")
 
 
@@ -396,10 +406,8 @@ async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
             try:
                 return await _attempt(run, candidate, req, open_)
             except (ProviderError, CredentialError, RequestError) as exc:
-                if run.remaining() <= 0 and isinstance(exc, ProviderTimeoutError):
-                    _raise(exc, run)
                 action, delay, changed = run.failed(candidate, exc, started, tries=tries, last=last)
-                if action == "raise":
+                if action == "raise" or run.remaining() <= 0:
                     _raise(exc, run)
                 if action == "next":
                     break
@@ -407,7 +415,8 @@ async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
             req = changed or req
             if delay:
                 await run.sleep(delay)
-    raise run._deadline_error(candidates[-1])  # noqa: SLF001 - every candidate was skipped
+    # Every remaining candidate was skipped (smaller context window, probe in flight).
+    _raise(run.last_error or run._deadline_error(candidates[-1]), run)  # noqa: SLF001
 
 
 async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
@@ -631,7 +640,7 @@ async def _committed(
             usage=usage,
             cost=call.cost(usage),
         )
-        raise StreamInterrupted(
+        interrupted = StreamInterrupted(
             f"the stream broke after {delivered} chunk(s): {exc.message}",
             partial_text=partial.text,
             partial_tool_calls=partial.tool_calls,
@@ -641,7 +650,12 @@ async def _committed(
             status=exc.status,
             code=exc.error_class.value,
             request_id=call.request_id,
-        ) from None
+        )
+        interrupted.trace = run.trace
+        raise interrupted from None
+    except BaseException:  # closed early by the caller, or cancelled: hand back a probe
+        engine.state.release(candidate.model)
+        raise
     finally:
         await _aclose(source)
     run.succeeded(candidate, started, partial.usage, first_at)

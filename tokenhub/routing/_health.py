@@ -104,12 +104,6 @@ class Breaker:
         ):
             self._open(now)
 
-    def hold_until(self, until: float, now: float) -> None:
-        """Keep the breaker open until ``until`` at least (a long provider Retry-After)."""
-        if self.state != "open":
-            self._open(now)
-        self.until = max(self.until, until)
-
     def _open(self, now: float) -> None:
         s = self.settings
         self.opens += 1
@@ -127,7 +121,7 @@ class Breaker:
 
 
 class RetryBudget:
-    """A process-wide token bucket: every request adds ``ratio`` tokens, every retry spends one.
+    """A token bucket shared by all of a Hub's requests: each adds ``ratio``, each retry spends one.
 
     Retries (and hedges) therefore never exceed ``ratio`` of the traffic plus ``burst``.
     """
