@@ -288,3 +288,13 @@ def test_secret_hides_itself() -> None:
 def test_version() -> None:
     """The version is exposed."""
     assert "0.1.0" == tokenhub.__version__
+
+
+def test_library_logging_is_silent_by_default() -> None:
+    """tokenhub's loggers have a NullHandler, so nothing reaches stderr unless the app configures logging."""
+    code = (
+        "import logging, tokenhub\n"
+        "logging.getLogger('tokenhub.failover').warning('circuit of m opened')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "" == out.stderr

@@ -8,6 +8,8 @@ responses. Errors live in :mod:`tokenhub.errors`, the adapter contract in
 
 from __future__ import annotations
 
+import logging as _logging
+
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
 from tokenhub._models import ChatResponse as ChatResponse
@@ -23,6 +25,9 @@ from tokenhub.errors import TokenhubError as TokenhubError
 from tokenhub.routing import RouteTrace as RouteTrace
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where to: silence by default (no lastResort output).
+_logging.getLogger("tokenhub").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ChatResponse",
