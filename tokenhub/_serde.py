@@ -65,7 +65,6 @@ converter.register_structure_hook(float, _float)
 converter.register_structure_hook(int, _int)
 converter.register_structure_hook(bool, _bool)
 converter.register_structure_hook(Secret, lambda v, _: Secret(_str(v, str)))
-converter.register_unstructure_hook(Secret, lambda _: "**********")
 
 
 def _mapping_first(cls: type) -> Callable[[Any, type], Any]:
