@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from tokenhub._redact import looks_like_key
+from tokenhub._redact import looks_like_key, register
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
 from tokenhub.errors import ConfigError, CredentialError
@@ -51,7 +51,9 @@ class EnvKey:
             raise CredentialError(
                 f"environment variable {self.env} is not set (API key of provider {provider!r})"
             )
-        return Secret(value)
+        secret = Secret(value)
+        register(secret)
+        return secret
 
 
 @attrs.frozen
@@ -85,7 +87,9 @@ def _structure_key(v: Any, t: Any) -> KeyRef | None:
     if isinstance(v, str):
         if not v:
             raise TypeError("an empty API key")
-        return LiteralKey(Secret(v))
+        secret = Secret(v)
+        register(secret)
+        return LiteralKey(secret)
     if isinstance(v, Mapping) and len(v) == 1:
         ((kind, name),) = v.items()
         if kind == "env" and isinstance(name, str):

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import httpx
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig
@@ -67,6 +69,8 @@ class Hub:
         *,
         clock: Clock | None = None,
         request_ids: Callable[[], str] = _new_request_id,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._config = config
         self._providers: dict[str, Provider] = dict(providers)
@@ -75,6 +79,7 @@ class Hub:
             name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
             for name, m in config.models.items()
         }
+        from tokenhub._telemetry import Telemetry  # noqa: PLC0415 - OpenTelemetry loads with a Hub
         from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
 
         clock = clock or SystemClock()
@@ -86,6 +91,10 @@ class Hub:
             call=self._call,
             windows=lambda name: self._models[name].config.context_window,
             prefill=lambda name: self.capabilities(name).prefill,
+            describe=self._describe,
+            telemetry=Telemetry(
+                self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
+            ),
         )
         self._router = Router(
             {name: self._info(i, name) for i, name in enumerate(self._models)},
@@ -95,6 +104,15 @@ class Hub:
             make_counter(config.tokenizer),
             providers=self._providers,
         )
+
+    def _describe(self, name: str) -> tuple[str, str | None]:
+        """The provider kind (``gen_ai.provider.name``) and base URL behind ``name``."""
+        m = self._models[name]
+        p = self._config.providers.get(m.provider_name)
+        if p is None:  # a provider instance passed in: its name is all we know
+            return m.provider_name, None
+        default = getattr(m.provider, "default_base_url", None)
+        return p.kind, (p.base_urls[0] if p.base_urls else default)
 
     def _info(self, index: int, name: str) -> ModelInfo:
         m = self._models[name].config
@@ -125,6 +143,8 @@ class Hub:
         providers: Mapping[str, Provider] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
@@ -132,7 +152,8 @@ class Hub:
         instances that models may name; ``transport`` is an httpx transport used
         by every built-in adapter (for tests, proxies or custom TLS); ``clock``
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
-        makes failover tests instant).
+        makes failover tests instant). ``tracer_provider`` and ``meter_provider``
+        replace OpenTelemetry's global providers for this Hub's spans and metrics.
 
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
@@ -173,7 +194,13 @@ class Hub:
         if errors:
             raise ConfigError(errors)
         built.update(extra)
-        return cls(parsed, built, clock=clock)
+        return cls(
+            parsed,
+            built,
+            clock=clock,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from tokenhub._secret import Secret
 
-__all__ = ["MASK", "looks_like_key", "scrub", "truncate"]
+__all__ = ["MASK", "looks_like_key", "register", "scrub", "truncate"]
 
 MASK = "[REDACTED]"
 
@@ -20,11 +20,20 @@ _KEY_SHAPES = re.compile(
     r"(?i:bearer)\s+[A-Za-z0-9._\-~+/]{8,}=*|AKIA[0-9A-Z]{16})"
 )
 _MIN_FRAGMENT = 8
+# Every credential tokenhub has seen in this process (config literals, resolved env keys),
+# so that any text leaving tokenhub can be scrubbed of them by value.
+_KNOWN: set[Secret] = set()
+
+
+def register(secret: Secret) -> None:
+    """Remember ``secret`` so that :func:`scrub` removes it from any text from now on."""
+    if secret:
+        _KNOWN.add(secret)
 
 
 def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
     """Replace every known secret, its distinctive fragments and key-shaped tokens with a mask."""
-    for secret in secrets:
+    for secret in (*secrets, *_KNOWN):
         value = secret.reveal()
         if not value:
             continue

@@ -324,5 +324,6 @@ class HTTPProvider:
             "x-request-id": call.request_id,
         }
         h.update(self.settings.headers)
+        h.update(call.headers)
         h.update(auth)
         return h

@@ -81,6 +81,8 @@ class Call:
     request_id: str
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
+    #: Extra headers for this attempt (the W3C ``traceparent`` when tracing).
+    headers: dict[str, str] = attrs.field(factory=dict)
 
     def cost(self, usage: Usage | None) -> float | None:
         """Price ``usage`` at this model's rates (``None`` without pricing or usage)."""

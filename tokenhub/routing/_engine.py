@@ -21,6 +21,7 @@ What it does per class (the docs' failover page has the table):
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 import anyio
 import attrs
 
+from tokenhub import _semconv as sc
 from tokenhub._models import Message, ToolCall
+from tokenhub._telemetry import finish_route
 from tokenhub.errors import (
     ContextOverflowError,
     CredentialError,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from tokenhub._clock import Clock
     from tokenhub._config import FailoverConfig
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Usage
+    from tokenhub._telemetry import AttemptSpan, Telemetry
     from tokenhub.providers import Call, Provider
     from tokenhub.routing._state import RuntimeState
     from tokenhub.routing._trace import Candidate, RouteTrace
@@ -60,6 +64,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     Opener = Callable[["Call", "Provider"], Awaitable[T]]
 _MIN_SHRUNK_OUTPUT = 64
+_log = logging.getLogger("tokenhub.request")
 _SAME_MODEL_RETRY = frozenset({ErrorClass.OVERLOADED, ErrorClass.TRANSIENT})
 
 
@@ -75,6 +80,8 @@ class Engine:
         call: Callable[[str, ChatRequest, str], tuple[Provider, Call]],
         windows: Callable[[str], int | None],
         prefill: Callable[[str], bool],
+        describe: Callable[[str], tuple[str, str | None]],
+        telemetry: Telemetry,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -82,25 +89,39 @@ class Engine:
         self.call = call
         self.windows = windows
         self.prefill = prefill
+        self.describe = describe
+        self.telemetry = telemetry
         self.budget = RetryBudget(settings.retry_budget, settings.retry_burst)
 
-    def run(self, request: ChatRequest, trace: RouteTrace, timeout: float | None) -> Run:
-        """Start the bookkeeping for one request."""
+    def run(
+        self, request: ChatRequest, trace: RouteTrace, timeout: float | None, *, stream: bool
+    ) -> Run:
+        """Start the bookkeeping (and the route span) for one request."""
         self.budget.deposit()
-        return Run(self, request, trace, self.settings.timeout if timeout is None else timeout)
+        limit = self.settings.timeout if timeout is None else timeout
+        return Run(self, request, trace, limit, stream=stream)
 
 
 class Run:
     """One request's attempts: deadline, waits, decisions and the trace they produce."""
 
     def __init__(
-        self, engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float
+        self,
+        engine: Engine,
+        request: ChatRequest,
+        trace: RouteTrace,
+        timeout: float,
+        *,
+        stream: bool,
     ) -> None:
         self.engine = engine
         self.request = request
         self.base_trace = trace
+        self.stream = stream
         self.attempts: list[Attempt] = []
-        self.deadline = engine.clock.monotonic() + timeout
+        self.started = engine.clock.monotonic()
+        self.deadline = self.started + timeout
+        self.route = engine.telemetry.route(trace, request, stream=stream)
         self._waited = 0.0
         self._min_window: int | None = None  # after a context overflow: only larger windows
         self.last_error: ProviderError | CredentialError | RequestError | None = None
@@ -163,8 +184,10 @@ class Run:
         return state.breaker(candidate.model).acquire(self.engine.clock.monotonic())
 
     async def sleep(self, seconds: float) -> None:
-        """Wait, counting it for the next attempt's record."""
+        """Wait, counting it for the next attempt's record (and as a span event)."""
         self._waited += seconds
+        if self.route.is_recording():
+            self.route.add_event(sc.BACKOFF_EVENT, {sc.DELAY_S: seconds})
         await self.engine.clock.sleep(seconds)
 
     def attempt_timeout(self) -> float:
@@ -195,8 +218,25 @@ class Run:
         usage: Usage | None = None,
         cost: float | None = None,
     ) -> None:
-        """Add one attempt to the trace."""
+        """Add one attempt to the trace (and a log record when it failed)."""
         elapsed = (self.engine.clock.monotonic() - started) * 1000
+        if outcome != "ok" and _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "request %s: attempt %d on %s failed (%s)",
+                self.base_trace.request_id,
+                len(self.attempts) + 1,
+                candidate.model,
+                outcome,
+                extra={
+                    "request_id": self.base_trace.request_id,
+                    "model": candidate.model,
+                    "provider": candidate.provider,
+                    "attempt": len(self.attempts) + 1,
+                    "error_class": outcome,
+                    "latency_ms": round(elapsed, 1),
+                    "delay_s": self._waited,
+                },
+            )
         self.attempts.append(
             Attempt(
                 candidate.model,
@@ -228,6 +268,41 @@ class Run:
             ttft_ms=None if first_at is None else (first_at - started) * 1000,
         )
         self.record(candidate, "ok", started)
+
+    def finish(self, error: BaseException | None) -> None:
+        """End the route span and log the request's outcome."""
+        trace = self.trace
+        if error is None:
+            finish_route(self.route, trace)
+            if _log.isEnabledFor(logging.INFO):
+                _log.info(
+                    "request %s answered by %s after %d attempt(s)",
+                    trace.request_id,
+                    trace.chosen,
+                    len(trace.attempts),
+                    extra=self._outcome(trace, None),
+                )
+            return
+        kind = _error_type(error)
+        finish_route(self.route, trace, error_type=kind, message=str(error))
+        _log.warning(
+            "request %s failed after %d attempt(s) (%s)",
+            trace.request_id,
+            len(trace.attempts),
+            kind,
+            extra=self._outcome(trace, kind),
+        )
+
+    def _outcome(self, trace: RouteTrace, error: str | None) -> dict[str, Any]:
+        last = trace.attempts[-1] if trace.attempts else None
+        return {
+            "request_id": trace.request_id,
+            "model": last.model if last else None,
+            "provider": last.provider if last else None,
+            "attempt": len(trace.attempts),
+            "error_class": error,
+            "latency_ms": round((self.engine.clock.monotonic() - self.started) * 1000, 1),
+        }
 
     def failed(
         self,
@@ -353,6 +428,17 @@ class Partial:
             self.usage = chunk.usage
 
 
+def _error_type(exc: BaseException) -> str:
+    """A low-cardinality name for a failure (span ``error.type``, metrics, logs)."""
+    if isinstance(exc, ProviderError):
+        return exc.error_class.value
+    if isinstance(exc, CredentialError):
+        return "credential"
+    if isinstance(exc, RequestError):
+        return "unsupported"
+    return "_OTHER"
+
+
 def _raise(exc: BaseException, run: Run) -> NoReturn:
     if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
         exc.trace = run.trace
@@ -362,10 +448,13 @@ def _raise(exc: BaseException, run: Run) -> NoReturn:
 class _Opened(Generic[T]):
     """A candidate that produced its first result (a response, or a stream's first chunk)."""
 
-    __slots__ = ("call", "candidate", "started", "value")
+    __slots__ = ("call", "candidate", "span", "started", "value")
 
-    def __init__(self, candidate: Candidate, call: Call, value: T, started: float) -> None:
+    def __init__(
+        self, candidate: Candidate, call: Call, value: T, started: float, span: AttemptSpan
+    ) -> None:
         self.candidate, self.call, self.value, self.started = candidate, call, value, started
+        self.span = span
 
 
 async def _attempt(
@@ -374,17 +463,30 @@ async def _attempt(
     """Send ``req`` to ``candidate`` within the attempt's time limit."""
     engine = run.engine
     provider, call = engine.call(candidate.model, req, run.base_trace.request_id)
+    kind, base_url = engine.describe(candidate.model)
+    span = engine.telemetry.attempt(
+        run.route,
+        candidate,
+        call,
+        kind=kind,
+        base_url=base_url,
+        index=len(run.attempts) + 1,
+        stream=run.stream,
+    )
     started = engine.clock.monotonic()
     limit = run.attempt_timeout()
     try:
         with anyio.move_on_after(limit):
-            return _Opened(candidate, call, await open_(call, provider), started)
-    except (ProviderError, CredentialError, RequestError):
-        raise
+            return _Opened(candidate, call, await open_(call, provider), started, span)
+        error: BaseException = run.timed_out(candidate, limit, "first_token_timeout")
+    except (ProviderError, CredentialError, RequestError) as exc:
+        error = exc
     except BaseException:  # cancelled (a lost hedge, the caller): hand back a probe
+        span.failed(engine.clock.monotonic() - started, "cancelled", "cancelled")
         engine.state.release(candidate.model)
         raise
-    raise run.timed_out(candidate, limit, "first_token_timeout")
+    span.failed(engine.clock.monotonic() - started, _error_type(error), str(error))
+    raise error
 
 
 async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
@@ -409,6 +511,10 @@ async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
                 action, delay, changed = run.failed(candidate, exc, started, tries=tries, last=last)
                 if action == "raise" or run.remaining() <= 0:
                     _raise(exc, run)
+                counter = (
+                    engine.telemetry.failovers if action == "next" else engine.telemetry.retries
+                )
+                counter.add(1, {sc.MODEL: candidate.model, sc.ERROR_TYPE: _error_type(exc)})
                 if action == "next":
                     break
             tries += 1
@@ -449,6 +555,7 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
         with anyio.move_on_after(_hedge_delay(run, first)):
             outcome = await receive.receive()
         if outcome is None and run.admit_now(second) and engine.budget.withdraw():
+            engine.telemetry.retries.add(1, {sc.MODEL: first.model, sc.ERROR_TYPE: "hedge"})
             racers.append(second)
             tg.start_soon(race, second, 1)
         while len(done) < len(racers):
@@ -497,10 +604,24 @@ async def chat(
     engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
 ) -> ChatResponse:
     """Get a whole answer, trying the candidates in order."""
-    run = engine.run(request, trace, timeout)
-    opened = await _first_success(run, _send)
-    run.succeeded(opened.candidate, opened.started, opened.value.usage)
-    return attrs.evolve(opened.value, trace=run.trace)
+    run = engine.run(request, trace, timeout, stream=False)
+    try:
+        opened = await _first_success(run, _send)
+    except BaseException as exc:
+        run.finish(exc)
+        raise
+    response = opened.value
+    opened.span.ok(
+        engine.clock.monotonic() - opened.started,
+        usage=response.usage,
+        cost=response.cost_usd,
+        response_model=response.upstream_model,
+        response_id=response.response_id,
+        finish_reason=response.finish_reason,
+    )
+    run.succeeded(opened.candidate, opened.started, response.usage)
+    run.finish(None)
+    return attrs.evolve(response, trace=run.trace)
 
 
 async def _open_stream(call: Call, provider: Provider) -> tuple[AsyncIterator[Chunk], Chunk]:
@@ -528,19 +649,24 @@ async def stream(
     Failover is invisible until the first chunk; after it, a break raises
     :class:`StreamInterrupted` carrying the partial answer.
     """
-    run = engine.run(request, trace, timeout)
-    opened = await _first_success(run, _open_stream)
+    run = engine.run(request, trace, timeout, stream=True)
     try:
-        async with aclosing(_follow(run, opened, partial)) as chunks:
-            async for chunk in chunks:
-                yield chunk, run, opened.call
-    except StreamInterrupted:
-        continuation = await _continuation(run, opened.candidate, partial)
-        if continuation is None:
-            raise
-        async with aclosing(_follow(run, continuation, partial)) as chunks:
-            async for chunk in chunks:
-                yield chunk, run, continuation.call
+        opened = await _first_success(run, _open_stream)
+        try:
+            async with aclosing(_follow(run, opened, partial)) as chunks:
+                async for chunk in chunks:
+                    yield chunk, run, opened.call
+        except StreamInterrupted:
+            continuation = await _continuation(run, opened.candidate, partial)
+            if continuation is None:
+                raise
+            async with aclosing(_follow(run, continuation, partial)) as chunks:
+                async for chunk in chunks:
+                    yield chunk, run, continuation.call
+    except BaseException as exc:
+        run.finish(exc)
+        raise
+    run.finish(None)
 
 
 def _follow(
@@ -555,6 +681,7 @@ def _follow(
         first=first,
         started=opened.started,
         partial=partial,
+        span=opened.span,
     )
 
 
@@ -603,6 +730,7 @@ async def _committed(
     first: Chunk,
     started: float,
     partial: Partial,
+    span: AttemptSpan,
 ) -> AsyncGenerator[Chunk]:
     """The stream after its first chunk: a stall, cut or error is a StreamInterrupted."""
     engine = run.engine
@@ -611,6 +739,7 @@ async def _committed(
     last = first
     delivered = 1
     try:
+        span.chunk(first_at, started)
         partial.add(first)
         yield first
         while True:
@@ -622,6 +751,7 @@ async def _committed(
                     break
             if scope.cancelled_caught:
                 raise run.timed_out(candidate, limit, "stall_timeout")
+            span.chunk(engine.clock.monotonic(), started)
             partial.add(chunk)
             last = chunk
             delivered += 1
@@ -629,6 +759,7 @@ async def _committed(
         if last.finish_reason is None:
             raise _ended(call)
     except ProviderError as exc:
+        span.failed(engine.clock.monotonic() - started, "stream_interrupted", str(exc))
         engine.state.record_failure(candidate.model)
         usage = partial.usage or exc.usage
         run.record(
@@ -654,10 +785,19 @@ async def _committed(
         interrupted.trace = run.trace
         raise interrupted from None
     except BaseException:  # closed early by the caller, or cancelled: hand back a probe
+        span.failed(engine.clock.monotonic() - started, "cancelled", "closed by the caller")
         engine.state.release(candidate.model)
         raise
     finally:
         await _aclose(source)
+    span.ok(
+        engine.clock.monotonic() - started,
+        usage=partial.usage,
+        cost=call.cost(partial.usage),
+        response_model=last.upstream_model,
+        response_id=last.response_id,
+        finish_reason=last.finish_reason,
+    )
     run.succeeded(candidate, started, partial.usage, first_at)
 
 
