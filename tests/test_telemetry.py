@@ -1,0 +1,266 @@
+"""Traces, metrics and logs, checked with the OpenTelemetry SDK's in-memory exporters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from tests.conftest import CANARY
+from tokenhub import Hub
+from tokenhub import _semconv as sc
+from tokenhub.errors import AuthenticationError
+from tokenhub.testing import FakeClock, FakeProvider, Reply
+
+pytestmark = pytest.mark.anyio
+
+HELLO = [{"role": "user", "content": "A private prompt about Zanzibar"}]
+
+
+class Otel:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def metrics(self) -> dict[str, Any]:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        return {
+            m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }
+
+
+@pytest.fixture
+def otel() -> Otel:
+    return Otel()
+
+
+def config(fake: FakeProvider, **failover: Any) -> dict[str, Any]:
+    return {
+        "providers": {"o": {"kind": "openai", "base_url": fake.openai_base_url, "api_key": CANARY}},
+        "models": {
+            "m1": {"provider": "o", "pricing": {"input": 1, "output": 1}},
+            "m2": {"provider": "o", "pricing": {"input": 2, "output": 2}},
+        },
+        "routing": {"mode": "cheap"},
+        "failover": failover,
+    }
+
+
+def hub(fake: FakeProvider, otel: Otel, clock: FakeClock | None = None, **failover: Any) -> Hub:
+    return Hub.from_config(
+        config(fake, **failover),
+        clock=clock or FakeClock(),
+        tracer_provider=otel.tracer_provider,
+        meter_provider=otel.meter_provider,
+    )
+
+
+class TestSpans:
+    async def test_route_and_attempt_spans_across_a_failover(
+        self, fake: FakeProvider, otel: Otel
+    ) -> None:
+        """One INTERNAL route span parents one CLIENT span per attempt, with GenAI attributes."""
+        fake.script("m1", Reply(status=503))
+        fake.script("m2", Reply(text="hi", usage=(11, 3)))
+        async with hub(fake, otel) as h:
+            r = await h.chat(HELLO, temperature=0.5, max_tokens=50)
+        spans = {s.name: s for s in otel.spans.get_finished_spans()}
+        assert {"tokenhub.route", "chat m1", "chat m2"} == set(spans)
+        route, failed, ok = spans["tokenhub.route"], spans["chat m1"], spans["chat m2"]
+        assert (SpanKind.INTERNAL, SpanKind.CLIENT, SpanKind.CLIENT) == (
+            route.kind,
+            failed.kind,
+            ok.kind,
+        )
+        assert failed.parent is not None
+        assert ok.parent is not None
+        assert route.context.span_id == failed.parent.span_id == ok.parent.span_id
+        assert {
+            sc.ATTEMPT_COUNT: 2,
+            sc.FALLBACK_USED: True,
+            sc.ROUTE_CHOSEN: "m2",
+            sc.ROUTE_MODE: "cheap",
+            sc.REQUEST_ID: r.request_id,
+        }.items() <= dict(route.attributes or {}).items()
+        attrs = dict(ok.attributes or {})
+        assert {
+            sc.OPERATION_NAME: "chat",
+            sc.PROVIDER_NAME: "openai",
+            sc.REQUEST_MODEL: "m2",
+            sc.RESPONSE_MODEL: "m2",
+            sc.RESPONSE_ID: r.response_id,
+            sc.RESPONSE_FINISH_REASONS: ("stop",),
+            sc.USAGE_INPUT_TOKENS: 11,
+            sc.USAGE_OUTPUT_TOKENS: 3,
+            sc.SERVER_ADDRESS: "127.0.0.1",
+            sc.SERVER_PORT: fake.port,
+            sc.REQUEST_TEMPERATURE: 0.5,
+            sc.REQUEST_MAX_TOKENS: 50,
+            sc.ATTEMPT_INDEX: 2,
+        }.items() <= attrs.items()
+        assert StatusCode.UNSET == ok.status.status_code
+        assert (StatusCode.ERROR, "overloaded") == (
+            failed.status.status_code,
+            dict(failed.attributes or {})[sc.ERROR_TYPE],
+        )
+        assert [] == [e for s in spans.values() for e in s.events if e.name == "exception"]
+
+    async def test_traceparent_reaches_the_provider(self, fake: FakeProvider, otel: Otel) -> None:
+        """Each attempt's W3C traceparent is sent upstream and names that attempt's span."""
+        async with hub(fake, otel) as h:
+            await h.chat(HELLO)
+        attempt = next(s for s in otel.spans.get_finished_spans() if s.kind == SpanKind.CLIENT)
+        version, trace_id, span_id, _ = fake.requests[0].headers["traceparent"].split("-")
+        assert ("00", f"{attempt.context.trace_id:032x}", f"{attempt.context.span_id:016x}") == (
+            version,
+            trace_id,
+            span_id,
+        )
+
+    async def test_no_traceparent_without_an_sdk(self, fake: FakeProvider) -> None:
+        """With only the API (no SDK), nothing is recorded and no trace header is sent."""
+        async with Hub.from_config(config(fake), clock=FakeClock()) as h:
+            await h.chat(HELLO)
+        assert "traceparent" not in fake.requests[0].headers
+
+    async def test_backoff_is_a_span_event(self, fake: FakeProvider, otel: Otel) -> None:
+        """Waits between attempts appear as tokenhub.backoff events with their delay."""
+        fake.script("m1", Reply(status=429, headers={"retry-after": "2"}))
+        cfg_hub = Hub.from_config(
+            {**config(fake), "models": {"m1": {"provider": "o"}}},
+            clock=FakeClock(),
+            tracer_provider=otel.tracer_provider,
+            meter_provider=otel.meter_provider,
+        )
+        async with cfg_hub as h:
+            await h.chat(HELLO)
+        route = next(s for s in otel.spans.get_finished_spans() if s.name == "tokenhub.route")
+        assert [("tokenhub.backoff", pytest.approx(2.2))] == [
+            (e.name, (e.attributes or {})["delay_s"]) for e in route.events
+        ]
+
+    async def test_failed_request_status_is_scrubbed(self, fake: FakeProvider, otel: Otel) -> None:
+        """A provider message echoing the key never reaches span status or attributes."""
+        body = {
+            "error": {
+                "message": f"Incorrect API key provided: {CANARY}",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        }
+        fake.default(None, Reply(status=401, body=body))
+        async with hub(fake, otel) as h:
+            with pytest.raises(AuthenticationError):
+                await h.chat(HELLO)
+        for span in otel.spans.get_finished_spans():
+            text = (
+                f"{span.status.description} {span.attributes} {[e.attributes for e in span.events]}"
+            )
+            assert CANARY not in text
+            assert CANARY[:12] not in text
+            assert StatusCode.ERROR == span.status.status_code or span.kind != SpanKind.CLIENT
+
+    async def test_stream_records_time_to_first_chunk(self, fake: FakeProvider, otel: Otel) -> None:
+        """A streamed attempt carries its time to first chunk, and per-chunk timings are metered."""
+        async with hub(fake, otel) as h:
+            _ = [c async for c in h.stream(HELLO)]
+        attempt = next(s for s in otel.spans.get_finished_spans() if s.kind == SpanKind.CLIENT)
+        assert sc.RESPONSE_TIME_TO_FIRST_CHUNK in (attempt.attributes or {})
+        metrics = otel.metrics()
+        assert sc.TIME_TO_FIRST_CHUNK in metrics
+        assert sc.TIME_PER_OUTPUT_CHUNK in metrics
+
+
+class TestMetrics:
+    async def test_names_units_buckets_and_bounded_attributes(
+        self, fake: FakeProvider, otel: Otel
+    ) -> None:
+        """GenAI metrics use the spec's units and bucket boundaries; no ids or prompts as attributes."""
+        fake.script("m1", Reply(status=503))
+        fake.script("m2", Reply(text="hi", usage=(11, 3)))
+        async with hub(fake, otel) as h:
+            await h.chat(HELLO)
+        metrics = otel.metrics()
+        duration, tokens = metrics[sc.OPERATION_DURATION], metrics[sc.TOKEN_USAGE]
+        assert ("s", "{token}") == (duration.unit, tokens.unit)
+        assert list(sc.DURATION_BUCKETS) == list(duration.data.data_points[0].explicit_bounds)
+        assert [4.0**i for i in range(14)] == list(tokens.data.data_points[0].explicit_bounds)
+        assert {("input", 11), ("output", 3)} == {
+            (p.attributes[sc.TOKEN_TYPE], p.sum) for p in tokens.data.data_points
+        }
+        errors = {p.attributes.get(sc.ERROR_TYPE) for p in duration.data.data_points}
+        assert {None, "overloaded"} == errors
+        outcomes = {
+            (p.attributes[sc.REQUEST_MODEL], p.attributes[sc.OUTCOME]): p.value
+            for p in metrics[sc.ATTEMPTS].data.data_points
+        }
+        assert {("m1", "overloaded"): 1, ("m2", "ok"): 1} == outcomes
+        assert 1 == metrics[sc.FAILOVERS].data.data_points[0].value
+        assert (11 * 2 + 3 * 2) / 1e6 == pytest.approx(metrics[sc.COST].data.data_points[0].value)
+        allowed = {
+            sc.OPERATION_NAME,
+            sc.PROVIDER_NAME,
+            sc.REQUEST_MODEL,
+            sc.RESPONSE_MODEL,
+            sc.SERVER_ADDRESS,
+            sc.SERVER_PORT,
+            sc.ERROR_TYPE,
+            sc.TOKEN_TYPE,
+            sc.OUTCOME,
+            sc.MODEL,
+        }
+        for metric in metrics.values():
+            for point in metric.data.data_points:
+                assert set(point.attributes) <= allowed, metric.name
+
+    async def test_breaker_state_gauge(self, fake: FakeProvider, otel: Otel) -> None:
+        """The breaker gauge reports 1 for an open circuit."""
+        fake.default("m1", Reply(status=503))
+        async with hub(fake, otel) as h:
+            for _ in range(5):
+                await h.chat(HELLO)
+        points = {
+            p.attributes[sc.MODEL]: p.value
+            for p in otel.metrics()[sc.BREAKER_STATE].data.data_points
+        }
+        assert {"m1": 1, "m2": 0} == points
+
+
+class TestLogs:
+    async def test_one_record_per_failed_attempt_and_per_outcome(
+        self, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Attempt failures and request outcomes are logged with structured fields and no prompt."""
+        fake.script("m1", Reply(status=503))
+        with caplog.at_level(logging.DEBUG, logger="tokenhub"):
+            async with Hub.from_config(config(fake), clock=FakeClock()) as h:
+                r = await h.chat(HELLO)
+        records = [rec for rec in caplog.records if rec.name == "tokenhub.request"]
+        assert 2 == len(records)
+        failed, outcome = records
+        assert (r.request_id, "m1", "overloaded", 1) == (
+            failed.request_id,
+            failed.model,
+            failed.error_class,
+            failed.attempt,
+        )  # type: ignore[attr-defined]
+        assert (r.request_id, "m2", None, 2) == (
+            outcome.request_id,
+            outcome.model,
+            outcome.error_class,
+            outcome.attempt,
+        )  # type: ignore[attr-defined]
+        for rec in caplog.records:
+            assert "Zanzibar" not in rec.getMessage()
+            assert "Zanzibar" not in str(rec.__dict__)
