@@ -146,9 +146,10 @@ class TestSpans:
         async with cfg_hub as h:
             await h.chat(HELLO)
         route = next(s for s in otel.spans.get_finished_spans() if s.name == "tokenhub.route")
-        assert [("tokenhub.backoff", pytest.approx(2.2))] == [
+        events: list[tuple[str, Any]] = [
             (e.name, (e.attributes or {})["delay_s"]) for e in route.events
         ]
+        assert [("tokenhub.backoff", pytest.approx(2.2))] == events
 
     async def test_failed_request_status_is_scrubbed(self, fake: FakeProvider, otel: Otel) -> None:
         """A provider message echoing the key never reaches span status or attributes."""
@@ -249,18 +250,9 @@ class TestLogs:
         records = [rec for rec in caplog.records if rec.name == "tokenhub.request"]
         assert 2 == len(records)
         failed, outcome = records
-        assert (r.request_id, "m1", "overloaded", 1) == (
-            failed.request_id,
-            failed.model,
-            failed.error_class,
-            failed.attempt,
-        )  # type: ignore[attr-defined]
-        assert (r.request_id, "m2", None, 2) == (
-            outcome.request_id,
-            outcome.model,
-            outcome.error_class,
-            outcome.attempt,
-        )  # type: ignore[attr-defined]
+        fields = ("request_id", "model", "error_class", "attempt")
+        assert (r.request_id, "m1", "overloaded", 1) == tuple(getattr(failed, f) for f in fields)
+        assert (r.request_id, "m2", None, 2) == tuple(getattr(outcome, f) for f in fields)
         for rec in caplog.records:
             assert "Zanzibar" not in rec.getMessage()
             assert "Zanzibar" not in str(rec.__dict__)
