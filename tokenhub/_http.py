@@ -35,11 +35,18 @@ class TransportError(Exception):
 
 
 class HttpResponse(NamedTuple):
-    """A complete response: status, lower-cased headers and the raw body."""
+    """A complete response: status, lower-cased headers and the raw body.
+
+    Its repr shows neither headers nor body: error bodies can echo credentials,
+    and reprs end up in tracebacks rendered with their locals.
+    """
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def __repr__(self) -> str:
+        return f"HttpResponse(status={self.status}, body=<{len(self.body)} bytes>)"
 
 
 class HttpStream(Protocol):

@@ -94,8 +94,10 @@ class HttpxClient:
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         """POST and read the whole response."""
         client = self._get()
+        request = client.build_request("POST", url, content=body, headers=headers)
+        del headers  # no plaintext credential in this frame's locals from here on
         try:
-            r = await client.post(url, content=body, headers=headers)
+            r = await client.send(request)
         except httpx.HTTPError as exc:
             raise _translate(exc) from None
         return HttpResponse(r.status_code, r.headers, r.content)
@@ -107,6 +109,7 @@ class HttpxClient:
         """POST and yield the open streaming response; the connection is released on exit."""
         client = self._get()
         request = client.build_request("POST", url, content=body, headers=headers)
+        del headers  # no plaintext credential in this frame's locals while the stream is open
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ if TYPE_CHECKING:
 
     from tokenhub._secret import Secret
 
-__all__ = ["MASK", "looks_like_key", "register", "scrub", "truncate"]
+__all__ = ["MASK", "ScrubFilter", "get_logger", "looks_like_key", "register", "scrub", "truncate"]
 
 MASK = "[REDACTED]"
 
@@ -46,6 +47,26 @@ def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
         if len(value) >= 2 * _MIN_FRAGMENT:
             text = text.replace(value[:_MIN_FRAGMENT], MASK).replace(value[-_MIN_FRAGMENT:], MASK)
     return _KEY_SHAPES.sub(MASK, text)
+
+
+class ScrubFilter(logging.Filter):
+    """Scrub every known secret out of a record's message before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message if it contains a secret; never drop it."""
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return a tokenhub logger with the scrubbing filter attached (once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+        logger.addFilter(ScrubFilter())
+    return logger
 
 
 def looks_like_key(text: str) -> bool:

@@ -195,9 +195,11 @@ class HTTPProvider:
         """Send a non-streaming request; the key is resolved now and used once."""
         key = self.settings.key()
         payload = dumps(self.encode(call, stream=False)).encode()
-        headers = self._headers(call, self._auth(key))
         try:
-            r = await self._http.post_json(self._url(self.path), headers, payload)
+            # The headers are built inline: no local holds the plaintext key when we raise.
+            r = await self._http.post_json(
+                self._url(self.path), self._headers(call, self._auth(key)), payload
+            )
         except TransportError as exc:
             raise self._transport_error(call, exc) from None
         if r.status != 200:
@@ -213,9 +215,10 @@ class HTTPProvider:
         """Send a streaming request and yield its chunks."""
         key = self.settings.key()
         payload = dumps(self.encode(call, stream=True)).encode()
-        headers = self._headers(call, self._auth(key))
         try:
-            async with self._http.post_stream(self._url(self.path), headers, payload) as s:
+            async with self._http.post_stream(
+                self._url(self.path), self._headers(call, self._auth(key)), payload
+            ) as s:
                 if s.status != 200:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)

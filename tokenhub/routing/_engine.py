@@ -31,6 +31,7 @@ import attrs
 
 from tokenhub import _semconv as sc
 from tokenhub._models import Message, ToolCall
+from tokenhub._redact import get_logger
 from tokenhub._telemetry import finish_route
 from tokenhub.errors import (
     ContextOverflowError,
@@ -64,7 +65,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     Opener = Callable[["Call", "Provider"], Awaitable[T]]
 _MIN_SHRUNK_OUTPUT = 64
-_log = logging.getLogger("tokenhub.request")
+_log = get_logger("tokenhub.request")
 _SAME_MODEL_RETRY = frozenset({ErrorClass.OVERLOADED, ErrorClass.TRANSIENT})
 
 
@@ -440,9 +441,14 @@ def _error_type(exc: BaseException) -> str:
 
 
 def _raise(exc: BaseException, run: Run) -> NoReturn:
+    """Raise a final error with its trace, and without the adapter's frames.
+
+    Adapter and HTTP frames hold raw bodies and request headers in their locals;
+    tracebacks rendered with locals (Sentry, structlog) must not show them.
+    """
     if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
         exc.trace = run.trace
-    raise exc
+    raise exc.with_traceback(None)
 
 
 class _Opened(Generic[T]):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import math
 import string
 import struct
 from typing import TYPE_CHECKING, Protocol
 
 from tokenhub._models import ImagePart, TextPart
+from tokenhub._redact import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,7 +115,7 @@ def make_counter(spec: str) -> Counter:
             try:
                 exact.append(tiktoken_counter(encoding))
             except Exception as exc:  # noqa: BLE001 - any failure means "use the heuristic"
-                logging.getLogger("tokenhub.routing").warning(
+                get_logger("tokenhub.routing").warning(
                     "tiktoken encoding %r unavailable (%s); estimating tokens heuristically",
                     encoding,
                     type(exc).__name__,

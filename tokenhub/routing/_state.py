@@ -7,13 +7,13 @@ router skips what it says is blocked; the failover engine feeds it.
 from __future__ import annotations
 
 import collections
-import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from tokenhub._redact import get_logger
 from tokenhub.routing._health import Breaker, BreakerSettings
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Block", "RuntimeState"]
 
-_log = logging.getLogger("tokenhub.failover")
+_log = get_logger("tokenhub.failover")
 
 _SAMPLES = 64
 
