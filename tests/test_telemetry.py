@@ -256,3 +256,32 @@ class TestLogs:
         for rec in caplog.records:
             assert "Zanzibar" not in rec.getMessage()
             assert "Zanzibar" not in str(rec.__dict__)
+
+
+class TestJsonLogs:
+    async def test_json_lines_with_fields(self, fake: FakeProvider) -> None:
+        """enable_json_logs writes one JSON object per record with the structured fields."""
+        import io
+        import json
+
+        from tokenhub import enable_json_logs
+
+        stream = io.StringIO()
+        handler = enable_json_logs(stream=stream)
+        try:
+            fake.script("m1", Reply(status=503))
+            async with Hub.from_config(config(fake), clock=FakeClock()) as h:
+                r = await h.chat(HELLO)
+        finally:
+            logging.getLogger("tokenhub").removeHandler(handler)
+            logging.getLogger("tokenhub").setLevel(logging.NOTSET)
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert ["tokenhub.request", "tokenhub.request"] == [line["logger"] for line in lines]
+        assert {
+            "request_id": r.request_id,
+            "model": "m1",
+            "error_class": "overloaded",
+            "attempt": 1,
+        }.items() <= lines[0].items()
+        assert {"time", "level", "message", "provider", "latency_ms", "delay_s"} <= set(lines[0])
+        assert "Zanzibar" not in stream.getvalue()

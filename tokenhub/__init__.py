@@ -12,6 +12,7 @@ import logging as _logging
 
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
+from tokenhub._logs import enable_json_logs as enable_json_logs
 from tokenhub._models import ChatResponse as ChatResponse
 from tokenhub._models import Chunk as Chunk
 from tokenhub._models import Message as Message
@@ -44,4 +45,5 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "__version__",
+    "enable_json_logs",
 ]
