@@ -25,6 +25,14 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
             ],
         ),
         (
+            "prometheus_metrics.py",
+            [
+                'gen_ai_client_operation_duration_seconds_count{error_type="overloaded"',
+                'tokenhub_router_attempts_total{gen_ai_operation_name="chat"',
+                'tokenhub_router_failovers_total{error_type="overloaded"',
+            ],
+        ),
+        (
             "sync_tools.py",
             [
                 "get_weather({'city': 'Paris'}) id=toolu_1",
