@@ -441,7 +441,7 @@ class ChatStream:
         self._request = request
         self._trace = trace
         self._timeout = timeout
-        from tokenhub.routing._engine import Partial  # noqa: PLC0415 - loaded with the first Hub
+        from tokenhub.routing._partial import Partial  # noqa: PLC0415 - loaded with the first Hub
 
         self._partial = Partial()
         self._run: _engine.Run | None = None
