@@ -231,6 +231,16 @@ class TestSyncHub:
                 t.join()
                 assert ["echo: Hello"] == results
 
+    def test_same_methods_as_the_hub(self) -> None:
+        """Every public Hub method has a SyncHub counterpart."""
+        public = {n for n in dir(Hub) if not n.startswith("_")} - {"aclose", "from_config"}
+        assert public <= {n for n in dir(SyncHub) if not n.startswith("_")}
+        sync = SyncHub.from_config(
+            {"providers": {"o": {"kind": "openai"}}, "models": {"m": {"provider": "o"}}}
+        )
+        assert (("m",), {"models": {}, "credentials": {}}) == (sync.models, sync.health())
+        assert sync.capabilities("m").tools
+
     def test_stream_closed_early(self) -> None:
         """Breaking out of a sync stream releases it; the hub keeps working."""
         with (

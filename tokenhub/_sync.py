@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message
+    from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
 
 __all__ = ["SyncChatStream", "SyncHub"]
@@ -44,6 +45,27 @@ class SyncHub:
     def hub(self) -> Hub:
         """The underlying async Hub."""
         return self._hub
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The configured model names."""
+        return self._hub.models
+
+    def capabilities(self, model: str) -> Capabilities:
+        """:meth:`Hub.capabilities`."""
+        return self._hub.capabilities(model)
+
+    def health(self) -> dict[str, Any]:
+        """:meth:`Hub.health`."""
+        return self._hub.health()
+
+    def enable_credential(self, provider: str) -> None:
+        """:meth:`Hub.enable_credential`."""
+        self._hub.enable_credential(provider)
+
+    def add_provider(self, name: str, provider: Provider) -> None:
+        """:meth:`Hub.add_provider`."""
+        self._hub.add_provider(name, provider)
 
     def _get_portal(self) -> BlockingPortal:
         if self._portal is None:
