@@ -237,6 +237,33 @@ class TestMetrics:
         }
         assert {"m1": 1, "m2": 0} == points
 
+    async def test_rate_limit_remaining_gauge(self, fake: FakeProvider, otel: Otel) -> None:
+        """Remaining requests and tokens from the provider's headers are reported per model."""
+        headers = {"x-ratelimit-remaining-requests": "99", "x-ratelimit-remaining-tokens": "1500"}
+        fake.script("m1", Reply(text="ok", headers=headers))
+        async with hub(fake, otel) as h:
+            await h.chat(HELLO)
+        points = {
+            (p.attributes[sc.MODEL], p.attributes[sc.RATELIMIT_KIND]): p.value
+            for p in otel.metrics()[sc.RATELIMIT_REMAINING].data.data_points
+        }
+        assert {("m1", "requests"): 99, ("m1", "tokens"): 1500} == points
+
+    async def test_anthropic_stream_remaining_headers(self, fake: FakeProvider, otel: Otel) -> None:
+        """Anthropic's headers on a stream feed the same gauge."""
+        cfg = {
+            "providers": {"a": {"kind": "anthropic", "base_url": fake.anthropic_base_url}},
+            "models": {"c": {"provider": "a"}},
+        }
+        fake.script("c", Reply(text="ok", headers={"anthropic-ratelimit-requests-remaining": "7"}))
+        async with Hub.from_config(cfg, meter_provider=otel.meter_provider) as h:
+            _ = [c async for c in h.stream(HELLO)]
+        points = {
+            (p.attributes[sc.MODEL], p.attributes[sc.RATELIMIT_KIND]): p.value
+            for p in otel.metrics()[sc.RATELIMIT_REMAINING].data.data_points
+        }
+        assert {("c", "requests"): 7} == points
+
 
 class TestLogs:
     async def test_one_record_per_failed_attempt_and_per_outcome(

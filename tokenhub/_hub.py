@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import aclosing
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
@@ -300,6 +301,7 @@ class Hub:
             request_id=request_id,
             max_output_tokens=m.config.max_output_tokens,
             pricing=m.config.pricing,
+            observe=partial(self._state.observe_limits, m.name),
         )
         return m.provider, call
 

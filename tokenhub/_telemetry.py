@@ -99,6 +99,18 @@ class Telemetry:
             unit="1",
             description="Circuit state per model: 0 closed, 1 open, 2 half-open.",
         )
+        meter.create_observable_gauge(
+            sc.RATELIMIT_REMAINING,
+            callbacks=[self._remaining],
+            unit="1",
+            description="Requests or tokens left in the provider's rate-limit window, per model.",
+        )
+
+    def _remaining(self, _options: Any) -> list[metrics.Observation]:
+        return [
+            metrics.Observation(value, {sc.MODEL: model, sc.RATELIMIT_KIND: kind})
+            for (model, kind), value in self._state.remaining().items()
+        ]
 
     def _breakers(self, _options: Any) -> list[metrics.Observation]:
         models = self._state.snapshot()["models"]

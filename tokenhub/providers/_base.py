@@ -202,6 +202,8 @@ class HTTPProvider:
             )
         except TransportError as exc:
             raise self._transport_error(call, exc) from None
+        if call.observe is not None:
+            call.observe(r.headers)
         if r.status != 200:
             raise self._http_error(call, r, key)
         try:
@@ -219,6 +221,8 @@ class HTTPProvider:
             async with self._http.post_stream(
                 self._url(self.path), self._headers(call, self._auth(key)), payload
             ) as s:
+                if call.observe is not None:
+                    call.observe(s.headers)
                 if s.status != 200:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)

@@ -83,6 +83,10 @@ class Call:
     pricing: Pricing | None = None
     #: Extra headers for this attempt (the W3C ``traceparent`` when tracing).
     headers: dict[str, str] = attrs.field(factory=dict)
+    #: Adapters pass every response's headers here (rate-limit state); may be ``None``.
+    observe: Callable[[Mapping[str, str]], None] | None = attrs.field(
+        default=None, repr=False, eq=False
+    )
 
     def cost(self, usage: Usage | None) -> float | None:
         """Price ``usage`` at this model's rates (``None`` without pricing or usage)."""

@@ -17,13 +17,17 @@ from tokenhub._redact import get_logger
 from tokenhub.routing._health import Breaker, BreakerSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 __all__ = ["Block", "RuntimeState"]
 
 _log = get_logger("tokenhub.failover")
 
 _SAMPLES = 64
+_REMAINING = {
+    "requests": ("x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"),
+    "tokens": ("x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"),
+}
 
 
 @attrs.frozen
@@ -81,6 +85,7 @@ class RuntimeState:
         self._stats: dict[str, _Stats] = {}
         self._credentials: dict[str, tuple[float, str]] = {}
         self._output_tokens: float | None = None
+        self._remaining: dict[tuple[str, str], int] = {}
 
     def _get(self, model: str) -> _Stats:
         s = self._stats.get(model)
@@ -141,6 +146,19 @@ class RuntimeState:
     def release(self, model: str) -> None:
         """Give back a half-open probe whose outcome says nothing about health."""
         self._get(model).breaker.probing = False
+
+    def observe_limits(self, model: str, headers: Mapping[str, str]) -> None:
+        """Remember the provider's remaining request and token allowances for ``model``."""
+        for kind, names in _REMAINING.items():
+            for name in names:
+                value = headers.get(name)
+                if value is not None and value.isdigit():
+                    self._remaining[model, kind] = int(value)
+                    break
+
+    def remaining(self) -> dict[tuple[str, str], int]:
+        """The last remaining allowance seen per (model, ``requests``/``tokens``)."""
+        return dict(self._remaining)
 
     def cool_down(self, model: str, seconds: float) -> None:
         """Send nothing to ``model`` for ``seconds`` (a rate limit's wait hint)."""
