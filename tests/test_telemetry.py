@@ -220,6 +220,7 @@ class TestMetrics:
             sc.TOKEN_TYPE,
             sc.OUTCOME,
             sc.MODEL,
+            sc.RATELIMIT_KIND,
         }
         for metric in metrics.values():
             for point in metric.data.data_points:
