@@ -22,12 +22,13 @@ async def fake() -> AsyncIterator[FakeProvider]:
         yield f
 
 
-def config_for(fake: FakeProvider, **timeouts: float) -> dict[str, Any]:
+def config_for(fake: FakeProvider, http: str = "httpx", **timeouts: float) -> dict[str, Any]:
     """A config with one model per built-in adapter, all served by ``fake``.
 
     Same-model retries are off, so that each scripted reply answers one call.
     """
-    t = {"timeouts": timeouts} if timeouts else {}
+    t: dict[str, Any] = {"timeouts": timeouts} if timeouts else {}
+    t["http"] = http
     return {
         "failover": {"max_retries": 0},
         "providers": {
@@ -68,9 +69,15 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def http_impl(request: pytest.FixtureRequest) -> str:
+    """The HTTP implementation under test: every adapter test runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_hub(fake: FakeProvider, clock: FakeClock) -> Callable[..., Hub]:
+def make_hub(fake: FakeProvider, clock: FakeClock, http_impl: str) -> Callable[..., Hub]:
     def make(**timeouts: float) -> Hub:
-        return Hub.from_config(config_for(fake, **timeouts), clock=clock)
+        return Hub.from_config(config_for(fake, http_impl, **timeouts), clock=clock)
 
     return make

@@ -57,7 +57,9 @@ def error_texts(exc: BaseException) -> list[str]:
     return texts
 
 
+@pytest.mark.parametrize("http", ["httpx", "aiohttp"])
 async def test_no_key_escapes(
+    http: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -76,11 +78,13 @@ async def test_no_key_escapes(
             "providers": {
                 "o": {
                     "kind": "openai",
+                    "http": http,
                     "base_url": fake.openai_base_url,
                     "api_key": {"env": "TOKENHUB_CANARY_KEY"},
                 },
                 "a": {
                     "kind": "anthropic",
+                    "http": http,
                     "base_url": fake.anthropic_base_url,
                     "api_key": literal_key,
                 },
@@ -170,7 +174,7 @@ async def test_no_key_escapes(
     everything = "\n".join(captured)
     assert any(f"Bearer {env_key}" == h for h in seen_headers)  # positive control
     assert any(literal_key == h for h in seen_headers)
-    assert len(caplog.records) > 20  # the logs really were captured (httpx and tokenhub)
+    assert len(caplog.records) > 20  # the logs really were captured (HTTP stack and tokenhub)
     for key in (env_key, literal_key):
         for variant in variants(key):
             where = everything.find(variant)

@@ -334,3 +334,21 @@ class TestFailoverConfig:
         cfg = base()
         cfg["failover"] = failover
         assert expected == errors_of(cfg)
+
+
+class TestHttpImplementation:
+    def test_unknown_implementation(self) -> None:
+        """Only httpx and aiohttp are accepted."""
+        cfg = base()
+        cfg["providers"]["openai"]["http"] = "requests"
+        assert [("providers.openai.http", "expected 'httpx' or 'aiohttp'")] == errors_of(cfg)
+
+    def test_aiohttp_missing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Choosing aiohttp without the extra installed is a config error naming the extra."""
+        import sys
+
+        monkeypatch.setitem(sys.modules, "aiohttp", None)
+        monkeypatch.delitem(sys.modules, "tokenhub._aiohttp", raising=False)
+        cfg = base()
+        cfg["providers"]["openai"]["http"] = "aiohttp"
+        assert [("providers.openai.http", "needs aiohttp: tokenhub[aiohttp]")] == errors_of(cfg)

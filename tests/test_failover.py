@@ -29,6 +29,16 @@ pytestmark = pytest.mark.anyio
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
+HTTP = {"impl": "httpx"}
+
+
+@pytest.fixture(autouse=True, params=["httpx", "aiohttp"])
+def http_impl(request: pytest.FixtureRequest) -> str:
+    """Run the whole fault suite on both HTTP implementations."""
+    HTTP["impl"] = str(request.param)
+    return HTTP["impl"]
+
+
 def config(
     fake: FakeProvider,
     *names: str,
@@ -47,6 +57,7 @@ def config(
             "o": {
                 "kind": "openai",
                 "base_url": fake.openai_base_url,
+                "http": HTTP["impl"],
                 "api_key": "sk-test-abcdefgh12345678",
             }
         },
@@ -255,7 +266,13 @@ class TestStreams:
     async def test_pings_do_not_count_as_progress(self, fake: FakeProvider) -> None:
         """Anthropic pings during a stall do not reset the stall timer."""
         cfg = {
-            "providers": {"a": {"kind": "anthropic", "base_url": fake.anthropic_base_url}},
+            "providers": {
+                "a": {
+                    "kind": "anthropic",
+                    "base_url": fake.anthropic_base_url,
+                    "http": HTTP["impl"],
+                }
+            },
             "models": {"c": {"provider": "a"}},
             "failover": {"stall_timeout": 0.3},
         }
@@ -406,7 +423,11 @@ class TestRequestProblems:
     async def test_auth_failure_takes_the_credential_out(self, fake: FakeProvider) -> None:
         """A 401 disables that provider's key; its models are skipped until an operator re-enables it."""
         cfg = config(fake, "m1")
-        cfg["providers"]["b"] = {"kind": "anthropic", "base_url": fake.anthropic_base_url}
+        cfg["providers"]["b"] = {
+            "kind": "anthropic",
+            "base_url": fake.anthropic_base_url,
+            "http": HTTP["impl"],
+        }
         cfg["models"]["c"] = {"provider": "b", "pricing": {"input": 9, "output": 9}}
         fake.script("m1", Reply(status=401))
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
@@ -501,7 +522,13 @@ class TestAccounting:
     async def test_interrupted_stream_bills_what_it_got(self, fake: FakeProvider) -> None:
         """An Anthropic stream cut after output reports its partial usage and cost in the trace."""
         cfg = {
-            "providers": {"a": {"kind": "anthropic", "base_url": fake.anthropic_base_url}},
+            "providers": {
+                "a": {
+                    "kind": "anthropic",
+                    "base_url": fake.anthropic_base_url,
+                    "http": HTTP["impl"],
+                }
+            },
             "models": {"c": {"provider": "a", "pricing": {"input": 1, "output": 1}}},
         }
         fake.script("c", Reply(text="a b c d", usage=(50, 4), cut_after=2))

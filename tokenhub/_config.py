@@ -139,6 +139,7 @@ class ProviderConfig:
     timeouts: Timeouts = Timeouts()
     max_connections: int = 100
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    http: str = "httpx"
 
     @property
     def base_urls(self) -> tuple[str, ...]:
@@ -490,6 +491,8 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         )
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
+        if p.http not in ("httpx", "aiohttp"):
+            errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
     f = cfg.failover
     errors.extend(
         (f"failover.{key}", "must be positive")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig
+    from tokenhub._http import HttpClient
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
     from tokenhub.providers import Call, Capabilities, Provider
     from tokenhub.routing import RouteTrace, _engine
@@ -174,9 +175,19 @@ class Hub:
             factory = find_kind(p.kind)
             if factory is None:  # pragma: no cover - parse_config checked the kind
                 raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-            http = HttpxClient(
-                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-            )
+            if p.http == "aiohttp":
+                try:
+                    from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
+                except ImportError:
+                    errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
+                    continue
+                http: HttpClient = AiohttpClient(
+                    timeouts=p.timeouts, max_connections=p.max_connections
+                )
+            else:
+                http = HttpxClient(
+                    timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
+                )
             settings = ProviderSettings(
                 name=name,
                 kind=p.kind,
