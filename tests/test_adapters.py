@@ -781,6 +781,31 @@ class TestErrors:
         assert e.__cause__ is None
         assert e.__context__ is None
 
+    @pytest.mark.parametrize("model", MODELS)
+    @pytest.mark.parametrize("stream", [False, True])
+    async def test_redirect_is_not_followed(
+        self, fake: FakeProvider, http_impl: str, model: str, *, stream: bool
+    ) -> None:
+        """A 307 to another host is never followed (the key stays home) and is not echoed."""
+        async with FakeProvider() as elsewhere:
+            other = elsewhere.url
+            target = f"{other}/v1/chat/completions?key={CANARY}"
+            body = f"<html>Redirecting to {target}</html>"
+            fake.script(UPSTREAM[model], Reply(status=307, headers={"location": target}, body=body))
+            async with Hub.from_config(config_for(fake, http_impl)) as hub:
+                with pytest.raises(InvalidRequestError) as info:
+                    if stream:
+                        await collect(hub, model)
+                    else:
+                        await hub.chat(HELLO, model=model)
+            assert [] == elsewhere.requests
+        e = info.value
+        assert (ErrorClass.INVALID_REQUEST, 307) == (e.error_class, e.status)
+        assert "redirect" in e.message
+        for text in (str(e), repr(e), e.message):
+            assert other not in text
+            assert CANARY[:12] not in text
+
     async def test_reset_is_provider_down(
         self, fake: FakeProvider, make_hub: Callable[..., Hub]
     ) -> None:

@@ -1,7 +1,8 @@
 """The fast HTTP seam implementation on aiohttp (``pip install tokenhub[aiohttp]``).
 
-Same behaviour as :mod:`tokenhub._httpx` (timeouts, errors, cancellation), at a
-fraction of httpx's CPU per request. aiohttp runs on asyncio only.
+Same behaviour as :mod:`tokenhub._httpx` (timeouts, errors, cancellation, no
+redirects followed), at a fraction of httpx's CPU per request. aiohttp runs on
+asyncio only.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class AiohttpClient:
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         """POST and read the whole response."""
         session = self._get()
-        request = session.post(url, data=body, headers=dict(headers))
+        request = session.post(url, data=body, headers=dict(headers), allow_redirects=False)
         del headers  # no plaintext credential in this frame's locals from here on
         try:
             async with request as r:
@@ -103,7 +104,7 @@ class AiohttpClient:
     ) -> AsyncIterator[HttpStream]:
         """POST and yield the open streaming response; the connection is released on exit."""
         session = self._get()
-        request = session.post(url, data=body, headers=dict(headers))
+        request = session.post(url, data=body, headers=dict(headers), allow_redirects=False)
         del headers
         try:
             response = await request

@@ -65,7 +65,11 @@ class HttpStream(Protocol):
 
 
 class HttpClient(Protocol):
-    """What adapters need from HTTP."""
+    """What adapters need from HTTP.
+
+    Implementations never follow redirects: the request's headers carry the
+    credential, and a redirect could send them to another host.
+    """
 
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
         """POST ``body`` (JSON bytes) and return the whole response."""

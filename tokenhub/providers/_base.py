@@ -111,6 +111,13 @@ def classify_status(
     now: float,
 ) -> Classification:
     """Apply the rules shared by every adapter, after its provider-specific ones."""
+    if 300 <= status < 400:
+        # Quote neither the body nor Location: they name the target, query string and all.
+        return Classification(
+            ErrorClass.INVALID_REQUEST,
+            f"the provider answered with a redirect (HTTP {status}), which tokenhub does not "
+            "follow; check the base URL",
+        )
     text = f"{kind or ''} {code or ''} {message}"
     if status == 429:
         if _QUOTA.search(text):

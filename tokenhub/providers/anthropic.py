@@ -208,7 +208,7 @@ class AnthropicProvider(HTTPProvider):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
         """Classify by Anthropic's ``error.type`` first, then by status."""
         kind, code, message = error_envelope(body)
-        effective = _TYPES.get(kind or "", status)
+        effective = _TYPES.get(kind or "", status) if status >= 400 else status
         if effective == 529 or (status == 500 and kind == "overloaded_error"):
             effective = 529
         return classify_status(
