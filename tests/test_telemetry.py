@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytest
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -127,6 +128,32 @@ class TestSpans:
             trace_id,
             span_id,
         )
+
+    async def test_only_trace_context_is_sent_not_baggage(
+        self, fake: FakeProvider, otel: Otel
+    ) -> None:
+        """traceparent and tracestate go upstream; the caller's W3C baggage never does."""
+        parent = trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id=0x1234,
+                span_id=0x5678,
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                trace_state=trace.TraceState([("vendor", "v1")]),
+            )
+        )
+        ctx = baggage.set_baggage("user.email", "someone@example.com")
+        token = context.attach(trace.set_span_in_context(parent, ctx))
+        try:
+            async with hub(fake, otel) as h:
+                await h.chat(HELLO)
+        finally:
+            context.detach(token)
+        headers = fake.requests[0].headers
+        assert f"{0x1234:032x}" == headers["traceparent"].split("-")[1]
+        assert "vendor=v1" == headers["tracestate"]
+        assert "baggage" not in headers
+        assert "someone@example.com" not in str(dict(headers))
 
     async def test_no_traceparent_without_an_sdk(self, fake: FakeProvider) -> None:
         """With only the API (no SDK), nothing is recorded and no trace header is sent."""

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
-from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tokenhub import __version__
 from tokenhub import _semconv as sc
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["AttemptSpan", "Telemetry"]
 
 _BREAKER_CODES = {"closed": 0, "open": 1, "half_open": 2}
+# W3C trace context only, never the global propagator: its default also sends the
+# caller's baggage, which is none of the model provider's business.
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
 def _server(url: str | None) -> tuple[str, int] | None:
@@ -171,9 +174,7 @@ class Telemetry:
                 }
             )
         if span.get_span_context().is_valid:
-            headers: dict[str, str] = {}
-            inject(headers, context=trace.set_span_in_context(span))
-            call.headers.update(headers)
+            _TRACE_CONTEXT.inject(call.headers, context=trace.set_span_in_context(span))
         return AttemptSpan(self, span, attrs)
 
 
