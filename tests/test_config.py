@@ -167,7 +167,7 @@ class TestErrors:
                 {"env": CANARY, "x": 1},
                 "expected {'env': NAME}, {'vault': NAME} or a literal key string",
             ),
-            ({"vault": "openai"}, "vault references need the vault, not yet available"),
+            ({"vault": "openai"}, "vault references need 'store.path'"),
             ({"env": CANARY}, "'env' must name an environment variable (a key was pasted?)"),
             (
                 {"env": "gsk_" + "A1b2C3d4E5f6G7h8J9k0"},

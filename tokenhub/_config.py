@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, NewType, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -17,6 +17,9 @@ from tokenhub.errors import ConfigError, CredentialError
 from tokenhub.routing._health import BreakerSettings
 from tokenhub.routing._policy import MODES, Alias, Policy
 
+if TYPE_CHECKING:
+    from tokenhub._vault import Vault
+
 __all__ = [
     "CAPABILITIES",
     "EnvKey",
@@ -26,7 +29,9 @@ __all__ = [
     "ModelConfig",
     "Pricing",
     "ProviderConfig",
+    "StoreConfig",
     "Timeouts",
+    "VaultConfig",
     "VaultKey",
     "parse_config",
 ]
@@ -72,10 +77,14 @@ class VaultKey:
     """An API key sealed in the vault, decrypted per request."""
 
     vault: str
+    #: The Hub's vault, bound by ``Hub.from_config``.
+    source: Vault | None = attrs.field(default=None, eq=False, repr=False)
 
     def resolve(self, provider: str) -> Secret:
-        """Vault-sealed keys need the vault, which is not part of this release."""
-        raise CredentialError(f"provider {provider!r}: the vault is not available")
+        """Decrypt the key now; raises ``VaultLockedError`` while the vault is locked."""
+        if self.source is None:
+            raise CredentialError(f"provider {provider!r}: no vault is configured")
+        return self.source.get(self.vault)
 
 
 KeyRef = EnvKey | LiteralKey | VaultKey
@@ -188,6 +197,26 @@ class FailoverConfig:
 
 
 @attrs.frozen
+class StoreConfig:
+    """Where the SQLite store lives."""
+
+    path: str
+    busy_timeout: float = 5.0
+
+
+@attrs.frozen
+class VaultConfig:
+    """How the vault is unlocked and when it locks itself.
+
+    ``password`` is ``{"env": NAME}`` or ``{"file": PATH}``: the vault is
+    unlocked when the Hub is built. ``auto_lock`` locks after that many idle seconds.
+    """
+
+    password: Mapping[str, str] | None = None
+    auto_lock: float | None = None
+
+
+@attrs.frozen
 class HubConfig:
     """The whole configuration, as structured from the user's dict."""
 
@@ -197,6 +226,8 @@ class HubConfig:
     aliases: Mapping[str, Alias] = attrs.field(factory=dict)
     tokenizer: str = "heuristic"
     failover: FailoverConfig = attrs.field(factory=FailoverConfig)
+    store: StoreConfig | None = None
+    vault: VaultConfig = VaultConfig()
 
 
 def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
@@ -290,6 +321,14 @@ def parse_config(
     aliases = _structure_section(config, "aliases", Alias, errors)
     routing = _structure_one(config, "routing", Policy, errors)
     failover = _structure_one(config, "failover", FailoverConfig, errors)
+    store = None
+    if "store" in config:
+        try:
+            store = converter.structure(config["store"], StoreConfig)
+        except Exception as exc:  # noqa: BLE001 - reported by path like every section
+            errors.extend(validation_errors(exc, "store"))
+            store = StoreConfig("")
+    vault = _structure_one(config, "vault", VaultConfig, errors)
     tokenizer = config.get("tokenizer", "heuristic")
     if not isinstance(tokenizer, str) or not (
         tokenizer == "heuristic" or tokenizer.partition(":")[0] == "tiktoken"
@@ -303,6 +342,8 @@ def parse_config(
         aliases=aliases,
         tokenizer=tokenizer,
         failover=failover,
+        store=store,
+        vault=vault,
     )
     errors.extend(_check_values(parsed))
     section = config.get("models")
@@ -313,6 +354,23 @@ def parse_config(
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return parsed
+
+
+def _check_vault(cfg: HubConfig) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    v = cfg.vault
+    if v.auto_lock is not None and v.auto_lock <= 0:
+        errors.append(("vault.auto_lock", "must be positive (or null for never)"))
+    if v.password is not None:
+        if len(v.password) != 1 or next(iter(v.password)) not in ("env", "file"):
+            errors.append(("vault.password", "expected {'env': NAME} or {'file': PATH}"))
+        elif "env" in v.password and not _ENV_NAME.match(v.password["env"]):
+            errors.append(("vault.password.env", "must name an environment variable"))
+        if cfg.store is None:
+            errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
+    if cfg.store is not None and cfg.store.busy_timeout < 0:
+        errors.append(("store.busy_timeout", "must not be negative"))
+    return errors
 
 
 def _check_aliases(aliases: Mapping[str, Alias], models: set[str]) -> list[tuple[str, str]]:
@@ -426,7 +484,16 @@ def _structure_section(
     return out
 
 
-_SECTIONS = ("providers", "models", "routing", "aliases", "tokenizer", "failover")
+_SECTIONS = (
+    "providers",
+    "models",
+    "routing",
+    "aliases",
+    "tokenizer",
+    "failover",
+    "store",
+    "vault",
+)
 
 
 def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -480,10 +547,8 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
                 f"[{i}]" if not isinstance(p.base_url, str) else ""
             )
             errors.extend((where, reason) for reason in _url_problems(url))
-        if isinstance(p.api_key, VaultKey):
-            errors.append(
-                (f"providers.{name}.api_key", "vault references need the vault, not yet available")
-            )
+        if isinstance(p.api_key, VaultKey) and cfg.store is None:
+            errors.append((f"providers.{name}.api_key", "vault references need 'store.path'"))
         errors.extend(
             (f"providers.{name}.timeouts.{field.name}", "must be positive")
             for field in attrs.fields(Timeouts)
@@ -493,6 +558,7 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
         if p.http not in ("httpx", "aiohttp"):
             errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
+    errors.extend(_check_vault(cfg))
     f = cfg.failover
     errors.extend(
         (f"failover.{key}", "must be positive")

@@ -11,7 +11,7 @@ import attrs
 
 from tokenhub._clock import SystemClock
 from tokenhub._request import build_request
-from tokenhub.errors import ConfigError, ModelNotFoundError
+from tokenhub.errors import ConfigError, ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
 from tokenhub.routing._policy import ModelInfo
 from tokenhub.routing._router import Router
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from tokenhub._config import HubConfig, ModelConfig
     from tokenhub._http import HttpClient
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
+    from tokenhub._store import Store
+    from tokenhub._vault import Vault
     from tokenhub.providers import Call, Capabilities, Provider
     from tokenhub.routing import RouteTrace, _engine
     from tokenhub.routing._engine import Engine
@@ -49,6 +51,103 @@ class _Model:
     provider_name: str
     provider: Provider
     config: ModelConfig
+
+
+def _build_providers(
+    parsed: HubConfig,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Clock,
+    vault: Vault | None,
+) -> dict[str, Provider]:
+    """Build each configured provider's adapter, with its HTTP client and key source."""
+    from tokenhub._config import VaultKey  # noqa: PLC0415
+    from tokenhub._httpx import HttpxClient  # noqa: PLC0415
+    from tokenhub.providers import ProviderSettings  # noqa: PLC0415
+    from tokenhub.providers._registry import find_kind  # noqa: PLC0415
+
+    built: dict[str, Provider] = {}
+    errors: list[tuple[str, str]] = []
+    for name, p in parsed.providers.items():
+        factory = find_kind(p.kind)
+        if factory is None:  # pragma: no cover - parse_config checked the kind
+            raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
+        if p.http == "aiohttp":
+            try:
+                from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
+            except ImportError:
+                errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
+                continue
+            http: HttpClient = AiohttpClient(timeouts=p.timeouts, max_connections=p.max_connections)
+        else:
+            http = HttpxClient(
+                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
+            )
+        api_key = p.api_key
+        if isinstance(api_key, VaultKey):  # decrypted per request, through the Hub's vault
+            api_key = attrs.evolve(api_key, source=vault)
+        settings = ProviderSettings(
+            name=name,
+            kind=p.kind,
+            base_urls=p.base_urls,
+            api_key=api_key,
+            headers=p.headers,
+            timeouts=p.timeouts,
+            options=p.options,
+            http=http,
+            clock=clock.wall,
+        )
+        try:
+            built[name] = factory(settings)
+        except ConfigError as exc:  # adapters report paths relative to their entry
+            errors.extend((f"providers.{name}.{path}", why) for path, why in exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return built
+
+
+def _open_store(cfg: HubConfig, clock: Clock) -> tuple[Store | None, Vault | None]:
+    """Open the configured store and its vault; unlock it when a password source is set."""
+    if cfg.store is None:
+        return None, None
+    from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
+    from tokenhub._vault import Vault  # noqa: PLC0415 - and PyNaCl with it
+
+    store = Store(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
+    vault = Vault(store, auto_lock=cfg.vault.auto_lock, clock=clock.monotonic)
+    source = cfg.vault.password
+    if source is None:
+        return store, vault
+    try:
+        password = _read_password(source)
+        vault.unlock(password)
+    except BaseException:
+        store.close()
+        raise
+    return store, vault
+
+
+def _read_password(source: Mapping[str, str]) -> bytearray:
+    from tokenhub._redact import register  # noqa: PLC0415
+    from tokenhub._secret import Secret  # noqa: PLC0415
+
+    if "env" in source:
+        value = os.environ.get(source["env"])
+        if not value:
+            raise ConfigError([("vault.password.env", f"{source['env']} is not set")])
+        register(Secret(value))
+        return bytearray(value.encode())
+    try:
+        with open(source["file"], "rb", buffering=0) as f:  # noqa: PTH123
+            # Read into a bytearray (never bytes) so that unlock can zero it.
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            n = f.readinto(data) or 0
+    except OSError as exc:
+        raise ConfigError([("vault.password.file", f"cannot read it: {exc.strerror}")]) from None
+    while n and data[n - 1] in b"\r\n":
+        n -= 1
+    password = data[:n]
+    data[:] = bytes(len(data))
+    return password
 
 
 class Hub:
@@ -73,8 +172,12 @@ class Hub:
         request_ids: Callable[[], str] = _new_request_id,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        store: Store | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self._config = config
+        self._store = store
+        self._vault = vault
         self._providers: dict[str, Provider] = dict(providers)
         self._request_ids = request_ids
         self._models: dict[str, _Model] = {
@@ -147,6 +250,7 @@ class Hub:
         clock: Clock | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        store: str | os.PathLike[str] | None = None,
     ) -> Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
@@ -156,55 +260,28 @@ class Hub:
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
         makes failover tests instant). ``tracer_provider`` and ``meter_provider``
         replace OpenTelemetry's global providers for this Hub's spans and metrics.
+        ``store`` is the path of the SQLite store (it overrides ``store.path``);
+        with a store, providers may take their keys from its vault.
 
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
         from tokenhub._config import parse_config  # noqa: PLC0415 - cattrs loads on first use
-        from tokenhub._httpx import HttpxClient  # noqa: PLC0415
-        from tokenhub.providers import ProviderSettings  # noqa: PLC0415
-        from tokenhub.providers._registry import find_kind, kinds_for  # noqa: PLC0415
+        from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
 
         clock = clock or SystemClock()
         extra = dict(providers or {})
+        if store is not None:
+            config = {**config, "store": {**config.get("store", {}), "path": os.fspath(store)}}
         parsed = parse_config(
             config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
         )
-        built: dict[str, Provider] = {}
-        errors: list[tuple[str, str]] = []
-        for name, p in parsed.providers.items():
-            factory = find_kind(p.kind)
-            if factory is None:  # pragma: no cover - parse_config checked the kind
-                raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-            if p.http == "aiohttp":
-                try:
-                    from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
-                except ImportError:
-                    errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
-                    continue
-                http: HttpClient = AiohttpClient(
-                    timeouts=p.timeouts, max_connections=p.max_connections
-                )
-            else:
-                http = HttpxClient(
-                    timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-                )
-            settings = ProviderSettings(
-                name=name,
-                kind=p.kind,
-                base_urls=p.base_urls,
-                api_key=p.api_key,
-                headers=p.headers,
-                timeouts=p.timeouts,
-                options=p.options,
-                http=http,
-                clock=clock.wall,
-            )
-            try:
-                built[name] = factory(settings)
-            except ConfigError as exc:  # adapters report paths relative to their entry
-                errors.extend((f"providers.{name}.{path}", why) for path, why in exc.errors)
-        if errors:
-            raise ConfigError(errors)
+        opened, vault = _open_store(parsed, clock)
+        try:
+            built = _build_providers(parsed, transport, clock, vault)
+        except BaseException:
+            if opened is not None:
+                opened.close()
+            raise
         built.update(extra)
         return cls(
             parsed,
@@ -212,7 +289,16 @@ class Hub:
             clock=clock,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            store=opened,
+            vault=vault,
         )
+
+    @property
+    def vault(self) -> Vault:
+        """The credential vault in this Hub's store (see :doc:`vault`)."""
+        if self._vault is None:
+            raise StoreError("this Hub has no store; set 'store.path' to use the vault")
+        return self._vault
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -277,9 +363,13 @@ class Hub:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every provider's connections."""
+        """Close every provider's connections, lock the vault and close the store."""
         for provider in self._providers.values():
             await provider.aclose()
+        if self._vault is not None:
+            self._vault.lock()
+        if self._store is not None:
+            self._store.close()
 
     def _plan(
         self, args: dict[str, Any], *, stream: bool = False, peek: bool = False

@@ -37,9 +37,13 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        import hmac  # noqa: PLC0415 - hashlib is slow to import and rarely needed
+        import hashlib  # noqa: PLC0415 - slow to import and rarely needed
+        import hmac  # noqa: PLC0415
 
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
+        # Digests have one length, so the comparison does not leak the values' lengths either.
+        mine = hashlib.sha256(self._value.encode()).digest()
+        theirs = hashlib.sha256(other._value.encode()).digest()
+        return hmac.compare_digest(mine, theirs)
 
     def __hash__(self) -> int:
         return hash(Secret)

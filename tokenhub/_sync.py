@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message
+    from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
 
@@ -50,6 +51,11 @@ class SyncHub:
     def models(self) -> tuple[str, ...]:
         """The configured model names."""
         return self._hub.models
+
+    @property
+    def vault(self) -> Vault:
+        """:attr:`Hub.vault` (its methods are blocking already)."""
+        return self._hub.vault
 
     def capabilities(self, model: str) -> Capabilities:
         """:meth:`Hub.capabilities`."""

@@ -8,6 +8,12 @@ The tree::
     ├── ModelNotFoundError (LookupError)    ``model=`` names no configured model or alias
     ├── NoRouteError (LookupError)          every candidate was excluded; says why for each
     ├── CredentialError                     a provider's key cannot be resolved (env var unset)
+    │   └── VaultLockedError                the key is in the vault, and the vault is locked
+    ├── VaultError                          the credential vault refused an operation
+    │   ├── VaultLockedError                (also a CredentialError)
+    │   ├── VaultUnlockError                wrong password (or a damaged key row; one message)
+    │   └── VaultCorruptedError             a stored row failed authentication: tampered or moved
+    ├── StoreError                          the SQLite store cannot be opened or used
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
         ├── QuotaExhaustedError             quota_exhausted (out of credit; not retryable)
@@ -52,8 +58,13 @@ __all__ = [
     "QuotaExhaustedError",
     "RateLimitError",
     "RequestError",
+    "StoreError",
     "StreamInterrupted",
     "TokenhubError",
+    "VaultCorruptedError",
+    "VaultError",
+    "VaultLockedError",
+    "VaultUnlockError",
     "error_type_for",
 ]
 
@@ -183,6 +194,35 @@ class CredentialError(TokenhubError):
 
     #: The route trace when the Hub gave up on this error; set by the Hub.
     trace: RouteTrace | None = None
+
+
+class VaultError(TokenhubError):
+    """The credential vault refused an operation."""
+
+
+class VaultLockedError(VaultError, CredentialError):
+    """The operation needs a key from the vault, and the vault is locked."""
+
+    def __init__(self, message: str = "the vault is locked") -> None:
+        super().__init__(message)
+
+
+class VaultUnlockError(VaultError):
+    """The vault could not be unlocked: a wrong password, or a damaged key row.
+
+    The message is the same in both cases, so it tells an attacker nothing.
+    """
+
+    def __init__(self, message: str = "invalid password or corrupted vault") -> None:
+        super().__init__(message)
+
+
+class VaultCorruptedError(VaultError):
+    """A stored vault row failed authentication: it was altered, or moved from elsewhere."""
+
+
+class StoreError(TokenhubError):
+    """The SQLite store cannot be opened or used (the message says why)."""
 
 
 class ProviderError(TokenhubError):

@@ -42,10 +42,17 @@ import attrs
 import h11
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["FakeClock", "FakeProvider", "RecordedRequest", "Reply", "ToolCall"]
+__all__ = [
+    "FakeClock",
+    "FakeProvider",
+    "RecordedRequest",
+    "Reply",
+    "ToolCall",
+    "insecure_vault_kdf",
+]
 
 Api = Literal["openai", "anthropic", "models", "unknown"]
 """Which API a request was routed to (:attr:`RecordedRequest.api`)."""
@@ -869,3 +876,21 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward (to let a cooldown or an open circuit expire)."""
         self.now += seconds
+
+
+@contextlib.contextmanager
+def insecure_vault_kdf() -> Iterator[None]:
+    """Create vaults with libsodium's cheapest Argon2id cost (1 pass over 8 KiB): tests only.
+
+    Inside the block, :meth:`Vault.init` and :meth:`Vault.change_password`
+    ignore the requested cost so that a test suite can create hundreds of
+    vaults in milliseconds. A vault made this way is protected by almost
+    nothing: never use it outside tests. Process-wide; not thread-local.
+    """
+    from tokenhub import _vault  # noqa: PLC0415 - PyNaCl loads only with a vault
+
+    _vault._testing.append(_vault.CHEAPEST)  # noqa: SLF001 - the switch lives with the vault
+    try:
+        yield
+    finally:
+        _vault._testing.pop()  # noqa: SLF001

@@ -1,0 +1,207 @@
+"""The SQLite file behind a Hub: schema, migrations, transactions.
+
+One connection per :class:`Store`, shared by threads under a lock; WAL mode,
+a busy timeout and ``BEGIN IMMEDIATE`` transactions so that several processes
+can write one file. Writers never hold a transaction across I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import sqlite_utils
+
+from tokenhub.errors import StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """The first schema: control plane, vault, logs, audit, feedback, spend."""
+    for table in ("providers", "models", "aliases", "settings"):
+        db[table].create(  # type: ignore[union-attr]
+            {"name": str, "config": str, "updated_at": float}, pk="name"
+        )
+    db["store_meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+    db["vault_meta"].create(  # type: ignore[union-attr]
+        {
+            "vault_id": bytes,
+            "format_version": int,
+            "kdf_alg": str,
+            "kdf_opslimit": int,
+            "kdf_memlimit": int,
+            "kdf_parallelism": int,
+            "kdf_salt": bytes,
+            "wrap_alg": str,
+            "active_term": int,
+            "created_at": float,
+            "checksum": bytes,
+        },
+        pk="vault_id",
+    )
+    db["vault_keys"].create(  # type: ignore[union-attr]
+        {
+            "term": int,
+            "wrap_nonce": bytes,
+            "wrapped_dek": bytes,
+            "created_at": float,
+            "retired_at": float,
+        },
+        pk="term",
+    )
+    db["vault_credentials"].create(  # type: ignore[union-attr]
+        {
+            "name": str,
+            "provider": str,
+            "term": int,
+            "nonce": bytes,
+            "ct": bytes,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="name",
+    )
+    db["request_logs"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "request_id": str,
+            "at": float,
+            "model": str,
+            "provider": str,
+            "alias": str,
+            "caller": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "latency_ms": float,
+            "ttft_ms": float,
+            "status": str,
+            "error_class": str,
+            "attempts": int,
+            "prompt": str,
+            "completion": str,
+        },
+        pk="id",
+    )
+    db["request_logs"].create_index(["at"])  # type: ignore[union-attr]
+    db["audit_log"].create(  # type: ignore[union-attr]
+        {"id": int, "at": float, "action": str, "target": str, "detail": str}, pk="id"
+    )
+    db["feedback"].create(  # type: ignore[union-attr]
+        {"id": int, "request_id": str, "at": float, "model": str, "score": float, "detail": str},
+        pk="id",
+    )
+    db["spend"].create(  # type: ignore[union-attr]
+        {"scope": str, "key": str, "period": str, "usd": float}, pk=("scope", "key", "period")
+    )
+
+
+#: Migrations in order; ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """A tokenhub SQLite file, migrated to the current schema when opened.
+
+    Thread-safe: one connection guarded by a lock. Use :meth:`transaction` for
+    every write so that a change is all or nothing, even if the process dies.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from None
+        try:
+            # Deleted rows (old wrapped keys, removed credentials) are overwritten, not freed.
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{str(self.path)!r} is not a usable tokenhub store: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The SQLite connection (hold :attr:`lock` while using it)."""
+        return self.db.conn
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{str(self.path)!r} has schema version {version}, newer than this tokenhub "
+                    f"understands ({SCHEMA_VERSION}); upgrade tokenhub to open it"
+                )
+            for migrate in MIGRATIONS[version:]:
+                migrate(self.db)
+            if version < SCHEMA_VERSION:
+                # PRAGMA takes no parameters; the value is an int we computed.
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the file."""
+        with self.lock:
+            return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a block in one ``BEGIN IMMEDIATE`` transaction: all of it commits, or none."""
+        with self.lock:
+            conn = self.conn
+            if conn.in_transaction:  # nested: the outer block commits
+                yield conn
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Run a read query and return its rows as dicts."""
+        with self.lock:
+            cur = self.conn.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and truncate it (no old page lingers in ``-wal``)."""
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self.lock:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {str(self.path)!r}>"
