@@ -209,6 +209,38 @@ class TestSpans:
         assert sc.TIME_TO_FIRST_CHUNK in metrics
         assert sc.TIME_PER_OUTPUT_CHUNK in metrics
 
+    async def test_server_is_the_base_url_each_attempt_used(self, otel: Otel) -> None:
+        """With several vLLM base URLs, each attempt's span and metrics name the replica it used."""
+        async with FakeProvider() as a, FakeProvider() as b:
+            cfg = {
+                "providers": {
+                    "gpu": {"kind": "vllm", "base_url": [a.openai_base_url, b.openai_base_url]}
+                },
+                "models": {"llama": {"provider": "gpu"}},
+            }
+            async with Hub.from_config(
+                cfg, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider
+            ) as h:
+                for _ in range(3):
+                    await h.chat(HELLO)
+            first, second = a.port, b.port
+        attempts = [s for s in otel.spans.get_finished_spans() if s.kind == SpanKind.CLIENT]
+        assert [first, second, first] == [(s.attributes or {})[sc.SERVER_PORT] for s in attempts]
+        points = otel.metrics()[sc.OPERATION_DURATION].data.data_points
+        assert {first: 2, second: 1} == {p.attributes[sc.SERVER_PORT]: p.count for p in points}
+
+    async def test_hedged_attempts_have_distinct_indices(
+        self, fake: FakeProvider, otel: Otel
+    ) -> None:
+        """A hedge and the attempt it races are numbered 1 and 2."""
+        fake.script("m1", Reply(text="slow", delay_headers=2))
+        async with hub(fake, otel, hedge_after=0.1) as h:
+            await h.chat(HELLO)
+        attempts = {s.name: s for s in otel.spans.get_finished_spans() if s.kind == SpanKind.CLIENT}
+        assert {"chat m1": 1, "chat m2": 2} == {
+            name: (s.attributes or {})[sc.ATTEMPT_INDEX] for name, s in attempts.items()
+        }
+
 
 class TestMetrics:
     async def test_names_units_buckets_and_bounded_attributes(

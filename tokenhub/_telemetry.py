@@ -216,6 +216,15 @@ class AttemptSpan:
             self._t.per_chunk.record(now - self._last_chunk, self._attrs)
         self._last_chunk = now
 
+    def server(self, url: str) -> None:
+        """Name the host and port the attempt was sent to (a provider may rotate base URLs)."""
+        server = _server(url)
+        if server is None:
+            return
+        self._attrs[sc.SERVER_ADDRESS], self._attrs[sc.SERVER_PORT] = server
+        if self.span.is_recording():
+            self.span.set_attributes({sc.SERVER_ADDRESS: server[0], sc.SERVER_PORT: server[1]})
+
     def ok(
         self,
         seconds: float,

@@ -177,8 +177,12 @@ class HTTPProvider:
         """Return the adapter kind's defaults; a model's configured capabilities override them."""
         return self.default_capabilities
 
-    def _url(self, path: str) -> str:
-        return self._next() + path
+    def _url(self, call: Call) -> str:
+        """The endpoint on the next base URL in turn, reported to ``call.observe_url``."""
+        url = self._next() + self.path
+        if call.observe_url is not None:
+            call.observe_url(url)
+        return url
 
     def _auth(self, key: Secret | None) -> dict[str, str]:
         """Return the headers that carry ``key`` (and any fixed protocol headers)."""
@@ -205,7 +209,7 @@ class HTTPProvider:
         try:
             # The headers are built inline: no local holds the plaintext key when we raise.
             r = await self._http.post_json(
-                self._url(self.path), self._headers(call, self._auth(key)), payload
+                self._url(call), self._headers(call, self._auth(key)), payload
             )
         except TransportError as exc:
             raise self._transport_error(call, exc) from None
@@ -226,7 +230,7 @@ class HTTPProvider:
         payload = dumps(self.encode(call, stream=True)).encode()
         try:
             async with self._http.post_stream(
-                self._url(self.path), self._headers(call, self._auth(key)), payload
+                self._url(call), self._headers(call, self._auth(key)), payload
             ) as s:
                 if call.observe is not None:
                     call.observe(s.headers)

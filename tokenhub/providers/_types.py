@@ -87,6 +87,9 @@ class Call:
     observe: Callable[[Mapping[str, str]], None] | None = attrs.field(
         default=None, repr=False, eq=False
     )
+    #: Adapters pass the URL of each request here before sending it (the attempt
+    #: span's ``server.address`` and ``server.port``); may be ``None``.
+    observe_url: Callable[[str], None] | None = attrs.field(default=None, repr=False, eq=False)
 
     def cost(self, usage: Usage | None) -> float | None:
         """Price ``usage`` at this model's rates (``None`` without pricing or usage)."""

@@ -126,6 +126,7 @@ class Run:
         self.route = engine.telemetry.route(trace, request, stream=stream)
         self._waited = 0.0
         self._min_window: int | None = None  # after a context overflow: only larger windows
+        self._started_attempts = 0
         self.last_error: ProviderError | CredentialError | RequestError | None = None
 
     @property
@@ -191,6 +192,11 @@ class Run:
         if self.route.is_recording():
             self.route.add_event(sc.BACKOFF_EVENT, {sc.DELAY_S: seconds})
         await self.engine.clock.sleep(seconds)
+
+    def next_index(self) -> int:
+        """Number a new attempt: 1, 2, ... in the order they start (hedged ones included)."""
+        self._started_attempts += 1
+        return self._started_attempts
 
     def attempt_timeout(self) -> float:
         """Return the attempt's time limit: the first-token timeout, capped by the deadline."""
@@ -430,9 +436,10 @@ async def _attempt(
         call,
         kind=kind,
         base_url=base_url,
-        index=len(run.attempts) + 1,
+        index=run.next_index(),
         stream=run.stream,
     )
+    call = attrs.evolve(call, observe_url=span.server)
     started = engine.clock.monotonic()
     limit = run.attempt_timeout()
     try:
