@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 import pytest
 from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -232,7 +233,7 @@ class TestSpans:
     async def test_hedged_attempts_have_distinct_indices(
         self, fake: FakeProvider, otel: Otel
     ) -> None:
-        """A hedge and the attempt it races are numbered 1 and 2."""
+        """A hedge and the attempt it races are numbered 1 and 2; the lost one is no error."""
         fake.script("m1", Reply(text="slow", delay_headers=2))
         async with hub(fake, otel, hedge_after=0.1) as h:
             await h.chat(HELLO)
@@ -240,6 +241,55 @@ class TestSpans:
         assert {"chat m1": 1, "chat m2": 2} == {
             name: (s.attributes or {})[sc.ATTEMPT_INDEX] for name, s in attempts.items()
         }
+        assert StatusCode.UNSET == attempts["chat m1"].status.status_code
+
+
+class TestCancellation:
+    async def test_stream_closed_early_is_not_an_error(
+        self, fake: FakeProvider, otel: Otel, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Closing a stream after a chunk leaves every span's status unset and counts the attempt."""
+        fake.script("m1", Reply(text="one two three four"))
+        with caplog.at_level(logging.DEBUG, logger="tokenhub"):
+            async with hub(fake, otel) as h, h.stream(HELLO) as stream:
+                async for _ in stream:
+                    break
+        spans = {s.name: s for s in otel.spans.get_finished_spans()}
+        assert {"tokenhub.route", "chat m1"} == set(spans)
+        for span in spans.values():
+            assert StatusCode.UNSET == span.status.status_code
+            assert sc.ERROR_TYPE not in (span.attributes or {})
+        assert 1 == (spans["tokenhub.route"].attributes or {})[sc.ATTEMPT_COUNT]
+        assert ["cancelled"] == [a.outcome for a in stream.trace.attempts]
+        request_id = stream.request_id
+        assert [("INFO", f"request {request_id} cancelled by the caller after 1 attempt(s)")] == [
+            (r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("tokenhub")
+        ]
+        metrics = otel.metrics()
+        assert [("m1", "cancelled", 1)] == [
+            (p.attributes[sc.REQUEST_MODEL], p.attributes[sc.OUTCOME], p.value)
+            for p in metrics[sc.ATTEMPTS].data.data_points
+        ]
+        assert sc.OPERATION_DURATION not in metrics
+
+    async def test_cancelled_call_is_not_an_error(
+        self, fake: FakeProvider, otel: Otel, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A call cancelled while its attempt is in flight logs no warning and counts the attempt."""
+        fake.script("m1", Reply(hang=True))
+        with caplog.at_level(logging.DEBUG, logger="tokenhub"):
+            async with hub(fake, otel) as h:
+                with anyio.move_on_after(0.2):
+                    await h.chat(HELLO)
+        spans = {s.name: s for s in otel.spans.get_finished_spans()}
+        assert {"tokenhub.route", "chat m1"} == set(spans)
+        for span in spans.values():
+            assert StatusCode.UNSET == span.status.status_code
+        assert 1 == (spans["tokenhub.route"].attributes or {})[sc.ATTEMPT_COUNT]
+        records = [r for r in caplog.records if r.name.startswith("tokenhub")]
+        assert ["INFO"] == [r.levelname for r in records]
+        assert records[0].getMessage().endswith("cancelled by the caller after 1 attempt(s)")
+        assert "cancelled" == getattr(records[0], "error_class", None)
 
 
 class TestMetrics:

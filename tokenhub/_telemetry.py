@@ -266,6 +266,11 @@ class AttemptSpan:
             span.set_attributes(extra)
         span.end()
 
+    def cancelled(self) -> None:
+        """Close an attempt abandoned by the caller or by a won hedge: counted, but not an error."""
+        self._t.attempts.add(1, {**self._attrs, sc.OUTCOME: "cancelled"})
+        self.span.end()
+
     def failed(self, seconds: float, error_type: str, message: str) -> None:
         """Close a failed attempt, with a low-cardinality ``error.type`` and scrubbed status."""
         attrs = {**self._attrs, sc.ERROR_TYPE: error_type}
@@ -286,10 +291,14 @@ def finish_route(
     message: str = "",
     attributes: Mapping[str, Any] | None = None,
 ) -> None:
-    """End the route span: attempt count, the chosen model, whether a fallback answered."""
+    """End the route span: attempt count, the chosen model, whether a fallback answered.
+
+    Without ``error_type`` the status stays unset: the request was answered, or
+    the caller stopped it.
+    """
     if span.is_recording():
         attempts = trace_.attempts
-        chosen = trace_.chosen if error_type is None else None
+        chosen = trace_.chosen if error_type is None and attempts else None
         first = trace_.candidates[0].model if trace_.candidates else None
         span.set_attributes(
             {

@@ -127,6 +127,9 @@ class Run:
         self._waited = 0.0
         self._min_window: int | None = None  # after a context overflow: only larger windows
         self._started_attempts = 0
+        #: The outcome recorded for an attempt cut short by cancellation: the caller's,
+        #: unless a hedge race is cancelling its loser.
+        self.cancelled_as = "cancelled"
         self.last_error: ProviderError | CredentialError | RequestError | None = None
 
     @property
@@ -228,7 +231,7 @@ class Run:
     ) -> None:
         """Add one attempt to the trace (and a log record when it failed)."""
         elapsed = (self.engine.clock.monotonic() - started) * 1000
-        if outcome != "ok" and _log.isEnabledFor(logging.INFO):
+        if outcome not in ("ok", "cancelled") and _log.isEnabledFor(logging.INFO):
             _log.info(
                 "request %s: attempt %d on %s failed (%s)",
                 self.base_trace.request_id,
@@ -277,18 +280,52 @@ class Run:
         )
         self.record(candidate, "ok", started)
 
+    def abandoned(
+        self,
+        candidate: Candidate,
+        started: float,
+        span: AttemptSpan,
+        exc: BaseException,
+        *,
+        usage: Usage | None = None,
+        cost: float | None = None,
+    ) -> None:
+        """Record an attempt cut short by something other than a provider error; free its probe.
+
+        The caller stopping (a cancellation, a stream closed early) or a lost
+        hedge is no failure; anything else (a bug in an adapter) is ``_OTHER``.
+        """
+        engine = self.engine
+        if _stopped(exc):
+            span.cancelled()
+            outcome = self.cancelled_as
+        else:
+            outcome = _error_type(exc)
+            span.failed(engine.clock.monotonic() - started, outcome, type(exc).__name__)
+        engine.state.release(candidate.model)
+        self.record(candidate, outcome, started, usage=usage, cost=cost)
+
     def finish(self, error: BaseException | None) -> None:
         """End the route span and log the request's outcome."""
         trace = self.trace
-        if error is None:
+        if error is None or _stopped(error):
             finish_route(self.route, trace)
-            if _log.isEnabledFor(logging.INFO):
+            if not _log.isEnabledFor(logging.INFO):
+                return
+            if error is None:
                 _log.info(
                     "request %s answered by %s after %d attempt(s)",
                     trace.request_id,
                     trace.chosen,
                     len(trace.attempts),
                     extra=self._outcome(trace, None),
+                )
+            else:
+                _log.info(
+                    "request %s cancelled by the caller after %d attempt(s)",
+                    trace.request_id,
+                    len(trace.attempts),
+                    extra=self._outcome(trace, "cancelled"),
                 )
             return
         kind = _error_type(error)
@@ -389,6 +426,15 @@ class Run:
         return attrs.evolve(self.request, max_tokens=room)
 
 
+def _stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is the caller stopping, not a failure.
+
+    A stream closed early raises ``GeneratorExit``, a cancelled call the
+    backend's cancellation exception: neither subclasses ``Exception``.
+    """
+    return not isinstance(exc, Exception)
+
+
 def _error_type(exc: BaseException) -> str:
     """A low-cardinality name for a failure (span ``error.type``, metrics, logs)."""
     if isinstance(exc, ProviderError):
@@ -448,9 +494,8 @@ async def _attempt(
         error: BaseException = run.timed_out(candidate, limit, "first_token_timeout")
     except (ProviderError, CredentialError, RequestError) as exc:
         error = exc
-    except BaseException:  # cancelled (a lost hedge, the caller): hand back a probe
-        span.failed(engine.clock.monotonic() - started, "cancelled", "cancelled")
-        engine.state.release(candidate.model)
+    except BaseException as exc:  # cancelled (a lost hedge, the caller), or a bug
+        run.abandoned(candidate, started, span, exc)
         raise
     span.failed(engine.clock.monotonic() - started, _error_type(error), str(error))
     raise error
@@ -512,7 +557,8 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
             result: Any = await _attempt(run, candidate, run.request, open_)
         except (ProviderError, CredentialError, RequestError) as exc:
             result = exc
-        await send.send((index, result, started))
+        # Without a checkpoint: a result (an open stream) must not be lost to a cancellation.
+        send.send_nowait((index, result, started))
 
     winner: _Opened[T] | None = None
     failure: BaseException | None = None
@@ -536,17 +582,19 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
             if action == "raise":
                 failure = result
                 break
+        run.cancelled_as = "hedge_cancelled"  # the racers still running lost
         tg.cancel_scope.cancel()
+    run.cancelled_as = "cancelled"
     send.close()
     with receive:
-        async for _, leftover, _ in receive:  # a loser that opened at the same moment
-            if isinstance(leftover, _Opened) and isinstance(leftover.value, tuple):
-                await _aclose(leftover.value[0])  # a stream's (source, first chunk): release it
+        async for index, leftover, started in receive:  # a loser that finished at the same moment
+            run.record(racers[index], "hedge_cancelled", started)
+            engine.state.release(racers[index].model)
+            if isinstance(leftover, _Opened):
+                leftover.span.cancelled()
+                if isinstance(leftover.value, tuple):
+                    await _aclose(leftover.value[0])  # a stream's (source, first chunk): release it
     if winner is not None:
-        for index, other in enumerate(racers):
-            if index not in done:
-                run.record(other, "hedge_cancelled", winner.started)
-                engine.state.release(other.model)
         return winner
     if failure is not None:
         _raise(failure, run)
@@ -751,9 +799,9 @@ async def _committed(
         )
         interrupted.trace = run.trace
         raise interrupted from None
-    except BaseException:  # closed early by the caller, or cancelled: hand back a probe
-        span.failed(engine.clock.monotonic() - started, "cancelled", "closed by the caller")
-        engine.state.release(candidate.model)
+    except BaseException as exc:  # closed early by the caller, or cancelled (or a bug)
+        usage = partial.usage
+        run.abandoned(candidate, started, span, exc, usage=usage, cost=call.cost(usage))
         raise
     finally:
         await _aclose(source)

@@ -47,8 +47,9 @@ class Attempt:
     """One attempt to get an answer from a candidate.
 
     ``outcome`` is ``ok``, the error class of the failure, ``credential`` (the
-    key could not be resolved) or ``unsupported`` (the adapter cannot express
-    the request); ``wait_s`` is the
+    key could not be resolved), ``unsupported`` (the adapter cannot express
+    the request), or ``cancelled``/``hedge_cancelled`` for an attempt abandoned
+    by the caller or by a won hedge; ``wait_s`` is the
     time waited (backoff or rate-limit hint) before it; ``usage`` and
     ``cost_usd`` are what a failed attempt was billed, when known (a stream cut
     after some output).
