@@ -9,6 +9,8 @@ responses. Errors live in :mod:`tokenhub.errors`, the adapter contract in
 from __future__ import annotations
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
@@ -24,6 +26,9 @@ from tokenhub._sync import SyncChatStream as SyncChatStream
 from tokenhub._sync import SyncHub as SyncHub
 from tokenhub.errors import TokenhubError as TokenhubError
 from tokenhub.routing import RouteTrace as RouteTrace
+
+if _TYPE_CHECKING:
+    from tokenhub._vault import Vault as Vault
 
 __version__ = "0.1.0"
 
@@ -44,6 +49,16 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "Vault",
     "__version__",
     "enable_json_logs",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    # The vault pulls in PyNaCl: load it on first use, not with `import tokenhub`.
+    if name == "Vault":
+        from tokenhub._vault import Vault  # noqa: PLC0415
+
+        return Vault
+    raise AttributeError(f"module 'tokenhub' has no attribute {name!r}")
