@@ -59,6 +59,11 @@ def config(fake: FakeProvider, **failover: Any) -> dict[str, Any]:
     }
 
 
+def failovers(otel: Otel) -> dict[tuple[str, str], int]:
+    points = otel.metrics()[sc.FAILOVERS].data.data_points
+    return {(p.attributes[sc.MODEL], p.attributes[sc.ERROR_TYPE]): p.value for p in points}
+
+
 def hub(fake: FakeProvider, otel: Otel, clock: FakeClock | None = None, **failover: Any) -> Hub:
     return Hub.from_config(
         config(fake, **failover),
@@ -334,6 +339,30 @@ class TestMetrics:
         for metric in metrics.values():
             for point in metric.data.data_points:
                 assert set(point.attributes) <= allowed, metric.name
+
+    async def test_failovers_inside_a_hedge_race(self, fake: FakeProvider, otel: Otel) -> None:
+        """A racer that fails while its hedge is still running counts as a failover."""
+        fake.script("m1", Reply(status=503, delay_headers=0.3))
+        fake.script("m2", Reply(text="late but fine", delay_headers=0.6))
+        async with hub(fake, otel, hedge_after=0.05) as h:
+            r = await h.chat(HELLO)
+        assert "m2" == r.model
+        assert {("m1", "overloaded"): 1} == failovers(otel)
+
+    async def test_failovers_of_a_continued_stream(self, fake: FakeProvider, otel: Otel) -> None:
+        """Continuing a broken stream on another model counts as a failover."""
+        fake.script("m1", Reply(text="Once upon a time", cut_after=2))
+        fake.script("m2", Reply(text=" there was a fox."))
+        cfg = config(fake, continue_streams=True)
+        cfg["models"]["m2"]["capabilities"] = ["prefill"]
+        async with Hub.from_config(
+            cfg,
+            clock=FakeClock(),
+            tracer_provider=otel.tracer_provider,
+            meter_provider=otel.meter_provider,
+        ) as h:
+            _ = [c async for c in h.stream(HELLO)]
+        assert {("m1", "stream_interrupted"): 1} == failovers(otel)
 
     async def test_breaker_state_gauge(self, fake: FakeProvider, otel: Otel) -> None:
         """The breaker gauge reports 1 for an open circuit."""

@@ -543,8 +543,8 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
     Returns the winner, or how many candidates were used up when neither won.
     A hedge spends the retry budget; the loser is cancelled and recorded as such.
     """
-    engine = run.engine
-    first, second = run.base_trace.candidates[:2]
+    engine, candidates = run.engine, run.base_trace.candidates
+    first, second = candidates[:2]
     if not await run.admit(first):
         return 1
     send, receive = anyio.create_memory_object_stream[tuple[int, Any, float]](2)
@@ -582,6 +582,10 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
             if action == "raise":
                 failure = result
                 break
+            if index + 1 < len(candidates):
+                engine.telemetry.failovers.add(
+                    1, {sc.MODEL: racers[index].model, sc.ERROR_TYPE: _error_type(result)}
+                )
         run.cancelled_as = "hedge_cancelled"  # the racers still running lost
         tg.cancel_scope.cancel()
     run.cancelled_as = "cancelled"
@@ -715,14 +719,17 @@ async def _continuation(
     later = candidates[candidates.index(broken) + 1 :]
     prefill = Message(role="assistant", content=partial.text)
     request = attrs.evolve(run.request, messages=(*run.request.messages, prefill))
+    left, why = broken, ErrorClass.STREAM_INTERRUPTED.value
     for candidate in later:
         if not engine.prefill(candidate.model) or not run.admit_now(candidate):
             continue
+        engine.telemetry.failovers.add(1, {sc.MODEL: left.model, sc.ERROR_TYPE: why})
         started = engine.clock.monotonic()
         try:
             return await _attempt(run, candidate, request, _open_stream)
         except (ProviderError, CredentialError, RequestError) as exc:
             run.failed(candidate, exc, started, tries=0, last=False)
+            left, why = candidate, _error_type(exc)
     return None
 
 
