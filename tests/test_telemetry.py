@@ -439,8 +439,7 @@ class TestJsonLogs:
             async with Hub.from_config(config(fake), clock=FakeClock()) as h:
                 r = await h.chat(HELLO)
         finally:
-            logging.getLogger("tokenhub").removeHandler(handler)
-            logging.getLogger("tokenhub").setLevel(logging.NOTSET)
+            handler.close()
         lines = [json.loads(line) for line in stream.getvalue().splitlines()]
         assert ["tokenhub.request", "tokenhub.request"] == [line["logger"] for line in lines]
         assert {
@@ -451,3 +450,23 @@ class TestJsonLogs:
         }.items() <= lines[0].items()
         assert {"time", "level", "message", "provider", "latency_ms", "delay_s"} <= set(lines[0])
         assert "Zanzibar" not in stream.getvalue()
+
+    def test_close_restores_the_logger(self) -> None:
+        """Closing the returned handler detaches it and restores the logger's previous level."""
+        import io
+
+        from tokenhub import enable_json_logs
+
+        logger = logging.getLogger("tokenhub")
+        previous = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            handler = enable_json_logs(logging.DEBUG, stream=io.StringIO())
+            assert (logging.DEBUG, True) == (logger.level, handler in logger.handlers)
+            handler.close()
+            assert (logging.WARNING, False) == (logger.level, handler in logger.handlers)
+            logger.setLevel(logging.ERROR)
+            handler.close()  # a second close changes nothing
+            assert logging.ERROR == logger.level
+        finally:
+            logger.setLevel(previous)

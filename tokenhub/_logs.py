@@ -33,16 +33,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+class _JsonHandler(logging.StreamHandler["TextIO"]):
+    """The handler :func:`enable_json_logs` adds; closing it undoes what that did."""
+
+    def __init__(self, stream: TextIO, logger: logging.Logger) -> None:
+        super().__init__(stream)
+        self.setFormatter(JsonFormatter())
+        self._logger: logging.Logger | None = logger
+        self._previous_level = logger.level
+
+    def close(self) -> None:
+        """Detach from the ``tokenhub`` logger and give it back the level it had."""
+        logger, self._logger = self._logger, None
+        if logger is not None:
+            logger.removeHandler(self)
+            logger.setLevel(self._previous_level)
+        super().close()
+
+
 def enable_json_logs(
     level: int | str = logging.INFO, stream: TextIO | None = None
 ) -> logging.Handler:
     """Send tokenhub's log records to ``stream`` (stderr) as JSON lines, at ``level`` and above.
 
-    Only the ``tokenhub`` logger is touched; remove the returned handler to undo.
+    Only the ``tokenhub`` logger is touched: it gets the handler and ``level``.
+    Call ``close()`` on the returned handler to undo both (the logger's previous
+    level is restored).
     """
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("tokenhub")
+    handler = _JsonHandler(stream or sys.stderr, logger)
     logger.addHandler(handler)
     logger.setLevel(level)
     return handler
