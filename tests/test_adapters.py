@@ -950,3 +950,31 @@ class TestScrub:
         assert CANARY[:8] not in out
         assert CANARY[-8:] not in out
         assert "abcdefghijklmnop" not in out
+
+    def test_google_xai_and_query_string_keys_are_masked(self) -> None:
+        """Google AIza… and xAI keys, and any key= value in a URL, are masked without registration."""
+        import secrets
+
+        from tokenhub._redact import scrub
+
+        google = "AIza" + secrets.token_urlsafe(27)[:35]
+        xai = "xai-" + secrets.token_hex(40)
+        plain = secrets.token_hex(12)
+        text = (
+            f"bad key {google}; also {xai}. GET https://example.test/v1/models?key={plain}&alt=sse "
+            f"and /x?api_key={plain} /y?foo=1&APIKEY={plain}#top"
+        )
+        out = scrub(text)
+        for canary in (google, xai, plain):
+            assert canary not in out
+            assert canary[:12] not in out
+        assert "?key=[REDACTED]&alt=sse" in out
+        assert "?api_key=[REDACTED] " in out
+        assert "&APIKEY=[REDACTED]#top" in out
+
+    def test_look_alikes_stay_readable(self) -> None:
+        """Model names and other query parameters are not mistaken for keys."""
+        from tokenhub._redact import scrub
+
+        text = "xai-grok-2-vision-1212 is unavailable; see /docs?monkey=1&keyword=2&turkey=3"
+        assert text == scrub(text)

@@ -15,11 +15,13 @@ __all__ = ["MASK", "ScrubFilter", "get_logger", "looks_like_key", "register", "s
 
 MASK = "[REDACTED]"
 
-# Common credential shapes: OpenAI/Anthropic/Groq keys, bearer tokens, AWS-style ids.
+# Common credential shapes: OpenAI/Anthropic/Groq/xAI/Google keys, bearer tokens, AWS-style ids.
 _KEY_SHAPES = re.compile(
-    r"(?:sk-(?:ant-|proj-)?[A-Za-z0-9_\-*]{8,}|gsk_[A-Za-z0-9]{16,}|"
-    r"(?i:bearer)\s+[A-Za-z0-9._\-~+/]{8,}=*|AKIA[0-9A-Z]{16})"
+    r"(?:sk-(?:ant-|proj-)?[A-Za-z0-9_\-*]{8,}|gsk_[A-Za-z0-9]{16,}|xai-[A-Za-z0-9]{20,}|"
+    r"AIza[0-9A-Za-z_\-]{35}|(?i:bearer)\s+[A-Za-z0-9._\-~+/]{8,}=*|AKIA[0-9A-Z]{16})"
 )
+# A credential in a URL's query string, whatever its shape (``?key=…``): the name stays readable.
+_QUERY_KEY = re.compile(r"([?&](?i:key|api_key|apikey)=)[^&#\s\"'<>]+")
 _MIN_FRAGMENT = 8
 # Every credential tokenhub has seen in this process (config literals, resolved env keys),
 # so that any text leaving tokenhub can be scrubbed of them by value.
@@ -46,7 +48,7 @@ def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
         # Providers echo keys partially ("sk-VKMIs*****wjh3"): mask long prefixes and suffixes too.
         if len(value) >= 2 * _MIN_FRAGMENT:
             text = text.replace(value[:_MIN_FRAGMENT], MASK).replace(value[-_MIN_FRAGMENT:], MASK)
-    return _KEY_SHAPES.sub(MASK, text)
+    return _QUERY_KEY.sub(rf"\1{MASK}", _KEY_SHAPES.sub(MASK, text))
 
 
 class ScrubFilter(logging.Filter):
