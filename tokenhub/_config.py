@@ -34,6 +34,7 @@ __all__ = [
     "VaultConfig",
     "VaultKey",
     "parse_config",
+    "parse_local",
 ]
 
 T = TypeVar("T")
@@ -202,6 +203,7 @@ class StoreConfig:
 
     path: str
     busy_timeout: float = 5.0
+    sync_interval: float = 2.0
 
 
 @attrs.frozen
@@ -356,9 +358,25 @@ def parse_config(
     return parsed
 
 
-def _check_vault(cfg: HubConfig) -> list[tuple[str, str]]:
+def parse_local(config: Mapping[str, Any]) -> tuple[StoreConfig | None, VaultConfig]:
+    """Structure and check only the ``store`` and ``vault`` sections (needed to open the store)."""
     errors: list[tuple[str, str]] = []
-    v = cfg.vault
+    store = None
+    if "store" in config:
+        try:
+            store = converter.structure(config["store"], StoreConfig)
+        except Exception as exc:  # noqa: BLE001 - reported by path like every section
+            errors.extend(validation_errors(exc, "store"))
+    vault = _structure_one(config, "vault", VaultConfig, errors)
+    if not errors:
+        errors.extend(_check_vault(store, vault))
+    if errors:
+        raise ConfigError(sorted(dict.fromkeys(errors)))
+    return store, vault
+
+
+def _check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
     if v.auto_lock is not None and v.auto_lock <= 0:
         errors.append(("vault.auto_lock", "must be positive (or null for never)"))
     if v.password is not None:
@@ -366,10 +384,13 @@ def _check_vault(cfg: HubConfig) -> list[tuple[str, str]]:
             errors.append(("vault.password", "expected {'env': NAME} or {'file': PATH}"))
         elif "env" in v.password and not _ENV_NAME.match(v.password["env"]):
             errors.append(("vault.password.env", "must name an environment variable"))
-        if cfg.store is None:
+        if store is None:
             errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
-    if cfg.store is not None and cfg.store.busy_timeout < 0:
-        errors.append(("store.busy_timeout", "must not be negative"))
+    if store is not None:
+        if store.busy_timeout < 0:
+            errors.append(("store.busy_timeout", "must not be negative"))
+        if store.sync_interval < 0:
+            errors.append(("store.sync_interval", "must not be negative"))
     return errors
 
 
@@ -558,7 +579,7 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
         if p.http not in ("httpx", "aiohttp"):
             errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
-    errors.extend(_check_vault(cfg))
+    errors.extend(_check_vault(cfg.store, cfg.vault))
     f = cfg.failover
     errors.extend(
         (f"failover.{key}", "must be positive")

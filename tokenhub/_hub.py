@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 
 from tokenhub._clock import SystemClock
+from tokenhub._redact import get_logger
 from tokenhub._request import build_request
 from tokenhub.errors import ConfigError, ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
@@ -18,7 +20,7 @@ from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
     from types import TracebackType
 
     import httpx
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, ModelConfig
+    from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
+    from tokenhub._control import Admin, Change, ControlPlane
     from tokenhub._http import HttpClient
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
     from tokenhub._store import Store
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from tokenhub.routing._engine import Engine
 
 __all__ = ["ChatStream", "Hub"]
+
+log = get_logger("tokenhub.hub")
 
 
 def _new_request_id() -> str:
@@ -55,11 +60,17 @@ class _Model:
 
 def _build_providers(
     parsed: HubConfig,
+    *,
     transport: httpx.AsyncBaseTransport | None,
     clock: Clock,
     vault: Vault | None,
+    reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
 ) -> dict[str, Provider]:
-    """Build each configured provider's adapter, with its HTTP client and key source."""
+    """Build each configured provider's adapter, with its HTTP client and key source.
+
+    With ``reuse`` (the current config and providers), a provider whose config
+    did not change keeps its adapter and connection pool.
+    """
     from tokenhub._config import VaultKey  # noqa: PLC0415
     from tokenhub._httpx import HttpxClient  # noqa: PLC0415
     from tokenhub.providers import ProviderSettings  # noqa: PLC0415
@@ -68,6 +79,9 @@ def _build_providers(
     built: dict[str, Provider] = {}
     errors: list[tuple[str, str]] = []
     for name, p in parsed.providers.items():
+        if reuse is not None and reuse[0].providers.get(name) == p and name in reuse[1]:
+            built[name] = reuse[1][name]
+            continue
         factory = find_kind(p.kind)
         if factory is None:  # pragma: no cover - parse_config checked the kind
             raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
@@ -105,16 +119,14 @@ def _build_providers(
     return built
 
 
-def _open_store(cfg: HubConfig, clock: Clock) -> tuple[Store | None, Vault | None]:
+def _open_store(cfg: StoreConfig, vault_cfg: VaultConfig, clock: Clock) -> tuple[Store, Vault]:
     """Open the configured store and its vault; unlock it when a password source is set."""
-    if cfg.store is None:
-        return None, None
     from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
     from tokenhub._vault import Vault  # noqa: PLC0415 - and PyNaCl with it
 
-    store = Store(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
-    vault = Vault(store, auto_lock=cfg.vault.auto_lock, clock=clock.monotonic)
-    source = cfg.vault.password
+    store = Store(cfg.path, busy_timeout=cfg.busy_timeout)
+    vault = Vault(store, auto_lock=vault_cfg.auto_lock, clock=clock.monotonic)
+    source = vault_cfg.password
     if source is None:
         return store, vault
     try:
@@ -124,6 +136,29 @@ def _open_store(cfg: HubConfig, clock: Clock) -> tuple[Store | None, Vault | Non
         store.close()
         raise
     return store, vault
+
+
+def _literal_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    entries = config.get("providers")
+    if not isinstance(entries, Mapping):
+        return {}
+    return {
+        name: e["api_key"]
+        for name, e in entries.items()
+        if isinstance(e, Mapping) and isinstance(e.get("api_key"), str)
+    }
+
+
+def _changes(shared: Mapping[str, Any]) -> list[Change]:
+    from tokenhub._control import ENTRY_SECTIONS  # noqa: PLC0415
+
+    out: list[Change] = []
+    for section, value in shared.items():
+        if section in ENTRY_SECTIONS:
+            out.extend((section, name, entry) for name, entry in value.items())
+        else:
+            out.append((section, section, value))
+    return out
 
 
 def _read_password(source: Mapping[str, str]) -> bytearray:
@@ -148,6 +183,58 @@ def _read_password(source: Mapping[str, str]) -> bytearray:
     password = data[:n]
     data[:] = bytes(len(data))
     return password
+
+
+@attrs.define
+class _Source:
+    """Where a store-backed Hub's config comes from, and how to rebuild it after a change."""
+
+    control: ControlPlane
+    local: dict[str, Any]  # the store and vault sections: never shared
+    literal_keys: dict[str, str]  # keys written literally in this process's config
+    extra: dict[str, Provider]
+    transport: httpx.AsyncBaseTransport | None
+    clock: Clock
+    vault: Vault
+    interval: float
+    shared: dict[str, Any] = attrs.field(factory=dict)
+    revision: int = 0
+    synced: float = 0.0
+
+    def full(self, shared: Mapping[str, Any]) -> dict[str, Any]:
+        """``shared`` plus the local sections and this process's literal keys."""
+        out = {**shared, **self.local}
+        entries = shared.get("providers")
+        if isinstance(entries, Mapping):
+            out["providers"] = {
+                name: (
+                    {**entry, "api_key": self.literal_keys[name]}
+                    if name in self.literal_keys
+                    and isinstance(entry, Mapping)
+                    and "api_key" not in entry
+                    else entry
+                )
+                for name, entry in entries.items()
+            }
+        return out
+
+    def prepare(
+        self,
+        shared: Mapping[str, Any],
+        current: tuple[HubConfig, Mapping[str, Provider]] | None = None,
+    ) -> tuple[HubConfig, dict[str, Provider]]:
+        """Validate ``shared`` exactly like ``from_config`` and build its providers."""
+        from tokenhub._config import parse_config  # noqa: PLC0415
+        from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
+
+        full = self.full(shared)
+        parsed = parse_config(
+            full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
+        )
+        built = _build_providers(
+            parsed, transport=self.transport, clock=self.clock, vault=self.vault, reuse=current
+        )
+        return parsed, {**built, **self.extra}
 
 
 class Hub:
@@ -175,32 +262,46 @@ class Hub:
         store: Store | None = None,
         vault: Vault | None = None,
     ) -> None:
-        self._config = config
+        from tokenhub._telemetry import Telemetry  # noqa: PLC0415 - OpenTelemetry loads with a Hub
+
+        self._clock = clock = clock or SystemClock()
         self._store = store
         self._vault = vault
-        self._providers: dict[str, Provider] = dict(providers)
         self._request_ids = request_ids
+        self._state = RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
+        self._telemetry = Telemetry(
+            self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        # Set by from_config when there is a store: what it holds, and how to follow it.
+        self._source: _Source | None = None
+        self._retired: list[Provider] = []
+        self._install(config, providers)
+
+    def _install(self, config: HubConfig, providers: Mapping[str, Provider]) -> None:
+        """Switch to ``config``; requests in flight keep the objects they already hold."""
+        from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
+
+        old = getattr(self, "_providers", {})
+        self._retired.extend(p for name, p in old.items() if providers.get(name) is not p)
+        self._config = config
+        self._providers: dict[str, Provider] = dict(providers)
         self._models: dict[str, _Model] = {
             name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
             for name, m in config.models.items()
         }
-        from tokenhub._telemetry import Telemetry  # noqa: PLC0415 - OpenTelemetry loads with a Hub
-        from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
-
-        clock = clock or SystemClock()
-        self._state = RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
-        self._engine = Engine(
-            config.failover,
-            self._state,
-            clock,
-            call=self._call,
-            windows=lambda name: self._models[name].config.context_window,
-            prefill=lambda name: self.capabilities(name).prefill,
-            describe=self._describe,
-            telemetry=Telemetry(
-                self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
-            ),
-        )
+        self._state.breaker_settings = config.failover.breaker  # for models seen from now on
+        engine = getattr(self, "_engine", None)
+        if engine is None or engine.settings != config.failover:
+            self._engine = Engine(
+                config.failover,
+                self._state,
+                self._clock,
+                call=self._call,
+                windows=lambda name: self._models[name].config.context_window,
+                prefill=lambda name: self.capabilities(name).prefill,
+                describe=self._describe,
+                telemetry=self._telemetry,
+            )
         self._router = Router(
             {name: self._info(i, name) for i, name in enumerate(self._models)},
             config.routing,
@@ -265,33 +366,134 @@ class Hub:
 
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
-        from tokenhub._config import parse_config  # noqa: PLC0415 - cattrs loads on first use
+        from tokenhub._config import parse_config, parse_local  # noqa: PLC0415 - cattrs, first use
         from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
 
         clock = clock or SystemClock()
         extra = dict(providers or {})
         if store is not None:
             config = {**config, "store": {**config.get("store", {}), "path": os.fspath(store)}}
-        parsed = parse_config(
-            config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
-        )
-        opened, vault = _open_store(parsed, clock)
+        store_cfg, vault_cfg = parse_local(config)
+        if store_cfg is None:
+            parsed = parse_config(
+                config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
+            )
+            built = _build_providers(parsed, transport=transport, clock=clock, vault=None)
+            return cls(
+                parsed,
+                {**built, **extra},
+                clock=clock,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
+        from tokenhub._control import ControlPlane, apply, shareable  # noqa: PLC0415
+
+        opened, vault = _open_store(store_cfg, vault_cfg, clock)
         try:
-            built = _build_providers(parsed, transport, clock, vault)
+            source = _Source(
+                control=ControlPlane(opened),
+                local={k: config[k] for k in ("store", "vault") if k in config},
+                literal_keys=_literal_keys(config),
+                extra=extra,
+                transport=transport,
+                clock=clock,
+                vault=vault,
+                interval=store_cfg.sync_interval,
+            )
+            # The store is the source of truth; this config adds to it and updates it.
+            mine = shareable(config)
+            shared = apply(source.control.read(), _changes(mine))
+            parsed, built = source.prepare(shared)  # validated before anything is written
+            source.revision = source.control.import_config(mine)
+            source.shared, source.synced = shared, clock.monotonic()
+            hub = cls(
+                parsed,
+                built,
+                clock=clock,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                store=opened,
+                vault=vault,
+            )
         except BaseException:
-            if opened is not None:
-                opened.close()
+            opened.close()
             raise
-        built.update(extra)
-        return cls(
-            parsed,
-            built,
-            clock=clock,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            store=opened,
-            vault=vault,
-        )
+        hub._source = source
+        return hub
+
+    @classmethod
+    def from_store(cls, path: str | os.PathLike[str], **kwargs: Any) -> Hub:
+        """Build a Hub whose whole config comes from the store at ``path``.
+
+        Takes the keyword arguments of :meth:`from_config`; equivalent to
+        ``Hub.from_config({}, store=path, ...)``.
+        """
+        return cls.from_config({}, store=path, **kwargs)
+
+    @property
+    def store(self) -> Store:
+        """The Hub's SQLite store (``export_config()``, backups); see :doc:`store`."""
+        if self._store is None:
+            raise StoreError("this Hub has no store; set 'store.path'")
+        return self._store
+
+    @property
+    def admin(self) -> Admin:
+        """Runtime changes to providers, models, aliases and policies, persisted in the store."""
+        from tokenhub._control import Admin  # noqa: PLC0415
+
+        self.store  # noqa: B018 - raises StoreError without a store
+        return Admin(self)
+
+    def _stored_config(self) -> dict[str, Any]:
+        return self._source.shared if self._source is not None else {}
+
+    async def _change(self, changes: Sequence[Change], action: str) -> None:
+        """Validate, persist and apply an admin change."""
+        import anyio.to_thread  # noqa: PLC0415
+
+        from tokenhub._control import apply  # noqa: PLC0415
+
+        source = self._source
+        if source is None:  # pragma: no cover - Admin needs a store
+            raise StoreError("this Hub has no store")
+        keys = dict(source.literal_keys)
+        for section, name, value in changes:
+            if section == "providers":
+                key = value.get("api_key") if isinstance(value, Mapping) else None
+                if isinstance(key, str):
+                    keys[name] = key
+                else:
+                    keys.pop(name, None)
+        shared = apply(source.shared, changes)
+        saved, source.literal_keys = source.literal_keys, keys
+        try:
+            parsed, built = source.prepare(shared, (self._config, self._providers))
+        except BaseException:
+            source.literal_keys = saved
+            raise
+        revision = await anyio.to_thread.run_sync(source.control.write, changes, action)
+        source.shared, source.revision = shared, revision
+        self._install(parsed, built)
+
+    def _sync(self, source: _Source) -> None:
+        """Follow changes other processes made to the store (at most every ``sync_interval``)."""
+        now = self._clock.monotonic()
+        if now - source.synced < source.interval:
+            return
+        source.synced = now
+        revision = source.control.revision()
+        if revision == source.revision:
+            return
+        shared = source.control.read()
+        try:
+            parsed, built = source.prepare(shared, (self._config, self._providers))
+        except ConfigError as exc:
+            log.warning("ignoring the store's config revision %d: %s", revision, exc)
+        else:
+            self._install(parsed, built)
+            source.shared = shared
+        source.revision = revision
 
     @property
     def vault(self) -> Vault:
@@ -364,7 +566,7 @@ class Hub:
 
     async def aclose(self) -> None:
         """Close every provider's connections, lock the vault and close the store."""
-        for provider in self._providers.values():
+        for provider in (*self._providers.values(), *self._retired):
             await provider.aclose()
         if self._vault is not None:
             self._vault.lock()
@@ -375,6 +577,8 @@ class Hub:
         self, args: dict[str, Any], *, stream: bool = False, peek: bool = False
     ) -> tuple[ChatRequest, RouteTrace]:
         """Validate a call's arguments (the caller's ``locals()``) and rank its candidates."""
+        if self._source is not None:
+            self._sync(self._source)
         params = {k: v for k, v in args.items() if k not in _ROUTING_ARGS}
         request = build_request(**params)
         request_id = args["request_id"] or self._request_ids()

@@ -85,6 +85,7 @@ def _v1(db: sqlite_utils.Database) -> None:
             "status": str,
             "error_class": str,
             "attempts": int,
+            "stream": int,
             "prompt": str,
             "completion": str,
         },
@@ -99,7 +100,10 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     db["spend"].create(  # type: ignore[union-attr]
-        {"scope": str, "key": str, "period": str, "usd": float}, pk=("scope", "key", "period")
+        {"scope": str, "key": str, "period": str, "usd": float, "reserved": float},
+        pk=("scope", "key", "period"),
+        defaults={"usd": 0.0, "reserved": 0.0},
+        not_null={"usd", "reserved"},
     )
 
 
@@ -184,6 +188,17 @@ class Store:
             cur = self.conn.execute(sql, params)
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def export_config(self) -> dict[str, Any]:
+        """The stored providers, models, aliases and policy sections, as a config dict.
+
+        :meth:`Hub.from_config <tokenhub.Hub.from_config>` accepts it. Keys are
+        referenced (``{"env": ...}``, ``{"vault": ...}``), never included:
+        literal keys are never stored.
+        """
+        from tokenhub._control import ControlPlane  # noqa: PLC0415
+
+        return ControlPlane(self).read()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it (no old page lingers in ``-wal``)."""

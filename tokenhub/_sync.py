@@ -5,9 +5,11 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
+from tokenhub._control import SyncAdmin
 from tokenhub._hub import Hub
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Iterator, Mapping, Sequence
     from types import TracebackType
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message
+    from tokenhub._store import Store
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
@@ -41,6 +44,21 @@ class SyncHub:
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> SyncHub:
         """Build from a plain dict; takes the same arguments as :meth:`Hub.from_config`."""
         return cls(Hub.from_config(config, **kwargs))
+
+    @classmethod
+    def from_store(cls, path: str | os.PathLike[str], **kwargs: Any) -> SyncHub:
+        """Build from a store file; takes the same arguments as :meth:`Hub.from_store`."""
+        return cls(Hub.from_store(path, **kwargs))
+
+    @property
+    def store(self) -> Store:
+        """:attr:`Hub.store`."""
+        return self._hub.store
+
+    @property
+    def admin(self) -> SyncAdmin:
+        """:attr:`Hub.admin`, with blocking methods."""
+        return SyncAdmin(self._hub.admin, self._get_portal())
 
     @property
     def hub(self) -> Hub:

@@ -80,7 +80,7 @@ class RuntimeState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._alpha = alpha
-        self._breaker_settings = breaker or BreakerSettings()
+        self.breaker_settings = breaker or BreakerSettings()
         self.clock = clock
         self._stats: dict[str, _Stats] = {}
         self._credentials: dict[str, tuple[float, str]] = {}
@@ -90,7 +90,7 @@ class RuntimeState:
     def _get(self, model: str) -> _Stats:
         s = self._stats.get(model)
         if s is None:
-            s = self._stats[model] = _Stats(self._breaker_settings)
+            s = self._stats[model] = _Stats(self.breaker_settings)
         return s
 
     def breaker(self, model: str) -> Breaker:

@@ -1,0 +1,263 @@
+"""The control plane in the store: config entries, revisions, the audit log, and ``hub.admin``.
+
+The store holds the shareable part of a config (providers, models, aliases and
+the routing, failover, tokenizer and budgets sections) as the JSON the user
+wrote, minus literal API keys, which never reach the disk. Every change is one
+transaction that bumps a revision number; Hubs sharing the file poll it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tokenhub.errors import ConfigError
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Sequence
+
+    from anyio.from_thread import BlockingPortal
+
+    from tokenhub._hub import Hub
+    from tokenhub._store import Store
+
+__all__ = [
+    "ENTRY_SECTIONS",
+    "SETTING_SECTIONS",
+    "Admin",
+    "ControlPlane",
+    "SyncAdmin",
+    "shareable",
+]
+
+ENTRY_SECTIONS = ("providers", "models", "aliases")
+SETTING_SECTIONS = ("routing", "failover", "tokenizer", "budgets")
+
+#: One change: (section, name, value); value None removes the entry or setting.
+Change = tuple[str, str, Any]
+
+
+def shareable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``config`` the store keeps: no local sections, no literal keys."""
+    out: dict[str, Any] = {}
+    for section in ENTRY_SECTIONS:
+        entries = config.get(section)
+        if isinstance(entries, Mapping):
+            out[section] = {name: _without_literal_key(e) for name, e in entries.items()}
+    for section in SETTING_SECTIONS:
+        if section in config:
+            out[section] = config[section]
+    return out
+
+
+def _without_literal_key(entry: Any) -> Any:
+    if isinstance(entry, Mapping) and isinstance(entry.get("api_key"), str):
+        return {k: v for k, v in entry.items() if k != "api_key"}
+    return entry
+
+
+def apply(config: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any]:
+    """A copy of ``config`` with ``changes`` applied (entries keep their order)."""
+    out = {k: (dict(v) if k in ENTRY_SECTIONS else v) for k, v in config.items()}
+    for section, name, value in changes:
+        if section in ENTRY_SECTIONS:
+            entries = out.setdefault(section, {})
+            if value is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = value
+        elif value is None:
+            out.pop(section, None)
+        else:
+            out[section] = value
+    return out
+
+
+class ControlPlane:
+    """Reads and writes the config entries of a :class:`~tokenhub._store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def revision(self) -> int:
+        """The change counter; another process's write moves it."""
+        rows = self.store.query("SELECT value FROM store_meta WHERE key = 'revision'")
+        return int(rows[0]["value"]) if rows else 0
+
+    def read(self) -> dict[str, Any]:
+        """The stored config, in the shape ``Hub.from_config`` takes (entries in stored order)."""
+        out: dict[str, Any] = {}
+        with self.store.lock:
+            for section in ENTRY_SECTIONS:
+                rows = self.store.conn.execute(
+                    f"SELECT name, config FROM {section} ORDER BY rowid"  # noqa: S608 - our names
+                ).fetchall()
+                if rows:
+                    out[section] = {name: json.loads(value) for name, value in rows}
+            for name, value in self.store.conn.execute(
+                "SELECT name, config FROM settings ORDER BY rowid"
+            ).fetchall():
+                out[name] = json.loads(value)
+        return out
+
+    def write(self, changes: Sequence[Change], action: str) -> int:
+        """Apply ``changes`` in one transaction with an audit row; return the new revision."""
+        now = time.time()
+        with self.store.transaction() as conn:
+            for section, name, value in changes:
+                table, key = (section, name) if section in ENTRY_SECTIONS else ("settings", section)
+                if value is None:
+                    conn.execute(f"DELETE FROM {table} WHERE name = ?", (key,))  # noqa: S608
+                    continue
+                conn.execute(
+                    f"INSERT INTO {table} (name, config, updated_at) VALUES (?, ?, ?) "  # noqa: S608
+                    "ON CONFLICT(name) DO UPDATE SET config = excluded.config, "
+                    "updated_at = excluded.updated_at",
+                    (key, json.dumps(_without_literal_key(value), sort_keys=True), now),
+                )
+            revision = _bump(conn)
+            detail = [{"section": s, "name": n, "removed": v is None} for s, n, v in changes]
+            conn.execute(
+                "INSERT INTO audit_log (at, action, target, detail) VALUES (?, ?, ?, ?)",
+                (now, action, ",".join(sorted({n for _, n, _ in changes})), json.dumps(detail)),
+            )
+        return revision
+
+    def import_config(self, config: Mapping[str, Any]) -> int:
+        """Upsert every entry and setting of ``config`` (nothing is removed)."""
+        changes: list[Change] = []
+        for section, value in shareable(config).items():
+            if section in ENTRY_SECTIONS:
+                changes.extend((section, name, entry) for name, entry in value.items())
+            else:
+                changes.append((section, section, value))
+        return self.write(changes, "config.import") if changes else self.revision()
+
+
+def _bump(conn: sqlite3.Connection) -> int:
+    conn.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('revision', '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
+    return int(conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()[0])
+
+
+class Admin:
+    """Runtime changes to providers, models, aliases and policy defaults (``hub.admin``).
+
+    Each change is validated exactly like :meth:`Hub.from_config` (a
+    :class:`~tokenhub.errors.ConfigError` names the bad path, and nothing is
+    written), persisted in one transaction with an audit row, and applied to
+    the running Hub; requests in flight finish on the objects they started with.
+    Other Hubs sharing the store pick the change up within ``store.sync_interval``.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    async def _change(self, changes: Sequence[Change], action: str) -> None:
+        await self._hub._change(changes, action)  # noqa: SLF001 - the Hub applies its own config
+
+    async def upsert_provider(self, name: str, config: Mapping[str, Any]) -> None:
+        """Add or replace the provider ``name``."""
+        await self._change([("providers", name, dict(config))], "provider.upsert")
+
+    async def remove_provider(self, name: str) -> None:
+        """Remove the provider ``name`` (refused while a model uses it)."""
+        self._known("providers", name)
+        await self._change([("providers", name, None)], "provider.remove")
+
+    async def upsert_model(self, name: str, config: Mapping[str, Any]) -> None:
+        """Add or replace the model ``name``."""
+        await self._change([("models", name, dict(config))], "model.upsert")
+
+    async def disable_model(self, name: str) -> None:
+        """Take ``name`` out of routing (``enabled: false``), keeping its config."""
+        await self._set_enabled(name, enabled=False)
+
+    async def enable_model(self, name: str) -> None:
+        """Put ``name`` back into routing."""
+        await self._set_enabled(name, enabled=True)
+
+    async def _set_enabled(self, name: str, *, enabled: bool) -> None:
+        entry = dict(self._known("models", name))
+        entry["enabled"] = enabled
+        await self._change(
+            [("models", name, entry)], "model.enable" if enabled else "model.disable"
+        )
+
+    async def remove_model(self, name: str) -> None:
+        """Remove the model ``name`` (refused while an alias or the policy names it)."""
+        self._known("models", name)
+        await self._change([("models", name, None)], "model.remove")
+
+    async def upsert_alias(self, name: str, config: Mapping[str, Any]) -> None:
+        """Add or replace the alias ``name``."""
+        await self._change([("aliases", name, dict(config))], "alias.upsert")
+
+    async def remove_alias(self, name: str) -> None:
+        """Remove the alias ``name``."""
+        self._known("aliases", name)
+        await self._change([("aliases", name, None)], "alias.remove")
+
+    async def configure(self, section: str, value: Any) -> None:
+        """Replace a policy default section (``routing``, ``failover``, ``tokenizer``, ``budgets``).
+
+        ``None`` restores the section's defaults.
+        """
+        if section not in SETTING_SECTIONS:
+            known = ", ".join(SETTING_SECTIONS)
+            raise ConfigError([(section, f"not a policy section; known: {known}")])
+        await self._change([(section, section, value)], f"{section}.set")
+
+    def _known(self, section: str, name: str) -> Any:
+        entries = self._hub._stored_config().get(section, {})  # noqa: SLF001
+        if name not in entries:
+            raise ConfigError([(f"{section}.{name}", "no such entry")])
+        return entries[name]
+
+
+class SyncAdmin:
+    """:class:`Admin` with blocking methods, for :class:`~tokenhub.SyncHub`."""
+
+    def __init__(self, admin: Admin, portal: BlockingPortal) -> None:
+        self._admin, self._portal = admin, portal
+
+    def upsert_provider(self, name: str, config: Mapping[str, Any]) -> None:
+        """:meth:`Admin.upsert_provider`."""
+        self._portal.call(self._admin.upsert_provider, name, config)
+
+    def remove_provider(self, name: str) -> None:
+        """:meth:`Admin.remove_provider`."""
+        self._portal.call(self._admin.remove_provider, name)
+
+    def upsert_model(self, name: str, config: Mapping[str, Any]) -> None:
+        """:meth:`Admin.upsert_model`."""
+        self._portal.call(self._admin.upsert_model, name, config)
+
+    def disable_model(self, name: str) -> None:
+        """:meth:`Admin.disable_model`."""
+        self._portal.call(self._admin.disable_model, name)
+
+    def enable_model(self, name: str) -> None:
+        """:meth:`Admin.enable_model`."""
+        self._portal.call(self._admin.enable_model, name)
+
+    def remove_model(self, name: str) -> None:
+        """:meth:`Admin.remove_model`."""
+        self._portal.call(self._admin.remove_model, name)
+
+    def upsert_alias(self, name: str, config: Mapping[str, Any]) -> None:
+        """:meth:`Admin.upsert_alias`."""
+        self._portal.call(self._admin.upsert_alias, name, config)
+
+    def remove_alias(self, name: str) -> None:
+        """:meth:`Admin.remove_alias`."""
+        self._portal.call(self._admin.remove_alias, name)
+
+    def configure(self, section: str, value: Any) -> None:
+        """:meth:`Admin.configure`."""
+        self._portal.call(self._admin.configure, section, value)
