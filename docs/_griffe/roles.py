@@ -2,20 +2,26 @@
 
 tokenhub's docstrings use Sphinx roles (``:class:`Hub```, ``:meth:`~tokenhub.Hub.add_provider```).
 Before mkdocstrings renders a docstring, each role becomes an *optional* autoref: a link when the
-target is documented, plain code otherwise (so the strict build never warns). A trailing ``::``
-(reST's literal-block marker) becomes ``:``.
+target is documented, plain code otherwise (so the strict build never warns). ``:doc:`vault```
+becomes a link to ``docs/vault.md`` titled with its first heading (through the autoref that the
+``autorefs`` plugin registers for that heading), or plain code while the page does not exist.
+A trailing ``::`` (reST's literal-block marker) becomes ``:``.
 """
 
 from __future__ import annotations
 
 import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import griffe
+from markdown.extensions.toc import slugify
 
 _ROLE = re.compile(r":(?:class|meth|func|attr|mod|obj|exc|data):`(~?)([^`<>]+?)`")
+_DOC = re.compile(r":doc:`([\w/-]+)`")
 _LITERAL = re.compile(r"::$", re.MULTILINE)
+_DOCS = Path(__file__).resolve().parent.parent
 
 
 class ReSTRoles(griffe.Extension):
@@ -27,7 +33,8 @@ class ReSTRoles(griffe.Extension):
         for obj in _walk(pkg):
             doc = obj.docstring
             if doc is not None:
-                doc.value = _LITERAL.sub(":", _ROLE.sub(partial(_ref, obj, public), doc.value))
+                text = _DOC.sub(_doc, _ROLE.sub(partial(_ref, obj, public), doc.value))
+                doc.value = _LITERAL.sub(":", text)
 
 
 def _walk(obj: griffe.Object) -> Any:
@@ -74,3 +81,13 @@ def _ref(obj: griffe.Object, public: dict[str, str], m: re.Match[str]) -> str:
     shown = target.rsplit(".", 1)[-1] if tilde else target
     identifier = _public(_resolve(obj, target), public)
     return f'<autoref identifier="{identifier}" optional><code>{shown}</code></autoref>'
+
+
+def _doc(m: re.Match[str]) -> str:
+    """Link to a page through the autoref of its first heading (``# Vault and CLI``)."""
+    page = _DOCS / f"{m.group(1)}.md"
+    if not page.is_file():
+        return f"<code>{m.group(1)}</code>"
+    lines = page.read_text(encoding="utf-8").splitlines()
+    title = next((line[2:].strip() for line in lines if line.startswith("# ")), m.group(1))
+    return f'<autoref identifier="{slugify(title, "-")}">{title}</autoref>'
