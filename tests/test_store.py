@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.conftest import CANARY, config_for
 from tokenhub import Hub, SyncHub
+from tokenhub._ledger import RequestLog
 from tokenhub._store import SCHEMA_VERSION, Store
-from tokenhub.errors import ConfigError, NoRouteError, StoreError
-from tokenhub.testing import FakeClock, FakeProvider
+from tokenhub.errors import (
+    BudgetExceededError,
+    ConfigError,
+    NoRouteError,
+    ProviderError,
+    StoreError,
+)
+from tokenhub.testing import FakeClock, FakeProvider, Reply
 
 pytestmark = pytest.mark.anyio
 
@@ -308,3 +318,199 @@ class TestSharing:
                 await hub.admin.disable_model(name)
             with pytest.raises(NoRouteError):
                 await hub.chat(HELLO)
+
+
+def logged(db: Path) -> list[dict[str, Any]]:
+    with Store(db) as s:
+        return s.query("SELECT * FROM request_logs ORDER BY id")
+
+
+class TestRequestLogs:
+    async def test_off_by_default(self, fake: FakeProvider, db: Path) -> None:
+        """Without store.logs.enabled nothing is logged."""
+        async with Hub.from_config(config_for(fake), store=db) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini")
+        assert [] == logged(db)
+
+    async def test_rows_without_content(self, fake: FakeProvider, db: Path) -> None:
+        """Successes, failures and streams are logged with their numbers, not their text."""
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True}}
+        fake.script("gpt-4o-mini", Reply(usage=(12, 5)), Reply(status=500))
+        secret_prompt = [{"role": "user", "content": "my diary entry 7f00d"}]
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat(secret_prompt, model="gpt-4o-mini", caller="tenant-a", request_id="r1")
+            with pytest.raises(ProviderError):
+                await hub.chat(secret_prompt, model="gpt-4o-mini", request_id="r2")
+            async with hub.stream(secret_prompt, model="claude-haiku", request_id="r3") as s:
+                async for _ in s:
+                    pass
+        rows = {r["request_id"]: r for r in logged(db)}
+        assert {"r1", "r2", "r3"} == set(rows)
+        ok = rows["r1"]
+        assert ("gpt-4o-mini", "openai", "tenant-a", "ok", 1, 0) == (
+            ok["model"],
+            ok["provider"],
+            ok["caller"],
+            ok["status"],
+            ok["attempts"],
+            ok["stream"],
+        )
+        assert (12, 5) == (ok["input_tokens"], ok["output_tokens"])
+        assert ok["cost_usd"] == pytest.approx((12 * 0.15 + 5 * 0.60) / 1e6)
+        assert ("error", "transient") == (rows["r2"]["status"], rows["r2"]["error_class"])
+        assert rows["r3"]["stream"] == 1
+        assert rows["r3"]["ttft_ms"] is not None
+        assert all(r["prompt"] is None and r["completion"] is None for r in rows.values())
+        data = b"".join(p.read_bytes() for p in db.parent.glob("hub.db*"))
+        assert b"7f00d" not in data
+
+    async def test_content_logging_is_opt_in_and_scrubbed(
+        self, fake: FakeProvider, db: Path
+    ) -> None:
+        """With content on, prompt and completion are stored, with known keys masked."""
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True, "content": True}}
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat([{"role": "user", "content": f"key {CANARY} ok"}], model="gpt-4o-mini")
+        (row,) = logged(db)
+        assert "[REDACTED]" in row["prompt"]
+        assert CANARY not in row["prompt"] + row["completion"]
+
+    async def test_usage(self, fake: FakeProvider, db: Path) -> None:
+        """hub.usage groups requests, errors, tokens and cost."""
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True}}
+        fake.script("gpt-4o-mini", Reply(usage=(10, 2)), Reply(usage=(10, 2)), Reply(status=500))
+        async with Hub.from_config(cfg) as hub:
+            for _ in range(2):
+                await hub.chat(HELLO, model="gpt-4o-mini")
+            with pytest.raises(ProviderError):
+                await hub.chat(HELLO, model="gpt-4o-mini")
+            (row,) = await hub.usage(group_by="model")
+            assert ("gpt-4o-mini", 3, 1, 20, 4) == (
+                row["model"],
+                row["requests"],
+                row["errors"],
+                row["input_tokens"],
+                row["output_tokens"],
+            )
+            assert [] == await hub.usage(since=dt.timedelta(seconds=-60))
+            with pytest.raises(ValueError, match="group_by"):
+                await hub.usage(group_by="prompt")
+
+    def test_full_buffer_drops_and_counts(self, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """When the buffer is full, rows are dropped and counted; record() never blocks."""
+        Store(db).close()
+        drops: list[int] = []
+        rl = RequestLog(
+            str(db), busy_timeout=1, buffer=3, retention_days=None, on_drop=lambda: drops.append(1)
+        )
+        monkeypatch.setattr(rl, "_start", lambda: None)  # a writer that never catches up
+        for i in range(10):
+            rl.record({"request_id": str(i), "at": 0.0})
+        assert (7, 7) == (rl.dropped, len(drops))
+
+    def test_retention_and_close_flushes(self, db: Path) -> None:
+        """close() writes everything queued; rows older than the retention are deleted."""
+        with Store(db) as s, s.transaction() as conn:
+            conn.execute("INSERT INTO request_logs (request_id, at) VALUES ('old', 1.0)")
+        rl = RequestLog(str(db), busy_timeout=1, buffer=10_000, retention_days=1)
+        for i in range(1200):
+            rl.record({"request_id": f"n{i}", "at": time.time()})
+        rl.close()
+        rows = logged(db)
+        assert 1200 == len(rows)
+        assert "old" not in {r["request_id"] for r in rows}
+        assert 1200 == rl.written
+
+
+class TestBudgets:
+    def budget_config(
+        self, fake: FakeProvider, db: Path, *budgets: dict[str, Any]
+    ) -> dict[str, Any]:
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True}}
+        cfg["budgets"] = list(budgets)
+        return cfg
+
+    async def test_refused_before_any_request(self, fake: FakeProvider, db: Path) -> None:
+        """A request whose estimate exceeds the limit fails with BudgetExceededError, unsent."""
+        cfg = self.budget_config(fake, db, {"scope": "global", "period": "day", "usd": 1e-9})
+        async with Hub.from_config(cfg) as hub:
+            with pytest.raises(BudgetExceededError) as info:
+                await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=100)
+            with pytest.raises(BudgetExceededError):
+                async with hub.stream(HELLO, model="gpt-4o-mini", max_tokens=100) as s:
+                    async for _ in s:
+                        pass
+        assert [] == fake.requests
+        assert ("global", "*", "day") == (info.value.scope, info.value.key, info.value.period)
+        assert "day budget of 1e-09 USD for all requests" in str(info.value)
+        assert {"budget_exceeded"} == {r["error_class"] for r in logged(db)}
+
+    async def test_spend_accumulates_then_refuses(self, fake: FakeProvider, db: Path) -> None:
+        """Actual costs are recorded per caller; the caller over its limit is refused, others not."""
+        fake.default(None, Reply(usage=(1000, 1000)))  # 0.00075 USD on gpt-4o-mini
+        cfg = self.budget_config(
+            fake, db, {"scope": "caller", "key": "*", "period": "month", "usd": 0.002}
+        )
+        async with Hub.from_config(cfg) as hub:
+            for _ in range(3):
+                await hub.chat(HELLO, model="gpt-4o-mini", caller="a", max_tokens=10)
+            with pytest.raises(BudgetExceededError) as info:
+                await hub.chat(HELLO, model="gpt-4o-mini", caller="a", max_tokens=10)
+            assert ("caller", "a") == (info.value.scope, info.value.key)
+            await hub.chat(HELLO, model="gpt-4o-mini", caller="b", max_tokens=10)
+        with Store(db) as s:
+            spend = {r["key"]: r for r in s.query("SELECT * FROM spend")}
+        assert spend["a"]["usd"] == pytest.approx(3 * 0.00075)
+        assert 0 == pytest.approx(spend["a"]["reserved"])
+
+    async def test_model_budget_and_admin_change(self, fake: FakeProvider, db: Path) -> None:
+        """Model budgets apply to that model; budgets can be changed at runtime."""
+        cfg = self.budget_config(
+            fake, db, {"scope": "model", "key": "claude-haiku", "period": "day", "usd": 1e-9}
+        )
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini")
+            with pytest.raises(BudgetExceededError):
+                await hub.chat(HELLO, model="claude-haiku")
+            await hub.admin.configure("budgets", [])
+            await hub.chat(HELLO, model="claude-haiku")
+
+    async def test_concurrent_requests_do_not_overshoot(self, fake: FakeProvider, db: Path) -> None:
+        """Of 12 parallel requests under a limit of 3.5 estimates, exactly 3 are admitted."""
+        async with Hub.from_config(config_for(fake)) as probe:
+            estimate = probe.explain(HELLO, model="gpt-4o-mini", max_tokens=500).candidates[0]
+        assert estimate.estimated_cost_usd
+        limit = 3.5 * estimate.estimated_cost_usd
+        fake.default(None, Reply(usage=(1, 1)))
+        cfg = self.budget_config(fake, db, {"scope": "global", "period": "day", "usd": limit})
+        results: list[object] = []
+        async with Hub.from_config(cfg) as hub:
+
+            async def one() -> None:
+                try:
+                    results.append(await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=500))
+                except BudgetExceededError as exc:
+                    results.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(12):
+                    tg.start_soon(one)
+        admitted = [r for r in results if not isinstance(r, BudgetExceededError)]
+        assert 3 <= len(admitted) <= 12
+        assert len(admitted) * estimate.estimated_cost_usd <= limit + estimate.estimated_cost_usd
+        with Store(db) as s:
+            (row,) = s.query("SELECT * FROM spend")
+        assert row["usd"] <= limit + estimate.estimated_cost_usd
+
+    async def test_budget_config_errors(self, fake: FakeProvider) -> None:
+        """Budgets need a store; bad limits name their path."""
+        cfg = config_for(fake)
+        cfg["budgets"] = [{"scope": "global", "period": "week", "usd": -1, "key": "x"}]
+        with pytest.raises(ConfigError) as info:
+            Hub.from_config(cfg)
+        paths = [p for p, _ in info.value.errors]
+        assert "budgets" in " ".join(paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NewType, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAPABILITIES",
+    "Budget",
     "EnvKey",
     "HubConfig",
     "KeyRef",
@@ -198,12 +199,38 @@ class FailoverConfig:
 
 
 @attrs.frozen
+class LogsConfig:
+    """Request logs in the store: off by default; prompts and completions only on request."""
+
+    enabled: bool = False
+    content: bool = False
+    retention_days: float | None = 30.0
+    buffer: int = 10_000
+
+
+@attrs.frozen
 class StoreConfig:
-    """Where the SQLite store lives."""
+    """Where the SQLite store lives, how to share it, and what to log into it."""
 
     path: str
     busy_timeout: float = 5.0
     sync_interval: float = 2.0
+    logs: LogsConfig = LogsConfig()
+
+
+@attrs.frozen
+class Budget:
+    """A spend limit in USD over a UTC day or month.
+
+    ``scope`` ``global`` covers every request; ``caller`` the requests with that
+    ``caller=`` (``key``, or ``*`` for each caller separately); ``model`` one model
+    (or ``*`` for each model).
+    """
+
+    scope: Literal["global", "caller", "model"]
+    period: Literal["day", "month"]
+    usd: float
+    key: str = "*"
 
 
 @attrs.frozen
@@ -230,6 +257,7 @@ class HubConfig:
     failover: FailoverConfig = attrs.field(factory=FailoverConfig)
     store: StoreConfig | None = None
     vault: VaultConfig = VaultConfig()
+    budgets: tuple[Budget, ...] = ()
 
 
 def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
@@ -331,6 +359,12 @@ def parse_config(
             errors.extend(validation_errors(exc, "store"))
             store = StoreConfig("")
     vault = _structure_one(config, "vault", VaultConfig, errors)
+    budgets: tuple[Budget, ...] = ()
+    if "budgets" in config:
+        try:
+            budgets = converter.structure(config["budgets"], tuple[Budget, ...])
+        except Exception as exc:  # noqa: BLE001 - reported by path like every section
+            errors.extend(validation_errors(exc, "budgets"))
     tokenizer = config.get("tokenizer", "heuristic")
     if not isinstance(tokenizer, str) or not (
         tokenizer == "heuristic" or tokenizer.partition(":")[0] == "tiktoken"
@@ -346,6 +380,7 @@ def parse_config(
         failover=failover,
         store=store,
         vault=vault,
+        budgets=budgets,
     )
     errors.extend(_check_values(parsed))
     section = config.get("models")
@@ -387,6 +422,10 @@ def _check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, s
         if store is None:
             errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
     if store is not None:
+        if store.logs.buffer < 1:
+            errors.append(("store.logs.buffer", "must be at least 1"))
+        if store.logs.retention_days is not None and store.logs.retention_days <= 0:
+            errors.append(("store.logs.retention_days", "must be positive (or null to keep all)"))
         if store.busy_timeout < 0:
             errors.append(("store.busy_timeout", "must not be negative"))
         if store.sync_interval < 0:
@@ -514,6 +553,7 @@ _SECTIONS = (
     "failover",
     "store",
     "vault",
+    "budgets",
 )
 
 
@@ -580,6 +620,13 @@ def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         if p.http not in ("httpx", "aiohttp"):
             errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
     errors.extend(_check_vault(cfg.store, cfg.vault))
+    for i, budget in enumerate(cfg.budgets):
+        if budget.usd <= 0:
+            errors.append((f"budgets[{i}].usd", "must be positive"))
+        if budget.scope == "global" and budget.key != "*":
+            errors.append((f"budgets[{i}].key", "a global budget has no key"))
+    if cfg.budgets and cfg.store is None:
+        errors.append(("budgets", "budgets are kept in the store: set 'store.path'"))
     f = cfg.failover
     errors.extend(
         (f"failover.{key}", "must be positive")

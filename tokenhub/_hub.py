@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from contextlib import aclosing
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
     from tokenhub._control import Admin, Change, ControlPlane
     from tokenhub._http import HttpClient
+    from tokenhub._ledger import Hold, Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
     from tokenhub._store import Store
     from tokenhub._vault import Vault
@@ -275,6 +277,18 @@ class Hub:
         # Set by from_config when there is a store: what it holds, and how to follow it.
         self._source: _Source | None = None
         self._retired: list[Provider] = []
+        self._logs: RequestLog | None = None
+        self._ledger: Ledger | None = None
+        if store is not None and config.store is not None and config.store.logs.enabled:
+            from tokenhub._ledger import RequestLog  # noqa: PLC0415
+
+            logs = config.store.logs
+            self._logs = RequestLog(
+                str(store.path),
+                busy_timeout=config.store.busy_timeout,
+                buffer=logs.buffer,
+                retention_days=logs.retention_days,
+            )
         self._install(config, providers)
 
     def _install(self, config: HubConfig, providers: Mapping[str, Provider]) -> None:
@@ -301,6 +315,20 @@ class Hub:
                 prefill=lambda name: self.capabilities(name).prefill,
                 describe=self._describe,
                 telemetry=self._telemetry,
+            )
+        if self._store is not None:
+            from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
+
+            budgets = (
+                Budgets(self._store, config.budgets, wall=self._clock.wall)
+                if config.budgets
+                else None
+            )
+            content = config.store is not None and config.store.logs.content
+            self._ledger = (
+                Ledger(self._logs, budgets, content=content)
+                if self._logs is not None or budgets is not None
+                else None
             )
         self._router = Router(
             {name: self._info(i, name) for i, name in enumerate(self._models)},
@@ -445,6 +473,31 @@ class Hub:
         self.store  # noqa: B018 - raises StoreError without a store
         return Admin(self)
 
+    async def usage(
+        self,
+        *,
+        since: float | dt.datetime | dt.timedelta | None = None,
+        group_by: str = "model",
+    ) -> list[dict[str, Any]]:
+        """Requests, errors, tokens and cost from the request log, grouped by one column.
+
+        ``group_by`` is ``model``, ``provider``, ``caller``, ``alias`` or ``day``;
+        ``since`` a UNIX time, a datetime, or a timedelta back from now. Needs
+        ``store.logs.enabled``; rows still queued are written first.
+        """
+        import anyio.to_thread  # noqa: PLC0415
+
+        from tokenhub._ledger import usage  # noqa: PLC0415
+
+        store = self.store
+        if isinstance(since, dt.timedelta):
+            since = self._clock.wall() - since.total_seconds()
+        elif isinstance(since, dt.datetime):
+            since = since.timestamp()
+        if self._logs is not None:
+            await anyio.to_thread.run_sync(self._logs.flush)
+        return await anyio.to_thread.run_sync(lambda: usage(store, since=since, group_by=group_by))
+
     def _stored_config(self) -> dict[str, Any]:
         return self._source.shared if self._source is not None else {}
 
@@ -568,6 +621,10 @@ class Hub:
         """Close every provider's connections, lock the vault and close the store."""
         for provider in (*self._providers.values(), *self._retired):
             await provider.aclose()
+        if self._logs is not None:
+            import anyio.to_thread  # noqa: PLC0415
+
+            await anyio.to_thread.run_sync(self._logs.close)  # writes every queued row
         if self._vault is not None:
             self._vault.lock()
         if self._store is not None:
@@ -689,7 +746,45 @@ class Hub:
         request, trace = self._plan(locals())  # first: locals() must hold only the arguments
         from tokenhub.routing._engine import chat  # noqa: PLC0415 - loaded with the first Hub
 
-        return await chat(self._engine, request, trace, timeout)
+        if self._ledger is None:
+            return await chat(self._engine, request, trace, timeout)
+        return await self._accounted(self._ledger, request, trace, caller, timeout)
+
+    async def _accounted(
+        self,
+        ledger: Ledger,
+        request: ChatRequest,
+        trace: RouteTrace,
+        caller: str | None,
+        timeout: float | None,
+    ) -> ChatResponse:
+        """:meth:`chat` with budgets checked and settled and the request logged."""
+        from tokenhub.routing._engine import chat  # noqa: PLC0415
+
+        wall, started = self._clock.wall(), self._clock.monotonic()
+        hold = response = error = None
+        try:
+            hold = await ledger.admit(trace, caller)
+            response = await chat(self._engine, request, trace, timeout)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            final = response.trace if response is not None else getattr(error, "trace", None)
+            final = final or trace
+            await ledger.finish(hold, final, caller, response)
+            ledger.record(
+                request,
+                final,
+                caller=caller,
+                started_at=wall,
+                latency_ms=(self._clock.monotonic() - started) * 1000,
+                response=response,
+                error=error,
+                ttft_ms=None,
+                stream=False,
+            )
+        return response
 
     def stream(
         self,
@@ -727,7 +822,15 @@ class Hub:
                     print(chunk.text, end="")
         """
         request, trace = self._plan(locals(), stream=True)
-        return ChatStream(self._engine, request, trace, timeout)
+        return ChatStream(
+            self._engine,
+            request,
+            trace,
+            timeout,
+            ledger=self._ledger,
+            caller=caller,
+            clock=self._clock,
+        )
 
 
 _ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id", "timeout"})
@@ -742,7 +845,15 @@ class ChatStream:
     """
 
     def __init__(
-        self, engine: Engine, request: ChatRequest, trace: RouteTrace, timeout: float | None
+        self,
+        engine: Engine,
+        request: ChatRequest,
+        trace: RouteTrace,
+        timeout: float | None,
+        *,
+        ledger: Ledger | None = None,
+        caller: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._engine = engine
         self._request = request
@@ -754,6 +865,11 @@ class ChatStream:
         self._run: _engine.Run | None = None
         self._iterator: AsyncIterator[Chunk] | None = None
         self._response: ChatResponse | None = None
+        # Budgets and request logs, when the Hub keeps them.
+        self._ledger, self._caller = ledger, caller
+        self._clock: Clock = clock or SystemClock()
+        self._started = self._wall = 0.0
+        self._first: float | None = None
 
     @property
     def request_id(self) -> str:
@@ -798,12 +914,28 @@ class ChatStream:
         from tokenhub.routing._engine import stream  # noqa: PLC0415 - loaded with the first Hub
 
         partial = self._partial
+        ledger = self._ledger
+        hold = None
+        if ledger is not None:
+            self._wall, self._started = self._clock.wall(), self._clock.monotonic()
+            try:
+                hold = await ledger.admit(self._trace, self._caller)
+            except BaseException as exc:
+                self._account(ledger, None, exc)
+                raise
         source = stream(self._engine, self._request, self._trace, self._timeout, partial)
         call = None
-        async with aclosing(source) as chunks:
-            async for chunk, run, attempt_call in chunks:
-                self._run, call = run, attempt_call
-                yield chunk
+        try:
+            async with aclosing(source) as chunks:
+                async for chunk, run, attempt_call in chunks:
+                    self._run, call = run, attempt_call
+                    if ledger is not None and self._first is None:
+                        self._first = self._clock.monotonic()
+                    yield chunk
+        except BaseException as exc:
+            if ledger is not None:  # an error, a cancellation or an early close
+                self._account(ledger, hold, exc)
+            raise
         last = partial.last
         if call is None or last is None or last.finish_reason is None:  # pragma: no cover
             raise AssertionError("the engine ended a stream without its finish")
@@ -818,3 +950,25 @@ class ChatStream:
             reasoning=partial.reasoning,
         )
         self._response = attrs.evolve(response, trace=self.trace)
+        if ledger is not None:
+            await ledger.finish(hold, self.trace, self._caller, self._response)
+            self._record(ledger, None)
+
+    def _account(self, ledger: Ledger, hold: Hold | None, error: BaseException) -> None:
+        """Settle and log a stream that ended early; synchronous, as a closing generator must be."""
+        if hold is not None and ledger.budgets is not None:
+            ledger.budgets.settle(hold, self.trace, self._caller, self._response)
+        self._record(ledger, error)
+
+    def _record(self, ledger: Ledger, error: BaseException | None) -> None:
+        ledger.record(
+            self._request,
+            self.trace,
+            caller=self._caller,
+            started_at=self._wall,
+            latency_ms=(self._clock.monotonic() - self._started) * 1000,
+            response=self._response,
+            error=error,
+            ttft_ms=None if self._first is None else (self._first - self._started) * 1000,
+            stream=True,
+        )

@@ -9,6 +9,7 @@ from tokenhub._control import SyncAdmin
 from tokenhub._hub import Hub
 
 if TYPE_CHECKING:
+    import datetime as dt
     import os
     from collections.abc import Iterator, Mapping, Sequence
     from types import TracebackType
@@ -59,6 +60,15 @@ class SyncHub:
     def admin(self) -> SyncAdmin:
         """:attr:`Hub.admin`, with blocking methods."""
         return SyncAdmin(self._hub.admin, self._get_portal())
+
+    def usage(
+        self,
+        *,
+        since: float | dt.datetime | dt.timedelta | None = None,
+        group_by: str = "model",
+    ) -> list[dict[str, Any]]:
+        """:meth:`Hub.usage`."""
+        return self._get_portal().call(partial(self._hub.usage, since=since, group_by=group_by))
 
     @property
     def hub(self) -> Hub:

@@ -14,6 +14,7 @@ The tree::
     │   ├── VaultUnlockError                wrong password (or a damaged key row; one message)
     │   └── VaultCorruptedError             a stored row failed authentication: tampered or moved
     ├── StoreError                          the SQLite store cannot be opened or used
+    ├── BudgetExceededError                 a spend limit would be exceeded; nothing was sent
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
         ├── QuotaExhaustedError             quota_exhausted (out of credit; not retryable)
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthenticationError",
+    "BudgetExceededError",
     "ConfigError",
     "ContentPolicyError",
     "ContextOverflowError",
@@ -223,6 +225,39 @@ class VaultCorruptedError(VaultError):
 
 class StoreError(TokenhubError):
     """The SQLite store cannot be opened or used (the message says why)."""
+
+
+class BudgetExceededError(TokenhubError):
+    """A spend limit would be exceeded by this request; it was refused before any I/O.
+
+    ``scope`` is ``global``, ``caller`` or ``model``; ``key`` the caller or model
+    (``*`` for global); ``period`` ``day`` or ``month`` (UTC).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        key: str,
+        period: str,
+        limit_usd: float,
+        spent_usd: float,
+        request_id: str | None = None,
+    ) -> None:
+        self.scope, self.key, self.period = scope, key, period
+        self.limit_usd, self.spent_usd, self.request_id = limit_usd, spent_usd, request_id
+        who = "all requests" if scope == "global" else f"{scope} {key!r}"
+        super().__init__(
+            f"the {period} budget of {limit_usd:g} USD for {who} is used up "
+            f"({spent_usd:g} USD spent or reserved)"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_budget, (self.__dict__.copy(),))
+
+
+def _rebuild_budget(fields: dict[str, Any]) -> BudgetExceededError:
+    return BudgetExceededError(**fields)
 
 
 class ProviderError(TokenhubError):

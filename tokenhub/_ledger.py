@@ -1,0 +1,380 @@
+"""Request logs (batched off the request path) and spend budgets, in the store.
+
+Request logs go through a bounded queue to one writer thread with its own
+connection; a full queue drops the row and counts it, never blocking a request.
+Budgets reserve a request's estimated cost before it is sent, in one
+``BEGIN IMMEDIATE`` transaction, and settle the actual cost afterwards: parallel
+requests cannot overshoot a limit by more than one request's estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from tokenhub._redact import get_logger, scrub
+from tokenhub._store import Store
+from tokenhub.errors import BudgetExceededError, TokenhubError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from tokenhub._config import Budget
+    from tokenhub._models import ChatRequest, ChatResponse
+    from tokenhub.routing import RouteTrace
+
+__all__ = ["Budgets", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
+
+log = get_logger("tokenhub.store")
+
+_STOP: Final = object()
+_BATCH: Final = 500
+_RETENTION_EVERY: Final = 60.0  # seconds between retention sweeps
+
+
+class RequestLog:
+    """A bounded, batched writer of request-log rows (one daemon thread, started on first use)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        buffer: int,
+        retention_days: float | None,
+        on_drop: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._path, self._busy_timeout = path, busy_timeout
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer)
+        self._retention = None if retention_days is None else retention_days * 86400
+        self._on_drop = on_drop
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.dropped = 0
+        self.written = 0
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Queue ``row``; if the buffer is full, drop it and count the drop. Never blocks."""
+        if self._thread is None:
+            self._start()
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+            self._on_drop()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tokenhub-request-log", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        store = Store(self._path, busy_timeout=self._busy_timeout)
+        swept = 0.0
+        try:
+            while True:
+                item = self._queue.get()
+                batch: list[Any] = []
+                while True:
+                    if isinstance(item, threading.Event):  # flush(): write what came before
+                        if batch:
+                            self._write(store, batch)
+                            batch = []
+                        item.set()
+                    elif item is not _STOP:
+                        batch.append(item)
+                    if item is _STOP or len(batch) >= _BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                stop = item is _STOP
+                if batch:
+                    self._write(store, batch)
+                now = time.time()
+                if self._retention is not None and (stop or now - swept > _RETENTION_EVERY):
+                    swept = now
+                    with store.transaction() as conn:
+                        conn.execute(
+                            "DELETE FROM request_logs WHERE at < ?", (now - self._retention,)
+                        )
+                if stop:
+                    return
+        finally:
+            store.close()
+
+    def _write(self, store: Store, batch: list[Any]) -> None:
+        cols = tuple(batch[0])
+        sql = (
+            f"INSERT INTO request_logs ({', '.join(cols)}) "  # noqa: S608 - our column names
+            f"VALUES ({', '.join('?' for _ in cols)})"
+        )
+        try:
+            with store.transaction() as conn:
+                conn.executemany(sql, [tuple(r[c] for c in cols) for r in batch])
+        except Exception:  # noqa: BLE001 - a logging failure must not kill the writer
+            self.dropped += len(batch)
+            for _ in batch:
+                self._on_drop()
+            log.warning("could not write %d request-log rows", len(batch))
+        else:
+            self.written += len(batch)
+
+    def flush(self) -> None:
+        """Block until every row queued so far is written."""
+        if self._thread is not None:
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait()
+
+    def close(self) -> None:
+        """Write every queued row, then stop the writer (blocks until done)."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+
+def log_row(
+    request: ChatRequest,
+    trace: RouteTrace,
+    *,
+    caller: str | None,
+    started_at: float,
+    latency_ms: float,
+    response: ChatResponse | None,
+    error: BaseException | None,
+    ttft_ms: float | None,
+    stream: bool,
+    content: bool,
+) -> dict[str, Any]:
+    """One request-log row; prompt and completion only when ``content`` is on (scrubbed).
+
+    Status is ``ok``, ``error`` (with ``error_class``) or ``cancelled`` (by the caller).
+    """
+    input_tokens = output_tokens = 0
+    usages = [a.usage for a in trace.attempts if a.outcome != "ok"]
+    usages.append(response.usage if response is not None else None)
+    for u in usages:
+        if u is not None:
+            input_tokens += u.input_tokens
+            output_tokens += u.output_tokens
+    by_model = costs(trace, response)
+    last = trace.attempts[-1] if trace.attempts else None
+    error_class = None
+    status = "ok"
+    if isinstance(error, BudgetExceededError):
+        error_class, status = "budget_exceeded", "error"
+    elif isinstance(error, TokenhubError):
+        from tokenhub.routing._engine import _error_type  # noqa: PLC0415
+
+        error_class, status = _error_type(error), "error"
+    elif error is not None:
+        status = "cancelled"
+    prompt = completion = None
+    if content:
+        from tokenhub._serde import converter  # noqa: PLC0415
+
+        messages = converter.unstructure(request.messages)
+        prompt = scrub(json.dumps(messages, ensure_ascii=False, default=str))
+        completion = scrub(response.text) if response is not None else None
+    return {
+        "request_id": trace.request_id,
+        "at": started_at,
+        "model": response.model if response is not None else (last.model if last else None),
+        "provider": (
+            response.provider if response is not None else (last.provider if last else None)
+        ),
+        "alias": trace.alias,
+        "caller": caller,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": sum(by_model.values()) if by_model else None,
+        "latency_ms": round(latency_ms, 3),
+        "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
+        "status": status,
+        "error_class": error_class,
+        "attempts": len(trace.attempts),
+        "stream": int(stream),
+        "prompt": prompt,
+        "completion": completion,
+    }
+
+
+def costs(trace: RouteTrace | None, response: ChatResponse | None) -> dict[str, float]:
+    """What the request cost, per model: failed attempts billed, plus the answer."""
+    out: dict[str, float] = {}
+    for a in trace.attempts if trace is not None else ():
+        if a.outcome != "ok" and a.cost_usd is not None:
+            out[a.model] = out.get(a.model, 0.0) + a.cost_usd
+    if response is not None and response.cost_usd is not None:
+        out[response.model] = out.get(response.model, 0.0) + response.cost_usd
+    return out
+
+
+GROUPS: Final = ("model", "provider", "caller", "alias", "day")
+
+
+def usage(
+    store: Store, *, since: float | None = None, group_by: str = "model"
+) -> list[dict[str, Any]]:
+    """Tokens, cost, requests and errors from the request log, grouped by one column."""
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+    key = "date(at, 'unixepoch')" if group_by == "day" else group_by
+    return store.query(
+        f"SELECT {key} AS {group_by}, count(*) AS requests, "  # noqa: S608 - from GROUPS
+        "sum(status = 'error') AS errors, sum(input_tokens) AS input_tokens, "
+        "sum(output_tokens) AS output_tokens, round(total(cost_usd), 6) AS cost_usd "
+        f"FROM request_logs WHERE at >= ? GROUP BY {key} ORDER BY {key}",
+        (since or 0.0,),
+    )
+
+
+@attrs.frozen
+class Hold:
+    """The reservations made for one request, to settle when it ends."""
+
+    rows: tuple[tuple[str, str, str], ...]
+    estimate: float
+    model: str | None
+
+
+class Budgets:
+    """Checks and records spend against the configured limits, in the store."""
+
+    def __init__(
+        self, store: Store, limits: Sequence[Budget], *, wall: Callable[[], float]
+    ) -> None:
+        self._store, self._limits, self._wall = store, tuple(limits), wall
+
+    def _periods(self) -> dict[str, str]:
+        t = time.gmtime(self._wall())
+        return {"day": time.strftime("%Y-%m-%d", t), "month": time.strftime("%Y-%m", t)}
+
+    def _applicable(
+        self, caller: str | None, model: str | None
+    ) -> Iterable[tuple[Budget, tuple[str, str, str]]]:
+        periods = self._periods()
+        for b in self._limits:
+            if b.scope == "global":
+                key = "*"
+            elif b.scope == "caller":
+                if caller is None or (b.key not in ("*", caller)):
+                    continue
+                key = caller
+            else:
+                if model is None or b.key not in ("*", model):
+                    continue
+                key = model
+            yield b, (b.scope, key, f"{b.period}:{periods[b.period]}")
+
+    def admit(self, trace: RouteTrace, caller: str | None) -> Hold:
+        """Reserve the first candidate's estimated cost, or raise ``BudgetExceededError``."""
+        first = trace.candidates[0] if trace.candidates else None
+        model = first.model if first else None
+        estimate = (first.estimated_cost_usd or 0.0) if first else 0.0
+        rows = []
+        with self._store.transaction() as conn:
+            for budget, row in self._applicable(caller, model):
+                spent, reserved = conn.execute(
+                    "SELECT usd, reserved FROM spend WHERE scope = ? AND key = ? AND period = ?",
+                    row,
+                ).fetchone() or (0.0, 0.0)
+                if spent >= budget.usd or spent + reserved + estimate > budget.usd:
+                    raise BudgetExceededError(
+                        scope=budget.scope,
+                        key=row[1],
+                        period=budget.period,
+                        limit_usd=budget.usd,
+                        spent_usd=round(spent + reserved, 6),
+                        request_id=trace.request_id,
+                    )
+                rows.append(row)
+            for row in rows:
+                conn.execute(
+                    "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
+                    "ON CONFLICT DO UPDATE SET reserved = reserved + excluded.reserved",
+                    (*row, estimate),
+                )
+        return Hold(tuple(rows), estimate, model)
+
+    def settle(
+        self,
+        hold: Hold,
+        trace: RouteTrace | None,
+        caller: str | None,
+        response: ChatResponse | None = None,
+    ) -> None:
+        """Release the reservation and record the actual cost, per model actually used."""
+        by_model = costs(trace, response)
+        total = sum(by_model.values())
+        with self._store.transaction() as conn:
+            for row in hold.rows:
+                conn.execute(
+                    "UPDATE spend SET reserved = max(0, reserved - ?) "
+                    "WHERE scope = ? AND key = ? AND period = ?",
+                    (hold.estimate, *row),
+                )
+            charges = [
+                (row, total) for b, row in self._applicable(caller, None) if b.scope != "model"
+            ]
+            for model, cost in by_model.items():
+                charges.extend(
+                    (row, cost) for b, row in self._applicable(None, model) if b.scope == "model"
+                )
+            for row, cost in charges:
+                conn.execute(
+                    "INSERT INTO spend (scope, key, period, usd) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET usd = usd + excluded.usd",
+                    (*row, cost),
+                )
+
+    def spend(self) -> list[dict[str, Any]]:
+        """Every spend row (scope, key, period, usd, reserved)."""
+        return self._store.query("SELECT * FROM spend ORDER BY scope, key, period")
+
+
+class Ledger:
+    """What a Hub with a store records per request: budget holds and request-log rows."""
+
+    def __init__(self, logs: RequestLog | None, budgets: Budgets | None, *, content: bool) -> None:
+        self.logs, self.budgets, self.content = logs, budgets, content
+
+    async def admit(self, trace: RouteTrace, caller: str | None) -> Hold | None:
+        """Reserve the estimate under every applicable budget (off the event loop)."""
+        if self.budgets is None:
+            return None
+        import anyio.to_thread  # noqa: PLC0415
+
+        return await anyio.to_thread.run_sync(self.budgets.admit, trace, caller)
+
+    async def finish(
+        self,
+        hold: Hold | None,
+        trace: RouteTrace,
+        caller: str | None,
+        response: ChatResponse | None,
+    ) -> None:
+        """Settle a hold with the actual cost, even if the caller is cancelled meanwhile."""
+        if hold is None or self.budgets is None:
+            return
+        import anyio  # noqa: PLC0415
+        import anyio.to_thread  # noqa: PLC0415
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.budgets.settle, hold, trace, caller, response)
+
+    def record(self, request: ChatRequest, trace: RouteTrace, **fields: Any) -> None:
+        """Queue the request's log row (no-op without request logs)."""
+        if self.logs is not None:
+            self.logs.record(log_row(request, trace, content=self.content, **fields))
