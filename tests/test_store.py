@@ -89,6 +89,29 @@ class TestSchema:
         with Store(db) as s:
             assert SCHEMA_VERSION == s.schema_version
 
+    def test_owner_only_file(self, db: Path) -> None:
+        """A new store file is readable by its owner only."""
+        Store(db).close()
+        assert 0o600 == db.stat().st_mode & 0o777
+
+    def test_busy_store_is_a_store_error(self, db: Path) -> None:
+        """A write lock held elsewhere past the busy timeout raises StoreError; nothing is written."""
+        Store(db).close()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with (
+                Store(db, busy_timeout=0) as s,
+                pytest.raises(StoreError, match="is busy"),
+                s.transaction() as conn,
+            ):
+                conn.execute("INSERT INTO audit_log (at, action) VALUES (1, 'a')")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        with Store(db) as s:
+            assert [] == s.query("SELECT * FROM audit_log")
+
     async def test_transaction_is_all_or_nothing(self, db: Path) -> None:
         """An exception inside a transaction rolls every statement back."""
         with Store(db) as s:

@@ -251,7 +251,8 @@ class TestUnlock:
 
 class TestParameters:
     @pytest.mark.parametrize(
-        "params", [KdfParams(1, 256 * vault_module.MIB), KdfParams(2, 18 * vault_module.MIB)]
+        "params",
+        [KdfParams(1, 256 * vault_module.MIB), KdfParams(2, 18 * vault_module.MIB), CHEAPEST],
     )
     def test_floor_at_creation(self, store: Store, params: KdfParams) -> None:
         """Parameters below OWASP's 19 MiB / t=2 are refused when creating a vault."""
@@ -507,12 +508,12 @@ class TestLock:
         """lock() zeroes the KEK and DEK buffers in place."""
         v = Vault(store)
         v.init(PASSWORD)
-        keys = list(v.key_buffers())
+        keys = list(v._key_buffers())
         assert 2 == len(keys)
         assert not any(k.zeroed() for k in keys)
         v.lock()
         assert all(k.zeroed() for k in keys)
-        assert [] == list(v.key_buffers())
+        assert [] == list(v._key_buffers())
         v.lock()  # idempotent
 
     def test_auto_lock_after_idle(self, store: Store) -> None:
@@ -537,7 +538,7 @@ class TestLock:
         v.init(PASSWORD)
         timer = v._timer
         assert timer is not None
-        keys = list(v.key_buffers())
+        keys = list(v._key_buffers())
         timer.join(timeout=10)
         # The timer may re-arm once if init's last use was very recent.
         while v._timer is not None and v._timer is not timer:

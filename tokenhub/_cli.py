@@ -5,7 +5,7 @@ Secrets never come from argv: passwords come from a hidden prompt, a file
 from a hidden prompt or stdin.
 
 Exit codes: 0 success, 1 failure (message on stderr), 2 usage error,
-3 wrong password (or a damaged key row).
+3 wrong password.
 """
 
 from __future__ import annotations
@@ -94,12 +94,9 @@ def _read_file(path: str) -> bytearray:
     return out
 
 
-def _prompt(label: str) -> bytearray:
+def _prompt(label: str, hint: str = f"--password-file or ${PASSWORD_ENV}") -> bytearray:
     if not sys.stdin.isatty():
-        raise _CliError(
-            f"no terminal to ask for the {label}: use --password-file or ${PASSWORD_ENV}",
-            EXIT_USAGE,
-        )
+        raise _CliError(f"no terminal to ask for the {label.lower()}: use {hint}", EXIT_USAGE)
     return bytearray(getpass.getpass(f"{label}: ").encode())
 
 
@@ -121,8 +118,9 @@ def _new_password(args: argparse.Namespace, file_arg: str | None) -> bytearray:
         return _read_file(file_arg)
     if os.environ.get(PASSWORD_ENV) and args.verb == "init":
         return _password(args)
-    first = _prompt("New vault password")
-    second = _prompt("Repeat the new password")
+    hint = "--new-password-file" if args.verb == "passwd" else f"--password-file or ${PASSWORD_ENV}"
+    first = _prompt("New vault password", hint)
+    second = _prompt("Repeat the new password", hint)
     if first != second:
         raise _CliError("the passwords do not match")
     second[:] = bytes(len(second))

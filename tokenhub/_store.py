@@ -8,6 +8,7 @@ can write one file. Writers never hold a transaction across I/O.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -15,12 +16,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 import sqlite_utils
 
+from tokenhub._redact import get_logger
 from tokenhub.errors import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 __all__ = ["SCHEMA_VERSION", "Store"]
+
+log = get_logger("tokenhub.store")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -123,6 +127,15 @@ class Store:
         self.path = Path(path)
         self.lock = threading.RLock()
         try:
+            # Owner-only from the start (SQLite gives -wal and -shm the same mode).
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store {str(self.path)!r}: {exc.strerror}"
+            ) from None
+        try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from None
@@ -134,6 +147,9 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
             self._migrate()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"{str(self.path)!r} is not a usable tokenhub store: {exc}") from None
@@ -147,6 +163,8 @@ class Store:
         return self.db.conn
 
     def _migrate(self) -> None:
+        if self.schema_version == SCHEMA_VERSION:
+            return
         with self.transaction():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -174,13 +192,23 @@ class Store:
             if conn.in_transaction:  # nested: the outer block commits
                 yield conn
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._busy(exc) from None
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                raise self._busy(exc) from None
+
+    def _busy(self, exc: sqlite3.OperationalError) -> StoreError:
+        return StoreError(f"the store {str(self.path)!r} is busy ({exc}); nothing was written")
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Run a read query and return its rows as dicts."""
@@ -203,7 +231,9 @@ class Store:
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it (no old page lingers in ``-wal``)."""
         with self.lock:
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("WAL checkpoint incomplete (another connection is busy); retried later")
 
     def close(self) -> None:
         """Checkpoint and close the file."""

@@ -43,6 +43,15 @@ except ImportError:  # pragma: no cover - depends on the PyNaCl build
     _sodium = None
 _ffi: Any = getattr(_sodium, "ffi", None)
 _lib: Any = getattr(_sodium, "lib", None)
+_warned = False
+
+
+def _warn_without_buffers() -> None:
+    global _warned  # noqa: PLW0603 - warn once per process
+    if _lib is None and not _warned:
+        _warned = True
+        log.warning("PyNaCl's nacl._sodium is missing: vault keys live in bytearrays")
+
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -71,7 +80,7 @@ class KdfParams:
 
     def check_floor(self) -> None:
         """Refuse parameters below OWASP's minimum (19 MiB, t=2) for a new vault."""
-        if self != CHEAPEST and (self.ops < FLOOR.ops or self.mem < FLOOR.mem):
+        if self.ops < FLOOR.ops or self.mem < FLOOR.mem:
             raise ConfigError(
                 [("vault.kdf", f"below the minimum of {FLOOR.ops} passes over 19 MiB")]
             )
@@ -279,6 +288,7 @@ class Vault:
         auto_lock: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        _warn_without_buffers()
         self._store = store
         self._auto_lock = auto_lock
         self._clock = clock
@@ -385,8 +395,9 @@ class Vault:
         """Unlock with ``password`` (a ``bytearray`` is zeroed after use).
 
         Raises :class:`~tokenhub.errors.VaultUnlockError` (one generic message)
-        and stays locked on a wrong password; :class:`~tokenhub.errors.VaultCorruptedError`
-        when the stored parameters are damaged or out of bounds.
+        on a wrong password, changing nothing (a locked vault stays locked);
+        :class:`~tokenhub.errors.VaultCorruptedError` when the stored parameter
+        row is damaged or its cost is out of bounds (checked before the KDF runs).
         """
         pw = _password(password)
         try:
@@ -689,7 +700,7 @@ class Vault:
                 f"credential {name!r} failed authentication (altered or moved)"
             ) from None
 
-    def key_buffers(self) -> Iterator[_Key]:
+    def _key_buffers(self) -> Iterator[_Key]:
         """The live key buffers (white-box tests of :meth:`lock`)."""
         yield from (k for k in (self._kek, self._dek) if k is not None)
 

@@ -11,7 +11,7 @@ The tree::
     │   └── VaultLockedError                the key is in the vault, and the vault is locked
     ├── VaultError                          the credential vault refused an operation
     │   ├── VaultLockedError                (also a CredentialError)
-    │   ├── VaultUnlockError                wrong password (or a damaged key row; one message)
+    │   ├── VaultUnlockError                wrong password (one message, whatever failed)
     │   └── VaultCorruptedError             a stored row failed authentication: tampered or moved
     ├── StoreError                          the SQLite store cannot be opened or used
     ├── BudgetExceededError                 a spend limit would be exceeded; nothing was sent
@@ -210,9 +210,11 @@ class VaultLockedError(VaultError, CredentialError):
 
 
 class VaultUnlockError(VaultError):
-    """The vault could not be unlocked: a wrong password, or a damaged key row.
+    """The vault could not be unlocked: the wrapped data key did not open with this password.
 
-    The message is the same in both cases, so it tells an attacker nothing.
+    That means a wrong password, or a key row forged with a matching checksum
+    (accidental damage is reported as :class:`VaultCorruptedError`). The message
+    is the same in every case, so it tells an attacker nothing.
     """
 
     def __init__(self, message: str = "invalid password or corrupted vault") -> None:
