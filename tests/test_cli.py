@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import config_for
+from tests.conftest import CANARY, config_for
 from tokenhub import Hub
 from tokenhub._store import Store
 from tokenhub._vault import Vault
@@ -229,3 +230,61 @@ class TestPrompts:
         async with Hub.from_config(cfg, store=db) as hub:
             await hub.chat([{"role": "user", "content": "hi"}], model="gpt-4o-mini")
         assert f"Bearer {KEY}" == fake.requests[-1].headers["authorization"]
+
+
+class TestStoreCommands:
+    @pytest.mark.anyio
+    async def test_config_import_export_logs_usage(
+        self, tmp_path: Path, fake: FakeProvider
+    ) -> None:
+        """config import validates and stores; export prints it; logs and usage read the log."""
+        db = str(tmp_path / "hub.db")
+        cfg = config_for(fake)
+        src = tmp_path / "hub.json"
+        src.write_text(json.dumps(cfg))
+        r = run("config", "import", str(src), "--db", db)
+        assert (0, "imported 6 entries into " + db + "\n") == (r.returncode, r.stdout)
+        assert "literal api_key of provider 'openai' was not stored" in r.stderr
+        assert CANARY not in r.stdout + r.stderr
+        r = run("config", "export", "--db", db)
+        exported = json.loads(r.stdout)
+        assert list(cfg["models"]) == list(exported["models"])
+        assert "api_key" not in exported["providers"]["openai"]
+        r = run("config", "import", "-", "--db", str(tmp_path / "b.db"), stdin=r.stdout)
+        assert 0 == r.returncode
+        assert exported == json.loads(
+            run("config", "export", "--db", str(tmp_path / "b.db")).stdout
+        )
+
+        cfg["store"] = {"path": db, "logs": {"enabled": True}}
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat(
+                [{"role": "user", "content": "hi"}], model="gpt-4o-mini", request_id="req-1"
+            )
+            await hub.chat(
+                [{"role": "user", "content": "hi"}], model="claude-haiku", request_id="req-2"
+            )
+        r = run("logs", "--db", db, "--since", "1h")
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("time")
+        assert ["req-2", "req-1"] == [line.split()[2] for line in lines[1:]]
+        rows = json.loads(run("logs", "--db", db, "--json", "--limit", "1").stdout)
+        assert ["req-2"] == [row["request_id"] for row in rows]
+        usage = json.loads(run("usage", "--db", db, "--by", "provider", "--json").stdout)
+        assert {"anthropic": 1, "openai": 1} == {u["provider"]: u["requests"] for u in usage}
+        assert "" == run("usage", "--db", db, "--since", "2999-01-01").stdout
+
+    def test_store_command_errors(self, tmp_path: Path) -> None:
+        """Bad JSON, an invalid config, a bad --since and a missing file exit 1 with a message."""
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        r = run("config", "import", str(bad), "--db", str(tmp_path / "x.db"))
+        assert (1, True) == (r.returncode, "is not JSON" in r.stderr)
+        bad.write_text(json.dumps({"models": {"m": {"provider": "nowhere"}}}))
+        r = run("config", "import", str(bad), "--db", str(tmp_path / "x.db"))
+        assert 1 == r.returncode
+        assert "models.m.provider: unknown provider 'nowhere'" in r.stderr
+        r = run("logs", "--db", str(tmp_path / "x.db"), "--since", "yesterday")
+        assert (1, True) == (r.returncode, "--since 'yesterday'" in r.stderr)
+        r = run("usage", "--db", str(tmp_path / "missing.db"))
+        assert (1, True) == (r.returncode, "no such file" in r.stderr)

@@ -1,5 +1,8 @@
 """The ``tokenhub`` console script: a thin layer over the vault and the store.
 
+``tokenhub vault …`` manages credentials; ``tokenhub config export|import``,
+``tokenhub logs`` and ``tokenhub usage`` read and write the store.
+
 Secrets never come from argv: passwords come from a hidden prompt, a file
 (``--password-file``) or ``TOKENHUB_VAULT_PASSWORD`` (with a warning); API keys
 from a hidden prompt or stdin.
@@ -11,10 +14,13 @@ Exit codes: 0 success, 1 failure (message on stderr), 2 usage error,
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import os
 import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tokenhub.errors import TokenhubError, VaultUnlockError
@@ -77,7 +83,108 @@ def _parser() -> argparse.ArgumentParser:
     verb("rotate-key", "start a new data key and re-encrypt every credential")
     unlock = verb("unlock", "check the password (a CLI process cannot keep a vault unlocked)")
     unlock.add_argument("--check", action="store_true", required=True)
+
+    def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--db", default="tokenhub.db", help="the store file (default: %(default)s)")
+        return p
+
+    config = commands.add_parser("config", help="export or import the stored config")
+    actions = config.add_subparsers(dest="verb", required=True, metavar="VERB")
+    command("export", "print the stored config as JSON (keys referenced, never included)", actions)
+    imp = command("import", "validate a JSON config and add it to the store", actions)
+    imp.add_argument("file", help="a JSON file, or - for stdin")
+    logs = command("logs", "show request-log rows, newest first")
+    logs.add_argument("--since", help="e.g. 30m, 1h, 2d or an ISO date")
+    logs.add_argument("--limit", type=int, default=50)
+    logs.add_argument("--json", action="store_true")
+    usage = command("usage", "requests, errors, tokens and cost from the request log")
+    usage.add_argument("--by", default="model", choices=GROUPS)
+    usage.add_argument("--since", help="e.g. 30m, 1h, 2d or an ISO date")
+    usage.add_argument("--json", action="store_true")
     return parser
+
+
+GROUPS = ("model", "provider", "caller", "alias", "day")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    if value[-1:] in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * _UNITS[value[-1]]
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _CliError(f"--since {value!r}: expected e.g. 30m, 1h, 2d or an ISO date") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    cells = [["" if r[c] is None else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _store_command(args: argparse.Namespace) -> Any:
+    from tokenhub._store import Store  # noqa: PLC0415
+
+    if args.command == "config" and args.verb == "import":
+        return _import(args)
+    if not os.path.exists(args.db):  # noqa: PTH110
+        raise _CliError(f"{args.db}: no such file")
+    with Store(args.db) as store:
+        if args.command == "config":
+            return store.export_config()
+        if args.command == "usage":
+            from tokenhub._ledger import usage  # noqa: PLC0415
+
+            rows = usage(store, since=_since(args.since), group_by=args.by)
+            return rows if args.json else _table(rows)
+        rows = store.query(
+            "SELECT datetime(at, 'unixepoch') AS time, request_id, model, provider, caller, "
+            "status, error_class, attempts, input_tokens, output_tokens, cost_usd, latency_ms "
+            "FROM request_logs WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?",
+            (_since(args.since), args.limit),
+        )
+        return rows if args.json else _table(rows)
+
+
+def _import(args: argparse.Namespace) -> str:
+    from tokenhub._hub import Hub  # noqa: PLC0415
+
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        config = json.loads(text)
+    except OSError as exc:
+        raise _CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise _CliError(f"{args.file} is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise _CliError(f"{args.file}: expected a JSON object")
+    # Building a Hub validates exactly like from_config and imports in one transaction;
+    # it opens no connection.
+    hub = Hub.from_config(config, store=args.db)
+    hub.store.close()
+    for name, entry in (config.get("providers") or {}).items():
+        if isinstance(entry, dict) and isinstance(entry.get("api_key"), str):
+            print(
+                f"tokenhub: warning: the literal api_key of provider {name!r} was not stored; "
+                "use {'env': NAME} or {'vault': NAME}",
+                file=sys.stderr,
+            )
+    n = sum(len(config.get(k) or {}) for k in ("providers", "models", "aliases"))
+    return f"imported {n} entries into {args.db}"
 
 
 def _read_file(path: str) -> bytearray:
@@ -141,7 +248,18 @@ def _unlocked(vault: Vault, args: argparse.Namespace) -> None:
     vault.unlock(_password(args))
 
 
+def _print(out: Any) -> None:
+    if isinstance(out, str):
+        if out:
+            print(out)
+    else:
+        print(json.dumps(out, indent=2, default=str))
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command != "vault":
+        _print(_store_command(args))
+        return 0
     from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils and PyNaCl load on use
     from tokenhub._vault import Vault  # noqa: PLC0415
 
@@ -181,11 +299,7 @@ def _run(args: argparse.Namespace) -> int:
             _unlocked(vault, args)
             out = "password ok"
         vault.lock()
-    if isinstance(out, str):
-        if out:
-            print(out)
-    else:
-        print(json.dumps(out, indent=2, default=str))
+    _print(out)
     return 0
 
 
