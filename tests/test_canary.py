@@ -1,12 +1,14 @@
 """The canary suite: random keys, every path driven, and not one byte of them escapes.
 
-Keys come from an environment variable and from a literal in the config. Every
+Keys come from an environment variable, a literal in the config and the vault. Every
 path is exercised (success, stream, each error class, a 401 body that echoes
 the key, a read timeout, a 529, an HTML error page and a redirect that both
 quote the keys); then no variant of either key may appear in any log record at DEBUG
 (tokenhub, httpx, httpcore), in stdout/stderr, in any exception's str, repr,
 args, chain or traceback with locals, in any repr of public objects, or in any
-span or metric. Positive control: the FakeProvider saw each key in its header;
+span or metric, or the bytes of the store file and its WAL. The vault's own paths
+are driven too: a wrong password, lock, a request while locked, rotation and a
+password change. Positive control: the FakeProvider saw each key in its header;
 the redirect's target never saw a request.
 """
 
@@ -17,6 +19,7 @@ import logging
 import secrets
 import traceback
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,8 +29,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tokenhub import Hub
+from tokenhub._store import Store
+from tokenhub._vault import Vault
 from tokenhub.errors import TokenhubError
-from tokenhub.testing import FakeClock, FakeProvider, Reply
+from tokenhub.testing import FakeClock, FakeProvider, Reply, insecure_vault_kdf
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +55,9 @@ def error_texts(exc: BaseException) -> list[str]:
     """Everything an error shows, locals of tokenhub's frames included (not this test's)."""
     texts = [str(exc), repr(exc), repr(exc.args)]
     tb = exc.__traceback__
-    inner = exc.with_traceback(tb.tb_next if tb is not None else None)
+    while tb is not None and "/tokenhub/" not in tb.tb_frame.f_code.co_filename:
+        tb = tb.tb_next  # this test's own frames hold the keys it made
+    inner = exc.with_traceback(tb)
     texts += traceback.TracebackException.from_exception(inner, capture_locals=True).format()
     # What a traceback shows: the cause, or the context unless ``raise ... from None`` hid it.
     shown = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
@@ -65,11 +72,20 @@ async def test_no_key_escapes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     """Drive every path with canary keys; then search every output channel for them."""
     env_key = "sk-proj-" + secrets.token_urlsafe(30)
     literal_key = "sk-ant-" + secrets.token_urlsafe(30)
+    vault_key = "sk-" + secrets.token_urlsafe(30)
+    password = "pw-" + secrets.token_urlsafe(20)
     monkeypatch.setenv("TOKENHUB_CANARY_KEY", env_key)
+    monkeypatch.setenv("TOKENHUB_CANARY_PASSWORD", password)
+    db = tmp_path / "canary.db"
+    with insecure_vault_kdf(), Store(db) as store:
+        v = Vault(store)
+        v.init(password)
+        v.put("canary", vault_key, provider="openai")
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -93,13 +109,26 @@ async def test_no_key_escapes(
                     "api_key": literal_key,
                     "timeouts": timeouts,
                 },
+                "v": {
+                    "kind": "openai",
+                    "http": http,
+                    "base_url": fake.openai_base_url,
+                    "api_key": {"vault": "canary"},
+                    "timeouts": timeouts,
+                },
             },
-            "models": {"gpt": {"provider": "o"}, "claude": {"provider": "a"}},
+            "models": {
+                "gpt": {"provider": "o"},
+                "claude": {"provider": "a"},
+                "vgpt": {"provider": "v"},
+            },
             "failover": {"max_retries": 0},
+            "store": {"path": str(db), "logs": {"enabled": True}},
+            "vault": {"password": {"env": "TOKENHUB_CANARY_PASSWORD"}},
         }
         echo_openai = {
             "error": {
-                "message": f"Incorrect API key provided: {env_key}.",
+                "message": f"Incorrect API key provided: {env_key} {vault_key}.",
                 "type": "invalid_request_error",
                 "code": "invalid_api_key",
             }
@@ -127,7 +156,10 @@ async def test_no_key_escapes(
             Reply(stream_error={"type": "overloaded_error", "message": "Overloaded"}),
             Reply(hang=True),  # a read timeout
             Reply(status=529),
-            Reply(status=502, body=f"<html><h1>502 Bad Gateway</h1>{env_key} {literal_key}</html>"),
+            Reply(
+                status=502,
+                body=f"<html><h1>502 Bad Gateway</h1>{env_key} {literal_key} {vault_key}</html>",
+            ),
             # The Location quotes no key: httpcore logs response headers verbatim at DEBUG, and
             # tokenhub leaves other libraries' loggers alone (docs/security.md, not covered yet).
             Reply(
@@ -145,11 +177,11 @@ async def test_no_key_escapes(
             ) as hub:
                 captured += [repr(hub), repr(hub._config), str(hub.health())]
                 captured += [repr(getattr(p, "settings", p)) for p in hub._providers.values()]
-                for model, upstream in (("gpt", "gpt"), ("claude", "claude")):
+                for model, upstream in (("gpt", "gpt"), ("claude", "claude"), ("vgpt", "vgpt")):
                     for reply in faults:
                         for stream in (False, True):
-                            hub.enable_credential("o")
-                            hub.enable_credential("a")
+                            for provider in ("o", "a", "v"):
+                                hub.enable_credential(provider)
                             fake.script(upstream, reply)
                             try:
                                 if stream:
@@ -173,6 +205,28 @@ async def test_no_key_escapes(
                 except TokenhubError as exc:
                     captured += error_texts(exc)
                 captured.append(str(hub.health()))
+                # The vault's own paths: wrong password, lock, use while locked, rotation, rekey.
+                vault = hub.vault
+                captured += [repr(vault), str(vault.status()), str(vault.names())]
+                for attempt in (
+                    lambda: vault.unlock("wrong " + password),
+                    vault.lock,
+                    lambda: vault.get("canary"),
+                    lambda: vault.put("again", vault_key),
+                    lambda: vault.unlock(password),
+                    vault.rotate_key,
+                    lambda: vault.change_password(password + "-2"),
+                    lambda: captured.append(repr(vault.get("canary"))),  # noqa: B023
+                ):
+                    try:
+                        attempt()
+                    except TokenhubError as exc:
+                        captured += error_texts(exc)
+                vault.lock()
+                try:
+                    await hub.chat(HELLO, model="vgpt")
+                except TokenhubError as exc:
+                    captured += error_texts(exc)
         seen_headers = [
             r.headers.get("authorization", "") + r.headers.get("x-api-key", "")
             for r in fake.requests
@@ -190,9 +244,15 @@ async def test_no_key_escapes(
     everything = "\n".join(captured)
     assert any(f"Bearer {env_key}" == h for h in seen_headers)  # positive control
     assert any(literal_key == h for h in seen_headers)
+    assert any(f"Bearer {vault_key}" == h for h in seen_headers)
     assert [] == redirected
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("canary.db*"))  # noqa: ASYNC240
+    assert len(files) > 10_000  # positive control: the store file and its logs are there
+    for secret in (env_key, literal_key, vault_key, password):
+        for variant in variants(secret):
+            assert variant.encode() not in files, f"{variant[:6]}… is in the store's files"
     assert len(caplog.records) > 20  # the logs really were captured (HTTP stack and tokenhub)
-    for key in (env_key, literal_key):
+    for key in (env_key, literal_key, vault_key, password):
         for variant in variants(key):
             where = everything.find(variant)
             context = (

@@ -298,6 +298,23 @@ class TestCancellation:
 
 
 class TestMetrics:
+    async def test_store_log_drops(
+        self, fake: FakeProvider, otel: Otel, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Request-log rows dropped on a full buffer are counted in tokenhub.store.log_drops."""
+        from tokenhub._ledger import RequestLog
+
+        monkeypatch.setattr(RequestLog, "_start", lambda self: None)  # the writer never drains
+        cfg = config(fake)
+        cfg["store"] = {"path": str(tmp_path / "t.db"), "logs": {"enabled": True, "buffer": 2}}
+        async with Hub.from_config(
+            cfg, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider
+        ) as h:
+            for _ in range(5):
+                await h.chat(HELLO)
+        drops = otel.metrics()[sc.LOG_DROPS]
+        assert ("{row}", 3) == (drops.unit, drops.data.data_points[0].value)
+
     async def test_names_units_buckets_and_bounded_attributes(
         self, fake: FakeProvider, otel: Otel
     ) -> None:

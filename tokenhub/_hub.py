@@ -288,6 +288,7 @@ class Hub:
                 busy_timeout=config.store.busy_timeout,
                 buffer=logs.buffer,
                 retention_days=logs.retention_days,
+                on_drop=partial(self._telemetry.log_drops.add, 1),
             )
         self._install(config, providers)
 

@@ -64,6 +64,7 @@ COST = "tokenhub.cost"
 BREAKER_STATE = "tokenhub.breaker.state"
 RATELIMIT_REMAINING = "tokenhub.ratelimit.remaining"
 RATELIMIT_KIND = "tokenhub.ratelimit.kind"
+LOG_DROPS = "tokenhub.store.log_drops"
 
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,

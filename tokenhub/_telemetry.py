@@ -95,6 +95,11 @@ class Telemetry:
         self.cost = meter.create_counter(
             sc.COST, unit="USD", description="Cost of answered attempts, from model pricing."
         )
+        self.log_drops = meter.create_counter(
+            sc.LOG_DROPS,
+            unit="{row}",
+            description="Request-log rows dropped because the store's buffer was full.",
+        )
         self._state = state
         meter.create_observable_gauge(
             sc.BREAKER_STATE,

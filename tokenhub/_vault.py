@@ -353,6 +353,7 @@ class Vault:
         """Create the vault with a new password and leave it unlocked."""
         params = self._params(kdf)
         pw = _password(password)
+        del password  # tracebacks rendered with locals must not show it
         try:
             if not pw:
                 raise VaultError("the password is empty")
@@ -400,6 +401,7 @@ class Vault:
         row is damaged or its cost is out of bounds (checked before the KDF runs).
         """
         pw = _password(password)
+        del password  # tracebacks rendered with locals must not show it
         try:
             meta, nonce, wrapped = self._load()
             kek = _derive(pw, meta.kdf_salt, meta.params)
@@ -432,6 +434,7 @@ class Vault:
         wrapped key does not linger in ``-wal``.
         """
         pw = _password(new_password)
+        del new_password  # tracebacks rendered with locals must not show it
         try:
             if not pw:
                 raise VaultError("the password is empty")
@@ -514,14 +517,16 @@ class Vault:
         """Seal ``value`` under ``name`` (replacing any previous value) in one transaction."""
         if not name:
             raise VaultError("a credential needs a name")
-        plain = value.reveal() if isinstance(value, Secret) else value
-        if not isinstance(plain, str):
+        if not isinstance(value, Secret | str):
             raise TypeError("a credential value is a str or a Secret")
-        register(Secret(plain))
+        secret = value if isinstance(value, Secret) else Secret(value)
+        del value  # tracebacks rendered with locals show only the masked Secret
+        register(secret)
         with self._lock:
             meta, dek = self._keys()
             term = meta.active_term
-            nonce, ct = _seal(dek, plain.encode(), meta.cred_aad(name, provider, term))
+            aad = meta.cred_aad(name, provider, term)
+            nonce, ct = _seal(dek, secret.reveal().encode(), aad)
             now = time.time()
             with self._store.transaction() as conn:
                 existed = conn.execute(
