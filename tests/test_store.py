@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -603,3 +604,58 @@ class TestProcesses:
         logs, models, audits, revision = invariants(db)
         assert models == audits == revision >= 21
         assert logs >= 0
+
+
+class TestBudgetLocking:
+    async def test_busy_lock_moves_to_a_thread(
+        self, fake: FakeProvider, db: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Admission and settlement try the loop without waiting, then wait in a thread."""
+        from tokenhub._ledger import Budgets
+        from tokenhub._store import StoreBusyError
+
+        calls: list[tuple[str, bool, bool]] = []
+        real_admit, real_settle = Budgets.admit, Budgets.settle
+
+        def admit(self: Budgets, *a: Any, wait: bool = True) -> Any:
+            calls.append(("admit", wait, threading.current_thread() is threading.main_thread()))
+            if not wait:
+                raise StoreBusyError("locked")
+            return real_admit(self, *a, wait=wait)
+
+        def settle(self: Budgets, *a: Any, wait: bool = True) -> None:
+            calls.append(("settle", wait, threading.current_thread() is threading.main_thread()))
+            if not wait:
+                raise StoreBusyError("locked")
+            real_settle(self, *a, wait=wait)
+
+        monkeypatch.setattr(Budgets, "admit", admit)
+        monkeypatch.setattr(Budgets, "settle", settle)
+        cfg = config_for(fake)
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
+        async with Hub.from_config(cfg, store=db) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini")
+        assert [
+            ("admit", False, True),
+            ("admit", True, False),
+            ("settle", False, True),
+            ("settle", True, False),
+        ] == calls
+
+    def test_no_wait_transaction_raises_at_once(self, db: Path) -> None:
+        """transaction(wait=False) raises StoreBusyError at once when another writer holds the lock."""
+        from tokenhub._store import StoreBusyError
+
+        Store(db).close()
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with Store(db, busy_timeout=30) as s:
+                started = time.monotonic()
+                with pytest.raises(StoreBusyError), s.transaction(wait=False):
+                    pass
+                assert time.monotonic() - started < 5
+                assert 30000 == s.query("PRAGMA busy_timeout")[0]["timeout"]
+        finally:
+            other.execute("ROLLBACK")
+            other.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from tokenhub._redact import get_logger, scrub
-from tokenhub._store import Store
+from tokenhub._store import Store, StoreBusyError
 from tokenhub.errors import BudgetExceededError, TokenhubError
 
 if TYPE_CHECKING:
@@ -278,13 +278,16 @@ class Budgets:
                 key = model
             yield b, (b.scope, key, f"{b.period}:{periods[b.period]}")
 
-    def admit(self, trace: RouteTrace, caller: str | None) -> Hold:
-        """Reserve the first candidate's estimated cost, or raise ``BudgetExceededError``."""
+    def admit(self, trace: RouteTrace, caller: str | None, *, wait: bool = True) -> Hold:
+        """Reserve the first candidate's estimated cost, or raise ``BudgetExceededError``.
+
+        ``wait=False`` raises ``StoreBusyError`` rather than wait for the lock.
+        """
         first = trace.candidates[0] if trace.candidates else None
         model = first.model if first else None
         estimate = (first.estimated_cost_usd or 0.0) if first else 0.0
         rows = []
-        with self._store.transaction() as conn:
+        with self._store.transaction(wait=wait) as conn:
             for budget, row in self._applicable(caller, model):
                 spent, reserved = conn.execute(
                     "SELECT usd, reserved FROM spend WHERE scope = ? AND key = ? AND period = ?",
@@ -314,11 +317,13 @@ class Budgets:
         trace: RouteTrace | None,
         caller: str | None,
         response: ChatResponse | None = None,
+        *,
+        wait: bool = True,
     ) -> None:
         """Release the reservation and record the actual cost, per model actually used."""
         by_model = costs(trace, response)
         total = sum(by_model.values())
-        with self._store.transaction() as conn:
+        with self._store.transaction(wait=wait) as conn:
             for row in hold.rows:
                 conn.execute(
                     "UPDATE spend SET reserved = max(0, reserved - ?) "
@@ -351,12 +356,19 @@ class Ledger:
         self.logs, self.budgets, self.content = logs, budgets, content
 
     async def admit(self, trace: RouteTrace, caller: str | None) -> Hold | None:
-        """Reserve the estimate under every applicable budget (off the event loop)."""
+        """Reserve the estimate under every applicable budget.
+
+        Tried on the event loop without waiting (tens of µs); when another
+        connection holds the write lock, done in a worker thread that waits.
+        """
         if self.budgets is None:
             return None
-        import anyio.to_thread  # noqa: PLC0415
+        try:
+            return self.budgets.admit(trace, caller, wait=False)
+        except StoreBusyError:
+            import anyio.to_thread  # noqa: PLC0415
 
-        return await anyio.to_thread.run_sync(self.budgets.admit, trace, caller)
+            return await anyio.to_thread.run_sync(self.budgets.admit, trace, caller)
 
     async def finish(
         self,
@@ -371,8 +383,11 @@ class Ledger:
         import anyio  # noqa: PLC0415
         import anyio.to_thread  # noqa: PLC0415
 
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.budgets.settle, hold, trace, caller, response)
+        try:
+            self.budgets.settle(hold, trace, caller, response, wait=False)
+        except StoreBusyError:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.budgets.settle, hold, trace, caller, response)
 
     def record(self, request: ChatRequest, trace: RouteTrace, **fields: Any) -> None:
         """Queue the request's log row (no-op without request logs)."""

@@ -22,7 +22,7 @@ from tokenhub.errors import StoreError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreBusyError"]
 
 log = get_logger("tokenhub.store")
 
@@ -116,6 +116,10 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class StoreBusyError(StoreError):
+    """Another connection holds the write lock (from ``transaction(wait=False)``)."""
+
+
 class Store:
     """A tokenhub SQLite file, migrated to the current schema when opened.
 
@@ -125,6 +129,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
+        self._busy_ms = busy_timeout * 1000
         self.lock = threading.RLock()
         try:
             # Owner-only from the start (SQLite gives -wal and -shm the same mode).
@@ -185,16 +190,30 @@ class Store:
             return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run a block in one ``BEGIN IMMEDIATE`` transaction: all of it commits, or none."""
+    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """Run a block in one ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
+
+        With ``wait=False``, raise :class:`StoreBusyError` at once if another connection holds
+        the write lock, instead of waiting up to the busy timeout (so that an event
+        loop can try without blocking, and move to a thread only when it must).
+        """
         with self.lock:
             conn = self.conn
             if conn.in_transaction:  # nested: the outer block commits
                 yield conn
                 return
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if wait:
+                    conn.execute("BEGIN IMMEDIATE")
+                else:
+                    conn.execute("PRAGMA busy_timeout=0")
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
             except sqlite3.OperationalError as exc:
+                if not wait:
+                    raise StoreBusyError(str(exc)) from None
                 raise self._busy(exc) from None
             try:
                 yield conn
@@ -236,9 +255,10 @@ class Store:
             log.warning("WAL checkpoint incomplete (another connection is busy); retried later")
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
+        """Checkpoint (if no other connection is busy: closing never waits) and close."""
         with self.lock:
             with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA busy_timeout=0")
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.conn.close()
 
