@@ -143,6 +143,17 @@ class TestConfigRoundTrip:
             data = b"".join(p.read_bytes() for p in tmp_path.glob(f"{name}*"))  # noqa: ASYNC240
             assert CANARY.encode() not in data
 
+    async def test_entry_order_is_kept(self, fake: FakeProvider, db: Path) -> None:
+        """Updates keep an entry's place (routing ties follow config order); new ones go last."""
+        async with Hub.from_config(config_for(fake), store=db) as hub:
+            await hub.admin.upsert_model("a-new-model", {"provider": "openai"})
+            await hub.admin.upsert_model("gpt-4o-mini", {"provider": "openai", "quality": 0.1})
+            expected = ("gpt-4o-mini", "claude-haiku", "llama-8b", "a-new-model")
+            assert expected == hub.models
+            assert expected == tuple(hub.store.export_config()["models"])
+        async with Hub.from_store(db) as again:
+            assert expected == again.models
+
     async def test_from_store(self, fake: FakeProvider, db: Path) -> None:
         """Hub.from_store rebuilds the Hub from the file alone."""
         cfg = config_for(fake)

@@ -152,11 +152,13 @@ def _store_command(args: argparse.Namespace) -> Any:
             rows = usage(store, since=_since(args.since), group_by=args.by)
             return rows if args.json else _table(rows)
         rows = store.query(
-            "SELECT datetime(at, 'unixepoch') AS time, request_id, model, provider, caller, "
+            "SELECT at AS time, request_id, model, provider, caller, "
             "status, error_class, attempts, input_tokens, output_tokens, cost_usd, latency_ms "
             "FROM request_logs WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?",
             (_since(args.since), args.limit),
         )
+        for r in rows:
+            r["time"] = dt.datetime.fromtimestamp(r["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         return rows if args.json else _table(rows)
 
 

@@ -93,12 +93,12 @@ class ControlPlane:
         with self.store.lock:
             for section in ENTRY_SECTIONS:
                 rows = self.store.conn.execute(
-                    f"SELECT name, config FROM {section} ORDER BY rowid"  # noqa: S608 - our names
+                    f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - our names
                 ).fetchall()
                 if rows:
                     out[section] = {name: json.loads(value) for name, value in rows}
             for name, value in self.store.conn.execute(
-                "SELECT name, config FROM settings ORDER BY rowid"
+                "SELECT name, config FROM settings ORDER BY seq"
             ).fetchall():
                 out[name] = json.loads(value)
         return out
@@ -112,9 +112,12 @@ class ControlPlane:
                 if value is None:
                     conn.execute(f"DELETE FROM {table} WHERE name = ?", (key,))  # noqa: S608
                     continue
+                # New entries go last (config order breaks routing ties); updates keep their place.
                 conn.execute(
-                    f"INSERT INTO {table} (name, config, updated_at) VALUES (?, ?, ?) "  # noqa: S608
-                    "ON CONFLICT(name) DO UPDATE SET config = excluded.config, "
+                    f"INSERT INTO {table} (name, seq, config, updated_at) "  # noqa: S608
+                    # WHERE true: SQLite's parser needs it before ON CONFLICT in INSERT…SELECT.
+                    f"SELECT ?, coalesce(max(seq), 0) + 1, ?, ? FROM {table} WHERE true "
+                    "ON CONFLICT (name) DO UPDATE SET config = excluded.config, "
                     "updated_at = excluded.updated_at",
                     (key, json.dumps(_without_literal_key(value), sort_keys=True), now),
                 )
@@ -140,7 +143,8 @@ class ControlPlane:
 def _bump(conn: sqlite3.Connection) -> int:
     conn.execute(
         "INSERT INTO store_meta (key, value) VALUES ('revision', '1') "
-        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        "ON CONFLICT (key) DO UPDATE "
+        "SET value = CAST(CAST(store_meta.value AS INTEGER) + 1 AS TEXT)"
     )
     return int(conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()[0])
 

@@ -230,14 +230,19 @@ def usage(
     """Tokens, cost, requests and errors from the request log, grouped by one column."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    key = "date(at, 'unixepoch')" if group_by == "day" else group_by
-    return store.query(
+    key = store.day("at") if group_by == "day" else group_by
+    rows = store.query(
         f"SELECT {key} AS {group_by}, count(*) AS requests, "  # noqa: S608 - from GROUPS
-        "sum(status = 'error') AS errors, sum(input_tokens) AS input_tokens, "
-        "sum(output_tokens) AS output_tokens, round(total(cost_usd), 6) AS cost_usd "
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
+        "coalesce(sum(input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(output_tokens), 0) AS output_tokens, "
+        "coalesce(sum(cost_usd), 0) AS cost_usd "
         f"FROM request_logs WHERE at >= ? GROUP BY {key} ORDER BY {key}",
         (since or 0.0,),
     )
+    for row in rows:
+        row["cost_usd"] = round(row["cost_usd"], 6)
+    return rows
 
 
 @attrs.frozen
@@ -306,7 +311,8 @@ class Budgets:
             for row in rows:
                 conn.execute(
                     "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
-                    "ON CONFLICT DO UPDATE SET reserved = reserved + excluded.reserved",
+                    "ON CONFLICT (scope, key, period) "
+                    "DO UPDATE SET reserved = spend.reserved + excluded.reserved",
                     (*row, estimate),
                 )
         return Hold(tuple(rows), estimate, model)
@@ -326,9 +332,10 @@ class Budgets:
         with self._store.transaction(wait=wait) as conn:
             for row in hold.rows:
                 conn.execute(
-                    "UPDATE spend SET reserved = max(0, reserved - ?) "
+                    "UPDATE spend SET reserved = "
+                    "CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END "
                     "WHERE scope = ? AND key = ? AND period = ?",
-                    (hold.estimate, *row),
+                    (hold.estimate, hold.estimate, *row),
                 )
             charges = [
                 (row, total) for b, row in self._applicable(caller, None) if b.scope != "model"
@@ -340,7 +347,7 @@ class Budgets:
             for row, cost in charges:
                 conn.execute(
                     "INSERT INTO spend (scope, key, period, usd) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT DO UPDATE SET usd = usd + excluded.usd",
+                    "ON CONFLICT (scope, key, period) DO UPDATE SET usd = spend.usd + excluded.usd",
                     (*row, cost),
                 )
 

@@ -3,6 +3,13 @@
 One connection per :class:`Store`, shared by threads under a lock; WAL mode,
 a busy timeout and ``BEGIN IMMEDIATE`` transactions so that several processes
 can write one file. Writers never hold a transaction across I/O.
+
+:class:`Store` is the seam for other backends (PostgreSQL): the vault, the
+control plane and the ledger use only :meth:`Store.transaction`,
+:meth:`Store.query`, :meth:`Store.day` and :meth:`Store.checkpoint`, with
+``?`` parameters and SQL that PostgreSQL also runs (``ON CONFLICT (…) DO
+UPDATE``, ``CASE``, ``coalesce``; no ``rowid``, no ``PRAGMA`` outside this
+module). A second backend implements those methods and its own migrations.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     """The first schema: control plane, vault, logs, audit, feedback, spend."""
     for table in ("providers", "models", "aliases", "settings"):
         db[table].create(  # type: ignore[union-attr]
-            {"name": str, "config": str, "updated_at": float}, pk="name"
+            {"name": str, "seq": int, "config": str, "updated_at": float}, pk="name"
         )
     db["store_meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
     db["vault_meta"].create(  # type: ignore[union-attr]
@@ -235,6 +242,11 @@ class Store:
             cur = self.conn.execute(sql, params)
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @staticmethod
+    def day(column: str) -> str:
+        """The SQL expression for the UTC date (``YYYY-MM-DD``) of a UNIX-time column."""
+        return f"date({column}, 'unixepoch')"
 
     def export_config(self) -> dict[str, Any]:
         """The stored providers, models, aliases and policy sections, as a config dict.

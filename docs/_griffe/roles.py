@@ -21,6 +21,7 @@ from markdown.extensions.toc import slugify
 _ROLE = re.compile(r":(?:class|meth|func|attr|mod|obj|exc|data):`(~?)([^`<>]+?)`")
 _DOC = re.compile(r":doc:`([\w/-]+)`")
 _LITERAL = re.compile(r"::$", re.MULTILINE)
+_HEADING = re.compile(r"^# (.+?)(?:\s*\{\s*#([\w-]+)\s*\})?\s*$")
 _DOCS = Path(__file__).resolve().parent.parent
 
 
@@ -84,10 +85,17 @@ def _ref(obj: griffe.Object, public: dict[str, str], m: re.Match[str]) -> str:
 
 
 def _doc(m: re.Match[str]) -> str:
-    """Link to a page through the autoref of its first heading (``# Vault and CLI``)."""
+    """Link to a page through the autoref of its first heading (``# Vault and CLI``).
+
+    A heading with an explicit anchor (``# Store { #store-page }``) is linked by that anchor, for
+    pages whose title is also a heading elsewhere (``## `store``` in the configuration reference).
+    """
     page = _DOCS / f"{m.group(1)}.md"
     if not page.is_file():
         return f"<code>{m.group(1)}</code>"
     lines = page.read_text(encoding="utf-8").splitlines()
-    title = next((line[2:].strip() for line in lines if line.startswith("# ")), m.group(1))
-    return f'<autoref identifier="{slugify(title, "-")}">{title}</autoref>'
+    heading = next((h for line in lines if (h := _HEADING.match(line))), None)
+    if heading is None:
+        return f"<code>{m.group(1)}</code>"
+    title, anchor = heading.group(1), heading.group(2)
+    return f'<autoref identifier="{anchor or slugify(title, "-")}">{title}</autoref>'
