@@ -31,7 +31,7 @@ from tokenhub.testing import FakeClock, FakeProvider, Reply
 pytestmark = pytest.mark.anyio
 
 HELLO = [{"role": "user", "content": "Hello"}]
-GOLDEN = Path(__file__).parent / "data" / "vault-v1.db"
+GOLDEN = Path(__file__).parent / "data" / "store-v1.db"
 
 
 @pytest.fixture
@@ -70,12 +70,24 @@ class TestSchema:
             assert 1 == s.query("PRAGMA secure_delete")[0]["secure_delete"]
 
     async def test_first_release_file_opens(self, tmp_path: Path) -> None:
-        """The checked-in file from the first release opens (and migrates) in every version."""
+        """The checked-in file from the first release opens, migrates and serves, forever."""
         path = tmp_path / "old.db"
         shutil.copy(GOLDEN, path)
         with Store(path) as s:
             assert SCHEMA_VERSION == s.schema_version
             assert 2 == len(s.query("SELECT * FROM vault_credentials"))
+            assert [1.5] == [r["usd"] for r in s.query("SELECT usd FROM spend")]
+        async with Hub.from_store(path) as hub:
+            assert ("gpt-4o-mini", "llama-8b") == hub.models
+            exported = hub.store.export_config()
+            assert {"vault": "openai"} == exported["providers"]["openai"]["api_key"]
+            assert {"mode": "cheap"} == exported["routing"]
+            assert "default" in exported["aliases"]
+            assert [{"scope": "global", "period": "month", "usd": 100}] == exported["budgets"]
+            (row,) = await hub.usage(group_by="model")
+            assert ("gpt-4o-mini", 1) == (row["model"], row["requests"])
+            hub.vault.unlock("correct horse battery staple")
+            assert "sk-golden-openai-0123456789abcdef" == hub.vault.get("openai").reveal()
 
     async def test_newer_schema_is_refused(self, db: Path) -> None:
         """A file from a newer tokenhub is refused with a clear error, untouched."""

@@ -35,7 +35,7 @@ from tokenhub.testing import FakeClock, FakeProvider, insecure_vault_kdf
 KEY = "sk-vault-canary-5d0c9e1b7a3f2468"
 OTHER = "sk-ant-vault-canary-e4b1c7a9d2f05836"
 PASSWORD = "correct horse battery staple"
-GOLDEN = Path(__file__).parent / "data" / "vault-v1.db"
+GOLDEN = Path(__file__).parent / "data" / "store-v1.db"
 
 
 @pytest.fixture(autouse=True)
