@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import CANARY, config_for
 from tokenhub import Hub, SyncHub
 from tokenhub._ledger import RequestLog
-from tokenhub._store import SCHEMA_VERSION, Store
+from tokenhub._store import SCHEMA_VERSION, Store, StoreBusyError
 from tokenhub.errors import (
     BudgetExceededError,
     ConfigError,
@@ -723,3 +723,76 @@ def test_budget_holds_across_processes(db: Path) -> None:
     with Store(db) as s:
         (row,) = s.query("SELECT * FROM spend")
     assert 10.0 == row["reserved"]
+
+
+class TestAdminConcurrency:
+    async def test_parallel_changes_on_one_hub(self, fake: FakeProvider, db: Path) -> None:
+        """Parallel admin calls on one Hub all land, in the store and in memory."""
+        async with Hub.from_config(config_for(fake), store=db) as hub:
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(hub.admin.upsert_model, f"m{i}", {"provider": "openai"})
+            assert {f"m{i}" for i in range(5)} <= set(hub.models)
+            assert {f"m{i}" for i in range(5)} <= set(hub.store.export_config()["models"])
+
+    async def test_own_write_includes_other_writers(self, fake: FakeProvider, db: Path) -> None:
+        """A Hub's admin change is validated on, and installs, what others wrote before it."""
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "sync_interval": 3600}
+        async with Hub.from_config(cfg) as first, Hub.from_config(cfg) as second:
+            await first.admin.upsert_model("from-first", {"provider": "openai"})
+            await second.admin.upsert_model("from-second", {"provider": "openai"})
+            assert {"from-first", "from-second"} <= set(second.models)
+
+    async def test_unchanged_import_writes_nothing(self, fake: FakeProvider, db: Path) -> None:
+        """Starting again with the same config neither bumps the revision nor audits."""
+        async with Hub.from_config(config_for(fake), store=db):
+            pass
+        before = audit(db)
+        async with Hub.from_config(config_for(fake), store=db):
+            pass
+        assert before == audit(db)
+
+
+class TestBudgetEdges:
+    async def test_overlapping_budgets_charge_once(self, fake: FakeProvider, db: Path) -> None:
+        """A caller under both a '*' and a named budget is charged once, not twice."""
+        fake.default(None, Reply(usage=(1000, 1000)))  # 0.00075 USD on gpt-4o-mini
+        cfg = config_for(fake)
+        cfg["budgets"] = [
+            {"scope": "caller", "key": "*", "period": "month", "usd": 1},
+            {"scope": "caller", "key": "alice", "period": "month", "usd": 1},
+        ]
+        async with Hub.from_config(cfg, store=db) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini", caller="alice", max_tokens=10)
+        with Store(db) as s:
+            (row,) = s.query("SELECT * FROM spend")
+        assert row["usd"] == pytest.approx(0.00075)
+        assert 0 == pytest.approx(row["reserved"])
+
+    async def test_failed_settlement_keeps_the_answer(
+        self,
+        fake: FakeProvider,
+        db: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """If the spend cannot be recorded, the paid answer is still returned and the miss logged."""
+        from tokenhub._ledger import Budgets
+
+        def busy(*a: Any, **k: Any) -> None:
+            raise StoreBusyError("locked")
+
+        cfg = config_for(fake)
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
+        async with Hub.from_config(cfg, store=db) as hub:
+            monkeypatch.setattr(Budgets, "settle", busy)
+            r = await hub.chat(HELLO, model="gpt-4o-mini")
+        assert "echo: Hello" == r.text
+        assert "could not record the spend" in caplog.text
+
+    async def test_from_store_needs_the_file(self, tmp_path: Path) -> None:
+        """from_store on a missing path raises StoreError and creates nothing."""
+        with pytest.raises(StoreError, match="no store at"):
+            Hub.from_store(tmp_path / "typo.db")
+        assert not (tmp_path / "typo.db").exists()

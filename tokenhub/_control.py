@@ -84,34 +84,63 @@ class ControlPlane:
 
     def revision(self) -> int:
         """The change counter; another process's write moves it."""
-        rows = self.store.query("SELECT value FROM store_meta WHERE key = 'revision'")
-        return int(rows[0]["value"]) if rows else 0
+        with self.store.lock:
+            return _revision(self.store.conn)
 
     def read(self) -> dict[str, Any]:
         """The stored config, in the shape ``Hub.from_config`` takes (entries in stored order)."""
+        return self.snapshot()[1]
+
+    def snapshot(self) -> tuple[int, dict[str, Any]]:
+        """The revision and the config it names, read in one transaction."""
         out: dict[str, Any] = {}
         with self.store.lock:
-            for section in ENTRY_SECTIONS:
-                rows = self.store.conn.execute(
-                    f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - our names
-                ).fetchall()
-                if rows:
-                    out[section] = {name: json.loads(value) for name, value in rows}
-            for name, value in self.store.conn.execute(
-                "SELECT name, config FROM settings ORDER BY seq"
-            ).fetchall():
-                out[name] = json.loads(value)
-        return out
+            conn = self.store.conn
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn)
+                for section in ENTRY_SECTIONS:
+                    rows = conn.execute(
+                        f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - ours
+                    ).fetchall()
+                    if rows:
+                        out[section] = {name: json.loads(value) for name, value in rows}
+                for name, value in conn.execute(
+                    "SELECT name, config FROM settings ORDER BY seq"
+                ).fetchall():
+                    out[name] = json.loads(value)
+            finally:
+                conn.execute("COMMIT")
+        return revision, out
 
-    def write(self, changes: Sequence[Change], action: str) -> int:
-        """Apply ``changes`` in one transaction with an audit row; return the new revision."""
+    def write(self, changes: Sequence[Change], action: str, *, expect: int | None = None) -> int:
+        """Apply ``changes`` in one transaction with an audit row; return the new revision.
+
+        Entries that would not change are skipped; with nothing to change, nothing
+        is written. With ``expect``, raise :class:`Conflict` if another writer
+        moved the revision since it was read (the caller re-reads and re-validates).
+        """
         now = time.time()
         with self.store.transaction() as conn:
+            revision = _revision(conn)
+            if expect is not None and revision != expect:
+                raise Conflict(revision)
+            changed: list[Change] = []
             for section, name, value in changes:
                 table, key = (section, name) if section in ENTRY_SECTIONS else ("settings", section)
+                old = conn.execute(
+                    f"SELECT config FROM {table} WHERE name = ?",  # noqa: S608 - our names
+                    (key,),
+                ).fetchone()
                 if value is None:
-                    conn.execute(f"DELETE FROM {table} WHERE name = ?", (key,))  # noqa: S608
+                    if old is not None:
+                        conn.execute(f"DELETE FROM {table} WHERE name = ?", (key,))  # noqa: S608
+                        changed.append((section, name, value))
                     continue
+                text = json.dumps(_without_literal_key(value), sort_keys=True)
+                if old is not None and old[0] == text:
+                    continue
+                changed.append((section, name, value))
                 # New entries go last (config order breaks routing ties); updates keep their place.
                 conn.execute(
                     f"INSERT INTO {table} (name, seq, config, updated_at) "  # noqa: S608
@@ -119,13 +148,15 @@ class ControlPlane:
                     f"SELECT ?, coalesce(max(seq), 0) + 1, ?, ? FROM {table} WHERE true "
                     "ON CONFLICT (name) DO UPDATE SET config = excluded.config, "
                     "updated_at = excluded.updated_at",
-                    (key, json.dumps(_without_literal_key(value), sort_keys=True), now),
+                    (key, text, now),
                 )
+            if not changed:
+                return revision
             revision = _bump(conn)
-            detail = [{"section": s, "name": n, "removed": v is None} for s, n, v in changes]
+            detail = [{"section": s, "name": n, "removed": v is None} for s, n, v in changed]
             conn.execute(
                 "INSERT INTO audit_log (at, action, target, detail) VALUES (?, ?, ?, ?)",
-                (now, action, ",".join(sorted({n for _, n, _ in changes})), json.dumps(detail)),
+                (now, action, ",".join(sorted({n for _, n, _ in changed})), json.dumps(detail)),
             )
         return revision
 
@@ -137,7 +168,16 @@ class ControlPlane:
                 changes.extend((section, name, entry) for name, entry in value.items())
             else:
                 changes.append((section, section, value))
-        return self.write(changes, "config.import") if changes else self.revision()
+        return self.write(changes, "config.import")
+
+
+class Conflict(Exception):  # noqa: N818 - internal signal, never leaves tokenhub
+    """The revision moved between a read and a write."""
+
+
+def _revision(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _bump(conn: sqlite3.Connection) -> int:

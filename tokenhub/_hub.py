@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
     from types import TracebackType
 
+    import anyio
     import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
@@ -276,6 +277,7 @@ class Hub:
         )
         # Set by from_config when there is a store: what it holds, and how to follow it.
         self._source: _Source | None = None
+        self._admin_lock: anyio.Lock | None = None
         self._retired: list[Provider] = []
         self._logs: RequestLog | None = None
         self._ledger: Ledger | None = None
@@ -455,8 +457,10 @@ class Hub:
         """Build a Hub whose whole config comes from the store at ``path``.
 
         Takes the keyword arguments of :meth:`from_config`; equivalent to
-        ``Hub.from_config({}, store=path, ...)``.
+        ``Hub.from_config({}, store=path, ...)`` except that the file must exist.
         """
+        if not os.path.exists(path):  # noqa: PTH110 - a typo must not create an empty store
+            raise StoreError(f"no store at {os.fspath(path)!r}")
         return cls.from_config({}, store=path, **kwargs)
 
     @property
@@ -483,8 +487,9 @@ class Hub:
         """Requests, errors, tokens and cost from the request log, grouped by one column.
 
         ``group_by`` is ``model``, ``provider``, ``caller``, ``alias`` or ``day``;
-        ``since`` a UNIX time, a datetime, or a timedelta back from now. Needs
-        ``store.logs.enabled``; rows still queued are written first.
+        ``since`` a UNIX time, a datetime, or a timedelta back from now. It reads
+        the request log (rows exist only with ``store.logs.enabled``); rows still
+        queued are written first.
         """
         import anyio.to_thread  # noqa: PLC0415
 
@@ -503,14 +508,21 @@ class Hub:
         return self._source.shared if self._source is not None else {}
 
     async def _change(self, changes: Sequence[Change], action: str) -> None:
-        """Validate, persist and apply an admin change."""
+        """Validate against the latest stored config, persist, and apply an admin change.
+
+        One change at a time per Hub; a write that finds the revision moved by
+        another process re-reads and re-validates (optimistic concurrency).
+        """
+        import anyio  # noqa: PLC0415
         import anyio.to_thread  # noqa: PLC0415
 
-        from tokenhub._control import apply  # noqa: PLC0415
+        from tokenhub._control import Conflict, apply  # noqa: PLC0415
 
         source = self._source
         if source is None:  # pragma: no cover - Admin needs a store
             raise StoreError("this Hub has no store")
+        if self._admin_lock is None:
+            self._admin_lock = anyio.Lock()
         keys = dict(source.literal_keys)
         for section, name, value in changes:
             if section == "providers":
@@ -519,16 +531,26 @@ class Hub:
                     keys[name] = key
                 else:
                     keys.pop(name, None)
-        shared = apply(source.shared, changes)
-        saved, source.literal_keys = source.literal_keys, keys
-        try:
-            parsed, built = source.prepare(shared, (self._config, self._providers))
-        except BaseException:
-            source.literal_keys = saved
-            raise
-        revision = await anyio.to_thread.run_sync(source.control.write, changes, action)
-        source.shared, source.revision = shared, revision
-        self._install(parsed, built)
+        async with self._admin_lock:
+            for _ in range(10):
+                revision, stored = await anyio.to_thread.run_sync(source.control.snapshot)
+                shared = apply(stored, changes)
+                saved, source.literal_keys = source.literal_keys, keys
+                try:
+                    parsed, built = source.prepare(shared, (self._config, self._providers))
+                except BaseException:
+                    source.literal_keys = saved
+                    raise
+                try:
+                    write = partial(source.control.write, changes, action, expect=revision)
+                    new = await anyio.to_thread.run_sync(write)
+                except Conflict:
+                    source.literal_keys = saved
+                    continue
+                source.shared, source.revision = shared, new
+                self._install(parsed, built)
+                return
+        raise StoreError("the store's config kept changing under this change; try again")
 
     def _sync(self, source: _Source) -> None:
         """Follow changes other processes made to the store (at most every ``sync_interval``)."""
@@ -536,10 +558,9 @@ class Hub:
         if now - source.synced < source.interval:
             return
         source.synced = now
-        revision = source.control.revision()
-        if revision == source.revision:
+        if source.control.revision() == source.revision:
             return
-        shared = source.control.read()
+        revision, shared = source.control.snapshot()
         try:
             parsed, built = source.prepare(shared, (self._config, self._providers))
         except ConfigError as exc:
@@ -957,8 +978,7 @@ class ChatStream:
 
     def _account(self, ledger: Ledger, hold: Hold | None, error: BaseException) -> None:
         """Settle and log a stream that ended early; synchronous, as a closing generator must be."""
-        if hold is not None and ledger.budgets is not None:
-            ledger.budgets.settle(hold, self.trace, self._caller, self._response)
+        ledger.finish_now(hold, self.trace, self._caller, self._response)
         self._record(ledger, error)
 
     def _record(self, ledger: Ledger, error: BaseException | None) -> None:

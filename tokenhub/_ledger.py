@@ -19,7 +19,7 @@ import attrs
 
 from tokenhub._redact import get_logger, scrub
 from tokenhub._store import Store, StoreBusyError
-from tokenhub.errors import BudgetExceededError, TokenhubError
+from tokenhub.errors import BudgetExceededError, RequestError, StoreError, TokenhubError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -229,7 +229,7 @@ def usage(
 ) -> list[dict[str, Any]]:
     """Tokens, cost, requests and errors from the request log, grouped by one column."""
     if group_by not in GROUPS:
-        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+        raise RequestError([("group_by", f"expected one of {', '.join(GROUPS)}")])
     key = store.day("at") if group_by == "day" else group_by
     rows = store.query(
         f"SELECT {key} AS {group_by}, count(*) AS requests, "  # noqa: S608 - from GROUPS
@@ -305,9 +305,11 @@ class Budgets:
                         period=budget.period,
                         limit_usd=budget.usd,
                         spent_usd=round(spent + reserved, 6),
+                        estimate_usd=round(estimate, 6),
                         request_id=trace.request_id,
                     )
-                rows.append(row)
+                if row not in rows:  # two budgets (caller '*' and 'alice') share one row
+                    rows.append(row)
             for row in rows:
                 conn.execute(
                     "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
@@ -337,14 +339,14 @@ class Budgets:
                     "WHERE scope = ? AND key = ? AND period = ?",
                     (hold.estimate, hold.estimate, *row),
                 )
-            charges = [
-                (row, total) for b, row in self._applicable(caller, None) if b.scope != "model"
-            ]
+            charges = {
+                row: total for b, row in self._applicable(caller, None) if b.scope != "model"
+            }
             for model, cost in by_model.items():
-                charges.extend(
+                charges.update(
                     (row, cost) for b, row in self._applicable(None, model) if b.scope == "model"
                 )
-            for row, cost in charges:
+            for row, cost in charges.items():
                 conn.execute(
                     "INSERT INTO spend (scope, key, period, usd) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (scope, key, period) DO UPDATE SET usd = spend.usd + excluded.usd",
@@ -394,7 +396,43 @@ class Ledger:
             self.budgets.settle(hold, trace, caller, response, wait=False)
         except StoreBusyError:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.budgets.settle, hold, trace, caller, response)
+                try:
+                    await anyio.to_thread.run_sync(
+                        self.budgets.settle, hold, trace, caller, response
+                    )
+                except StoreError:
+                    # The answer is paid for and delivered: never fail it over bookkeeping.
+                    # The reservation stays held (conservative) and the miss is logged.
+                    log.error(  # noqa: TRY400 - a busy store; its traceback adds nothing
+                        "could not record the spend of request %s", trace.request_id
+                    )
+
+    def finish_now(
+        self,
+        hold: Hold | None,
+        trace: RouteTrace,
+        caller: str | None,
+        response: ChatResponse | None,
+    ) -> None:
+        """:meth:`finish` from synchronous code (a stream closed early).
+
+        A busy store moves the settlement to a short-lived thread rather than block
+        the event loop.
+        """
+        if hold is None or self.budgets is None:
+            return
+        budgets = self.budgets
+        try:
+            budgets.settle(hold, trace, caller, response, wait=False)
+        except StoreBusyError:
+
+            def settle() -> None:
+                try:
+                    budgets.settle(hold, trace, caller, response)
+                except StoreError:
+                    log.error("could not record the spend of request %s", trace.request_id)  # noqa: TRY400
+
+            threading.Thread(target=settle, name="tokenhub-settle", daemon=True).start()
 
     def record(self, request: ChatRequest, trace: RouteTrace, **fields: Any) -> None:
         """Queue the request's log row (no-op without request logs)."""

@@ -244,14 +244,16 @@ class BudgetExceededError(TokenhubError):
         period: str,
         limit_usd: float,
         spent_usd: float,
+        estimate_usd: float = 0.0,
         request_id: str | None = None,
     ) -> None:
         self.scope, self.key, self.period = scope, key, period
-        self.limit_usd, self.spent_usd, self.request_id = limit_usd, spent_usd, request_id
+        self.limit_usd, self.spent_usd, self.estimate_usd = limit_usd, spent_usd, estimate_usd
+        self.request_id = request_id
         who = "all requests" if scope == "global" else f"{scope} {key!r}"
         super().__init__(
-            f"the {period} budget of {limit_usd:g} USD for {who} is used up "
-            f"({spent_usd:g} USD spent or reserved)"
+            f"the {period} budget of {limit_usd:g} USD for {who} would be exceeded: "
+            f"{spent_usd:g} USD spent or reserved, this request estimated at {estimate_usd:g} USD"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
