@@ -796,3 +796,15 @@ class TestBudgetEdges:
         with pytest.raises(StoreError, match="no store at"):
             Hub.from_store(tmp_path / "typo.db")
         assert not (tmp_path / "typo.db").exists()
+
+
+def test_sync_hub_close_closes_the_store(db: Path) -> None:
+    """Closing a SyncHub that never sent a request still locks the vault and closes the store."""
+    cfg = {
+        "providers": {"p": {"kind": "vllm", "base_url": "http://127.0.0.1:9/v1"}},
+        "models": {"a": {"provider": "p"}},
+    }
+    hub = SyncHub.from_config(cfg, store=db)
+    hub.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        hub.store.query("SELECT 1")

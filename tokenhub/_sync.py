@@ -122,13 +122,12 @@ class SyncHub:
         self.close()
 
     def close(self) -> None:
-        """Close the Hub and stop the background event loop."""
-        if self._portal is not None:
-            try:
-                self._portal.call(self._hub.aclose)
-            finally:
-                cm, self._portal, self._portal_cm = self._portal_cm, None, None
-                cm.__exit__(None, None, None)
+        """Close the Hub (its connections, vault and store) and stop the background loop."""
+        try:
+            self._get_portal().call(self._hub.aclose)
+        finally:
+            cm, self._portal, self._portal_cm = self._portal_cm, None, None
+            cm.__exit__(None, None, None)
 
     def chat(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> ChatResponse:
         """Blocking :meth:`Hub.chat`."""
