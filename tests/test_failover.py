@@ -263,6 +263,30 @@ class TestStreams:
         assert "one " == info.value.partial_text
         assert elapsed < 1.0
 
+    async def test_stall_bounded_by_the_read_timeout(self, fake: FakeProvider) -> None:
+        """Without stall_timeout, the adapter's HTTP read timeout bounds a mid-stream stall."""
+        fake.script("m1", Reply(text="one two three", stall_after=1))
+        cfg = config(fake, "m1")
+        cfg["providers"]["o"]["timeouts"] = {"read": 0.2}
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            started = time.monotonic()
+            with pytest.raises(StreamInterrupted) as info:
+                _ = [c async for c in hub.stream(HELLO)]
+            elapsed = time.monotonic() - started
+        assert "one " == info.value.partial_text
+        assert elapsed < 1.0
+
+    async def test_deadline_nearer_than_the_read_timeout(self, fake: FakeProvider) -> None:
+        """A request deadline closer than the read timeout still cuts a stalled stream on time."""
+        fake.script("m1", Reply(text="one two three", stall_after=1))
+        async with Hub.from_config(config(fake, "m1")) as hub:
+            started = time.monotonic()
+            with pytest.raises(StreamInterrupted) as info:
+                _ = [c async for c in hub.stream(HELLO, timeout=0.3)]
+            elapsed = time.monotonic() - started
+        assert "one " == info.value.partial_text
+        assert elapsed < 1.5
+
     async def test_pings_do_not_count_as_progress(self, fake: FakeProvider) -> None:
         """Anthropic pings during a stall do not reset the stall timer."""
         cfg = {

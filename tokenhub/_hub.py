@@ -318,6 +318,7 @@ class Hub:
                 prefill=lambda name: self.capabilities(name).prefill,
                 describe=self._describe,
                 telemetry=self._telemetry,
+                read_timeout=self._read_timeout,
             )
         if self._store is not None:
             from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
@@ -341,6 +342,12 @@ class Hub:
             make_counter(config.tokenizer),
             providers=self._providers,
         )
+
+    def _read_timeout(self, name: str) -> float | None:
+        """The HTTP read timeout behind ``name`` (None for provider instances: unknown)."""
+        m = self._models.get(name)
+        p = self._config.providers.get(m.provider_name) if m is not None else None
+        return None if p is None else p.timeouts.read
 
     def _describe(self, name: str) -> tuple[str, str | None]:
         """The provider kind (``gen_ai.provider.name``) and base URL behind ``name``."""
