@@ -434,6 +434,17 @@ class TestToolCalls:
 
 
 class TestStream:
+    @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku"])
+    async def test_finished_streams_reuse_the_connection(
+        self, fake: FakeProvider, make_hub: Callable[..., Hub], model: str
+    ) -> None:
+        """A stream read to its end hands its connection back: three streams, one connection."""
+        async with make_hub() as hub:
+            for _ in range(3):
+                _ = [c async for c in hub.stream([{"role": "user", "content": "hi"}], model=model)]
+            await hub.chat([{"role": "user", "content": "hi"}], model=model)
+        assert 1 == fake.connections
+
     @pytest.mark.parametrize("model", MODELS)
     async def test_chunks_then_final_response(
         self, fake: FakeProvider, make_hub: Callable[..., Hub], model: str

@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import aiohttp
+import anyio
 
-from tokenhub._http import HttpResponse, TransportError
+from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, TransportError
 from tokenhub._sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -67,6 +68,19 @@ class _AiohttpStream:
         for event in decoder.flush():
             yield event
 
+    async def drain(self) -> None:
+        """Read the little that follows the last event, so the connection is reused."""
+        content, seen = self._response.content, 0
+        with anyio.move_on_after(DRAIN_SECONDS):
+            try:
+                while seen <= DRAIN_BYTES:
+                    data = await content.readany()
+                    if not data:
+                        return
+                    seen += len(data)
+            except _ERRORS:
+                return
+
 
 class AiohttpClient:
     """An :class:`~tokenhub._http.HttpClient` on one pooled ``aiohttp.ClientSession``."""
@@ -110,8 +124,11 @@ class AiohttpClient:
             response = await request
         except _ERRORS as exc:
             raise _translate(exc) from None
+        stream = _AiohttpStream(response)
         try:
-            yield _AiohttpStream(response)
+            yield stream
+            # Ended normally: reuse the connection (releasing an unfinished body drops it).
+            await stream.drain()
         finally:
             response.release()
 

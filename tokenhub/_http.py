@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
     from tokenhub._sse import SSEEvent
 
-__all__ = ["HttpClient", "HttpResponse", "HttpStream", "TransportError"]
+__all__ = [
+    "DRAIN_BYTES",
+    "DRAIN_SECONDS",
+    "HttpClient",
+    "HttpResponse",
+    "HttpStream",
+    "TransportError",
+]
 
 TransportKind = Literal["connect", "timeout", "network"]
 
@@ -47,6 +54,12 @@ class HttpResponse(NamedTuple):
 
     def __repr__(self) -> str:
         return f"HttpResponse(status={self.status}, body=<{len(self.body)} bytes>)"
+
+
+#: After a stream's last event, read at most this much of what follows (usually nothing, or
+#: ``data: [DONE]``) for this long, so that the connection can go back to the pool.
+DRAIN_BYTES = 65536
+DRAIN_SECONDS = 0.25
 
 
 class HttpStream(Protocol):

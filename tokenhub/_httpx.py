@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
 import httpx
 
-from tokenhub._http import HttpResponse, TransportError
+from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, TransportError
 from tokenhub._sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -30,10 +31,11 @@ def _translate(exc: httpx.HTTPError) -> TransportError:
 
 
 class _HttpxStream:
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_raw", "_response", "headers", "status")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
+        self._raw: AsyncGenerator[bytes] | None = None
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
@@ -45,18 +47,38 @@ class _HttpxStream:
 
     async def events(self) -> AsyncGenerator[SSEEvent]:
         decoder = SSEDecoder()
-        async with aclosing(cast("AsyncGenerator[bytes]", self._response.aiter_bytes())) as raw:
-            while True:
-                try:
-                    data = await anext(raw)
-                except StopAsyncIteration:
-                    break
-                except httpx.HTTPError as exc:
-                    raise _translate(exc) from None
-                for event in decoder.feed(data):
-                    yield event
+        # Not closed here: drain() may read the rest of it (post_stream closes it).
+        raw = self._raw = cast("AsyncGenerator[bytes]", self._response.aiter_bytes())
+        while True:
+            try:
+                data = await anext(raw)
+            except StopAsyncIteration:
+                break
+            except httpx.HTTPError as exc:
+                raise _translate(exc) from None
+            for event in decoder.feed(data):
+                yield event
         for event in decoder.flush():
             yield event
+
+    async def drain(self) -> None:
+        """Read the little that follows the last event, so the connection is reused."""
+        if self._raw is None:
+            return
+        seen = 0
+        with anyio.move_on_after(DRAIN_SECONDS):
+            try:
+                async for piece in self._raw:
+                    seen += len(piece)
+                    if seen > DRAIN_BYTES:
+                        return
+            except httpx.HTTPError:
+                return
+
+    async def aclose(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
+        await self._response.aclose()
 
 
 class HttpxClient:
@@ -114,10 +136,13 @@ class HttpxClient:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise _translate(exc) from None
+        stream = _HttpxStream(response)
         try:
-            yield _HttpxStream(response)
+            yield stream
+            # Ended normally: reuse the connection (closing an unfinished body drops it).
+            await stream.drain()
         finally:
-            await response.aclose()
+            await stream.aclose()
 
     async def aclose(self) -> None:
         """Close the pool."""

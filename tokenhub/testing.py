@@ -519,6 +519,7 @@ class FakeProvider:
         self._queues: dict[str, deque[Reply]] = {}
         self._defaults: dict[str | None, Reply] = {}
         self._requests: list[RecordedRequest] = []
+        self._connections = 0
         self._created = int(time.time())
         self._task_group: anyio.abc.TaskGroup | None = None
         self._bound_port: int | None = None
@@ -544,6 +545,11 @@ class FakeProvider:
     def anthropic_base_url(self) -> str:
         """The base URL for Anthropic clients (they append ``/v1/messages``)."""
         return self.url
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections clients opened so far (to check connection reuse)."""
+        return self._connections
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -610,6 +616,7 @@ class FakeProvider:
             await listener.serve(self._connection, task_group)
 
     async def _connection(self, stream: anyio.abc.SocketStream) -> None:
+        self._connections += 1
         wire = _Wire(stream)
         async with stream:
             try:
