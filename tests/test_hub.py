@@ -86,6 +86,25 @@ class TestHub:
         assert [] == fake.requests
 
     @pytest.mark.anyio
+    async def test_a_reused_response_object_gets_its_own_trace(self) -> None:
+        """A provider returning one response object twice: each answer carries its own trace."""
+
+        class Constant(EchoProvider):
+            answer: ChatResponse | None = None
+
+            async def send(self, call: Call) -> ChatResponse:
+                if self.answer is None:
+                    self.answer = await super().send(call)
+                return self.answer
+
+        cfg = {"models": {"local": {"provider": "mine"}}}
+        async with Hub.from_config(cfg, providers={"mine": Constant()}) as hub:
+            first = await hub.chat(HELLO, model="local", request_id="one")
+            second = await hub.chat(HELLO, model="local", request_id="two")
+        assert first.trace is not None
+        assert second.trace is not None
+        assert ("one", "two") == (first.trace.request_id, second.trace.request_id)
+
     async def test_provider_instances_from_config_and_add_provider(self) -> None:
         """Models may name provider instances; add_provider swaps one in for later requests."""
         echo = EchoProvider()

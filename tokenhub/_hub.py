@@ -680,7 +680,13 @@ class Hub:
         )
         return request, trace
 
-    def _call(self, name: str, request: ChatRequest, request_id: str) -> tuple[Provider, Call]:
+    def _call(
+        self,
+        name: str,
+        request: ChatRequest,
+        request_id: str,
+        observe_url: Callable[[str], None] | None = None,
+    ) -> tuple[Provider, Call]:
         from tokenhub.providers import Call  # noqa: PLC0415 - cheap after the first call
 
         m = self._models[name]
@@ -693,6 +699,7 @@ class Hub:
             max_output_tokens=m.config.max_output_tokens,
             pricing=m.config.pricing,
             observe=partial(self._state.observe_limits, m.name),
+            observe_url=observe_url,
         )
         return m.provider, call
 
@@ -940,7 +947,7 @@ class ChatStream:
             await it.aclose()
 
     async def _iterate(self) -> AsyncGenerator[Chunk]:
-        from tokenhub.routing._engine import stream  # noqa: PLC0415 - loaded with the first Hub
+        from tokenhub.routing._engine import stream, with_trace  # noqa: PLC0415 - first Hub
 
         partial = self._partial
         ledger = self._ledger
@@ -978,7 +985,7 @@ class ChatStream:
             created=last.created or None,
             reasoning=partial.reasoning,
         )
-        self._response = attrs.evolve(response, trace=self.trace)
+        self._response = with_trace(response, self.trace)
         if ledger is not None:
             await ledger.finish(hold, self.trace, self._caller, self._response)
             self._record(ledger, None)

@@ -8,6 +8,7 @@ text is scrubbed. Attributes are built only for recording spans.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -38,6 +39,7 @@ _BREAKER_CODES = {"closed": 0, "open": 1, "half_open": 2}
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
+@functools.lru_cache(maxsize=256)  # a Hub talks to a handful of base URLs
 def _server(url: str | None) -> tuple[str, int] | None:
     if not url:
         return None

@@ -79,7 +79,7 @@ class Engine:
         state: RuntimeState,
         clock: Clock,
         *,
-        call: Callable[[str, ChatRequest, str], tuple[Provider, Call]],
+        call: Callable[[str, ChatRequest, str, Callable[[str], None]], tuple[Provider, Call]],
         windows: Callable[[str], int | None],
         prefill: Callable[[str], bool],
         describe: Callable[[str], tuple[str, str | None]],
@@ -129,6 +129,7 @@ class Run:
         self._waited = 0.0
         self._min_window: int | None = None  # after a context overflow: only larger windows
         self._started_attempts = 0
+        self._trace: RouteTrace | None = None
         #: The outcome recorded for an attempt cut short by cancellation: the caller's,
         #: unless a hedge race is cancelling its loser.
         self.cancelled_as = "cancelled"
@@ -136,8 +137,11 @@ class Run:
 
     @property
     def trace(self) -> RouteTrace:
-        """The route trace with the attempts made so far."""
-        return attrs.evolve(self.base_trace, attempts=tuple(self.attempts))
+        """The route trace with the attempts made so far (built once per attempt count)."""
+        cached = self._trace
+        if cached is None or len(cached.attempts) != len(self.attempts):
+            cached = self._trace = self.base_trace.with_attempts(tuple(self.attempts))
+        return cached
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline."""
@@ -476,7 +480,15 @@ async def _attempt(
 ) -> _Opened[T]:
     """Send ``req`` to ``candidate`` within the attempt's time limit."""
     engine = run.engine
-    provider, call = engine.call(candidate.model, req, run.base_trace.request_id)
+    # The span needs the call (its headers carry traceparent) and the call reports its URL to
+    # the span: a one-slot holder ties them without rebuilding the call.
+    holder: list[AttemptSpan] = []
+    provider, call = engine.call(
+        candidate.model,
+        req,
+        run.base_trace.request_id,
+        lambda url: holder[0].server(url),  # noqa: PLW0108 - holder is filled below
+    )
     kind, base_url = engine.describe(candidate.model)
     span = engine.telemetry.attempt(
         run.route,
@@ -487,7 +499,7 @@ async def _attempt(
         index=run.next_index(),
         stream=run.stream,
     )
-    call = attrs.evolve(call, observe_url=span.server)
+    holder.append(span)
     started = engine.clock.monotonic()
     limit = run.attempt_timeout()
     try:
@@ -642,7 +654,7 @@ async def chat(
     )
     run.succeeded(opened.candidate, opened.started, response.usage)
     run.finish(None)
-    return attrs.evolve(response, trace=run.trace)
+    return with_trace(response, run.trace)
 
 
 async def _open_stream(call: Call, provider: Provider) -> tuple[AsyncIterator[Chunk], Chunk]:
@@ -733,6 +745,19 @@ async def _continuation(
             run.failed(candidate, exc, started, tries=0, last=False)
             left, why = candidate, _error_type(exc)
     return None
+
+
+def with_trace(response: ChatResponse, trace: RouteTrace) -> ChatResponse:
+    """``response`` with its trace.
+
+    A response fresh from its adapter (no trace yet) has not left the engine, so
+    the trace (excluded from equality and hashing) is set in place rather than
+    copying every field; anything else (a provider reusing a response) is copied.
+    """
+    if response.trace is not None:
+        return attrs.evolve(response, trace=trace)
+    object.__setattr__(response, "trace", trace)
+    return response
 
 
 def _ended(call: Call) -> ProviderError:

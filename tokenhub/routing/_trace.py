@@ -79,6 +79,19 @@ class RouteTrace:
     pinned: str | None = None
     attempts: tuple[Attempt, ...] = ()
 
+    def with_attempts(self, attempts: tuple[Attempt, ...]) -> RouteTrace:
+        """A copy with ``attempts`` (the hot path's cheaper ``attrs.evolve``)."""
+        return RouteTrace(
+            request_id=self.request_id,
+            mode=self.mode,
+            prompt_tokens=self.prompt_tokens,
+            candidates=self.candidates,
+            excluded=self.excluded,
+            alias=self.alias,
+            pinned=self.pinned,
+            attempts=attempts,
+        )
+
     @property
     def chosen(self) -> str | None:
         """The model that answered (or the first candidate, before any attempt)."""
