@@ -105,6 +105,7 @@ class TestHub:
         assert second.trace is not None
         assert ("one", "two") == (first.trace.request_id, second.trace.request_id)
 
+    @pytest.mark.anyio
     async def test_provider_instances_from_config_and_add_provider(self) -> None:
         """Models may name provider instances; add_provider swaps one in for later requests."""
         echo = EchoProvider()
