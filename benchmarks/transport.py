@@ -1,0 +1,320 @@
+"""Client CPU per request against a C upstream that answers instantly: raw httpx, raw aiohttp,
+tokenhub on each HTTP implementation, and LiteLLM's Router when it is installed.
+
+The upstream (benchmarks/upstream.c, compiled here with the system C compiler) runs in its own
+process on the last core; each client run is a fresh process on core 0 (``taskset``, where it
+exists). For every target: non-stream and stream (60 chunks), 1 and 32 requests in flight,
+several repetitions; the medians of CPU µs per request (user+sys of the client process ÷
+requests, the figure least sensitive to a noisy machine), p50/p99 latency, requests/s and peak
+RSS. Results go to benchmarks/results/transport.json and a Markdown table (docs/performance.md
+quotes it).
+
+    python benchmarks/transport.py            # everything (a few minutes)
+    python benchmarks/transport.py --quick    # fewer requests and repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+TARGETS = ("httpx", "aiohttp", "tokenhub-httpx", "tokenhub-aiohttp", "litellm")
+MESSAGES = [{"role": "user", "content": "Hello there, how are you?"}]
+BODY = {"model": "gpt-4o-mini", "messages": MESSAGES}
+HEADERS = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+
+
+# -- the client side (one process per run) -------------------------------------------
+
+
+def make_client(target: str, base: str) -> tuple[Any, Any, Any]:
+    """Return (call(stream) coroutine function, aclose coroutine function, setup info)."""
+    url = f"{base}/chat/completions"
+    if target == "httpx":
+        import httpx
+
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=30)
+
+        async def call(stream: bool) -> None:
+            payload = json.dumps({**BODY, "stream": stream}).encode()
+            if not stream:
+                r = await client.post(url, content=payload, headers=HEADERS)
+                json.loads(r.content)
+                return
+            async with client.stream("POST", url, content=payload, headers=HEADERS) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        json.loads(line[6:])
+
+        return call, client.aclose, None
+    if target == "aiohttp":
+        import aiohttp
+
+        session: Any = None
+
+        async def call(stream: bool) -> None:
+            nonlocal session
+            if session is None:
+                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+            payload = json.dumps({**BODY, "stream": stream}).encode()
+            async with session.post(url, data=payload, headers=HEADERS) as r:
+                if not stream:
+                    json.loads(await r.read())
+                    return
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        json.loads(line[6:])
+
+        async def aclose() -> None:
+            if session is not None:
+                await session.close()
+
+        return call, aclose, None
+    if target.startswith("tokenhub-"):
+        from tokenhub import Hub
+
+        hub = Hub.from_config(
+            {
+                "providers": {
+                    "o": {
+                        "kind": "openai",
+                        "base_url": base,
+                        "api_key": "sk-bench",
+                        "http": target.removeprefix("tokenhub-"),
+                        "max_connections": 100,
+                    }
+                },
+                "models": {"gpt-4o-mini": {"provider": "o"}},
+            }
+        )
+
+        async def call(stream: bool) -> None:
+            if not stream:
+                await hub.chat(MESSAGES, model="gpt-4o-mini")
+                return
+            async for _ in hub.stream(MESSAGES, model="gpt-4o-mini"):
+                pass
+
+        return call, hub.aclose, None
+    from litellm import Router
+
+    router = Router(
+        model_list=[
+            {
+                "model_name": "gpt-4o-mini",
+                "litellm_params": {
+                    "model": "openai/gpt-4o-mini",
+                    "api_base": base,
+                    "api_key": "sk-bench",
+                },
+            }
+        ]
+    )
+
+    async def call(stream: bool) -> None:
+        if not stream:
+            await router.acompletion(model="gpt-4o-mini", messages=MESSAGES)
+            return
+        response = await router.acompletion(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        async for _ in response:
+            pass
+
+    async def aclose() -> None:
+        pass
+
+    return call, aclose, None
+
+
+async def client_run(target: str, stream: bool, inflight: int, n: int, base: str) -> dict[str, Any]:
+    import asyncio
+
+    call, aclose, _ = make_client(target, base)
+    for _ in range(min(50, n)):  # warm up: connections, imports, caches
+        await call(stream)
+    latencies: list[float] = []
+    todo = n
+
+    async def worker() -> None:
+        nonlocal todo
+        while todo > 0:
+            todo -= 1
+            t = time.perf_counter()
+            await call(stream)
+            latencies.append(time.perf_counter() - t)
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    await aclose()
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    latencies.sort()
+    return {
+        "cpu_us": cpu / n * 1e6,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+        "rps": n / wall,
+        "rss_mib": r1.ru_maxrss / 1024,
+    }
+
+
+def client_main(args: list[str]) -> None:
+    import asyncio
+
+    target, mode, inflight, n, base = args
+    result = asyncio.run(client_run(target, mode == "stream", int(inflight), int(n), base))
+    print(json.dumps(result))
+
+
+# -- the driver ----------------------------------------------------------------------
+
+
+def available(target: str) -> bool:
+    module = {"httpx": "httpx", "aiohttp": "aiohttp", "litellm": "litellm"}.get(target)
+    if target == "tokenhub-aiohttp":
+        module = "aiohttp"
+    if module is None:
+        return True
+    probe = [sys.executable, "-c", f"import {module}"]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def pinned(core: int | None, argv: list[str]) -> list[str]:
+    if core is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", str(core), *argv]
+
+
+def start_upstream(tmp: Path, chunks: int) -> tuple[subprocess.Popen[str], int]:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("a C compiler (cc or gcc) is needed to build benchmarks/upstream.c")
+    binary = tmp / "upstream"
+    subprocess.run(
+        [cc, "-O2", "-D_GNU_SOURCE", "-o", str(binary), str(HERE / "upstream.c")], check=True
+    )
+    last = (os.cpu_count() or 1) - 1
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen(
+        pinned(last if last > 0 else None, [str(binary), str(port), str(chunks)]),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != f"ready {port}":
+        sys.exit("the upstream did not start")
+    return proc, port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--out", default=str(HERE / "results" / "transport.json"))
+    opts = parser.parse_args()
+    reps = 2 if opts.quick else 3
+    sizes = {"non-stream": 300 if opts.quick else 2000, "stream": 100 if opts.quick else 500}
+    client_core = 0 if (os.cpu_count() or 1) > 1 else None
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        upstream, port = start_upstream(Path(d), chunks=60)
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            for target in opts.targets.split(","):
+                if not available(target):
+                    print(f"{target}: not installed, skipped", file=sys.stderr)
+                    continue
+                for mode in ("non-stream", "stream"):
+                    for inflight in (1, 32):
+                        n = sizes[mode] // (5 if target == "litellm" else 1)
+                        runs = []
+                        for _ in range(reps):
+                            out = subprocess.run(
+                                pinned(
+                                    client_core,
+                                    [
+                                        sys.executable,
+                                        __file__,
+                                        "--client",
+                                        target,
+                                        mode,
+                                        str(inflight),
+                                        str(n),
+                                        base,
+                                    ],
+                                ),
+                                capture_output=True,
+                                text=True,
+                                check=True,
+                            )
+                            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                        row = {
+                            "target": target,
+                            "mode": mode,
+                            "inflight": inflight,
+                            "requests": n,
+                            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+                        }
+                        results.append(row)
+                        print(
+                            f"{target:<17} {mode:<10} x{inflight:<3} "
+                            f"{row['cpu_us']:8.0f} µs CPU/req  p50 {row['p50_ms']:6.2f} ms  "
+                            f"p99 {row['p99_ms']:6.2f} ms  {row['rps']:7.0f} req/s  "
+                            f"RSS {row['rss_mib']:5.1f} MiB",
+                            flush=True,
+                        )
+        finally:
+            upstream.terminate()
+            upstream.wait()
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "quick": opts.quick}
+    out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table(results) + "\n")
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    print(table(results))
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """CPU µs per request, with ratios to raw httpx and raw aiohttp."""
+    cols = [("non-stream", 1), ("non-stream", 32), ("stream", 1), ("stream", 32)]
+    cpu = {(r["target"], r["mode"], r["inflight"]): r["cpu_us"] for r in results}
+    head = "| client | " + " | ".join(f"{m}, {i} in flight" for m, i in cols) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    for target in TARGETS:
+        if not any(k[0] == target for k in cpu):
+            continue
+        cells = []
+        for m, i in cols:
+            us = cpu.get((target, m, i))
+            if us is None:
+                cells.append("-")
+                continue
+            ratios = []
+            for ref in ("httpx", "aiohttp"):
+                base = cpu.get((ref, m, i))
+                if base and target != ref:
+                    ratios.append(f"{us / base:.2f}x {ref}")
+            cells.append(f"{us:,.0f} µs" + (f" ({', '.join(ratios)})" if ratios else ""))
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(sys.argv[2:])
+    else:
+        main()
