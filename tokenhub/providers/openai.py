@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from tokenhub._sse import SSEEvent
     from tokenhub.providers._types import Call, ProviderSettings
 
+_EMPTY: dict[str, Any] = {}
+
 __all__ = ["OpenAIProvider"]
 
 
@@ -218,17 +220,22 @@ class OpenAIProvider(HTTPProvider):
             for choice in obj.get("choices") or ():
                 if choice.get("index", 0) != 0:
                     continue
-                delta = choice.get("delta") or {}
+                delta = choice.get("delta") or _EMPTY
                 text = delta.get("content") or ""
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                tools = tuple(
-                    ToolCallDelta(
-                        index=t.get("index", 0),
-                        id=t.get("id"),
-                        name=(t.get("function") or {}).get("name"),
-                        arguments=(t.get("function") or {}).get("arguments") or "",
+                raw_tools = delta.get("tool_calls")  # most chunks carry none: build nothing
+                tools = (
+                    tuple(
+                        ToolCallDelta(
+                            index=t.get("index", 0),
+                            id=t.get("id"),
+                            name=(t.get("function") or _EMPTY).get("name"),
+                            arguments=(t.get("function") or _EMPTY).get("arguments") or "",
+                        )
+                        for t in raw_tools
                     )
-                    for t in delta.get("tool_calls") or ()
+                    if raw_tools
+                    else ()
                 )
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
