@@ -104,6 +104,13 @@ class TestSchema:
         with Store(db) as s:
             assert SCHEMA_VERSION == s.schema_version
 
+    def test_memory_store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """':memory:' is an in-memory store, not a file named ':memory:'."""
+        monkeypatch.chdir(tmp_path)
+        with Store(":memory:") as s:
+            assert SCHEMA_VERSION == s.schema_version
+        assert [] == list(tmp_path.iterdir())
+
     def test_owner_only_file(self, db: Path) -> None:
         """A new store file is readable by its owner only."""
         Store(db).close()
@@ -347,6 +354,37 @@ class TestSharing:
             trace = second.explain(HELLO)
             assert "gpt-4o" in second.models
             assert "llama-8b" in {e.model for e in trace.excluded}
+
+    async def test_poll_never_waits_for_a_busy_connection(
+        self, fake: FakeProvider, db: Path
+    ) -> None:
+        """While another thread holds the store's connection, the poll is skipped, not awaited."""
+        clock = FakeClock()
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "sync_interval": 1}
+        async with (
+            Hub.from_config(cfg, clock=clock) as first,
+            Hub.from_config({"store": cfg["store"]}, clock=clock) as second,
+        ):
+            await first.admin.upsert_model("late", {"provider": "openai"})
+            held, release = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                with second.store.lock:
+                    held.set()
+                    release.wait(10)
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            held.wait(10)
+            clock.advance(1)
+            second.explain(HELLO)  # returns at once; the lock is busy
+            release.set()
+            holder.join()
+            assert "late" not in second.models
+            clock.advance(1)
+            second.explain(HELLO)
+            assert "late" in second.models
 
     async def test_bad_revision_is_ignored(self, fake: FakeProvider, db: Path) -> None:
         """A stored config that no longer validates is logged and ignored; the Hub keeps going."""
@@ -659,6 +697,9 @@ class TestBudgetLocking:
         cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
         async with Hub.from_config(cfg, store=db) as hub:
             await hub.chat(HELLO, model="gpt-4o-mini")
+            # The waiting writes used their own connection, not the event loop's.
+            assert hub._second is not None
+            assert hub._second.conn is not hub.store.conn
         assert [
             ("admit", False, True),
             ("admit", True, False),

@@ -82,10 +82,20 @@ class ControlPlane:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def revision(self) -> int:
-        """The change counter; another process's write moves it."""
-        with self.store.lock:
+    def revision(self, *, wait: bool = True) -> int:
+        """The change counter; another process's write moves it.
+
+        ``wait=False`` raises ``StoreBusyError`` instead of waiting for another thread
+        using the connection (the event loop must not block behind it).
+        """
+        if not self.store.lock.acquire(blocking=wait):
+            from tokenhub._store import StoreBusyError  # noqa: PLC0415 - sqlite-utils is lazy
+
+            raise StoreBusyError("the store's connection is in use")
+        try:
             return _revision(self.store.conn)
+        finally:
+            self.store.lock.release()
 
     def read(self) -> dict[str, Any]:
         """The stored config, in the shape ``Hub.from_config`` takes (entries in stored order)."""

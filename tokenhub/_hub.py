@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from collections.abc import Mapping
 from contextlib import aclosing
 from functools import partial
@@ -281,6 +282,8 @@ class Hub:
         self._retired: list[Provider] = []
         self._logs: RequestLog | None = None
         self._ledger: Ledger | None = None
+        self._second: Store | None = None  # for writes that wait (see _waiting_store)
+        self._second_lock = threading.Lock()
         if store is not None and config.store is not None and config.store.logs.enabled:
             from tokenhub._ledger import RequestLog  # noqa: PLC0415
 
@@ -324,7 +327,9 @@ class Hub:
             from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
 
             budgets = (
-                Budgets(self._store, config.budgets, wall=self._clock.wall)
+                Budgets(
+                    self._store, config.budgets, wall=self._clock.wall, waiting=self._waiting_store
+                )
                 if config.budgets
                 else None
             )
@@ -342,6 +347,16 @@ class Hub:
             make_counter(config.tokenizer),
             providers=self._providers,
         )
+
+    def _waiting_store(self) -> Store:
+        """A second connection to the store, for writes that wait for the lock (in threads)."""
+        with self._second_lock:
+            if self._second is None:
+                from tokenhub._store import Store  # noqa: PLC0415
+
+                main = self.store
+                self._second = Store(main.path, busy_timeout=main.busy_timeout)
+            return self._second
 
     def _read_timeout(self, name: str) -> float | None:
         """The HTTP read timeout behind ``name`` (None for provider instances: unknown)."""
@@ -565,7 +580,12 @@ class Hub:
         if now - source.synced < source.interval:
             return
         source.synced = now
-        if source.control.revision() == source.revision:
+        from tokenhub._store import StoreBusyError  # noqa: PLC0415 - loaded with the store
+
+        try:
+            if source.control.revision(wait=False) == source.revision:
+                return
+        except StoreBusyError:  # a worker thread holds the connection: poll again later
             return
         revision, shared = source.control.snapshot()
         try:
@@ -656,6 +676,8 @@ class Hub:
             await anyio.to_thread.run_sync(self._logs.close)  # writes every queued row
         if self._vault is not None:
             self._vault.lock()
+        if self._second is not None:
+            self._second.close()
         if self._store is not None:
             self._store.close()
 

@@ -258,9 +258,20 @@ class Budgets:
     """Checks and records spend against the configured limits, in the store."""
 
     def __init__(
-        self, store: Store, limits: Sequence[Budget], *, wall: Callable[[], float]
+        self,
+        store: Store,
+        limits: Sequence[Budget],
+        *,
+        wall: Callable[[], float],
+        waiting: Callable[[], Store] | None = None,
     ) -> None:
         self._store, self._limits, self._wall = store, tuple(limits), wall
+        # Writes that wait for the lock use their own connection, so that the shared one
+        # (the event loop's: vault keys, config polls) is never held during the wait.
+        self._waiting = waiting
+
+    def _for(self, wait: bool) -> Store:
+        return self._waiting() if wait and self._waiting is not None else self._store
 
     def _periods(self) -> dict[str, str]:
         t = time.gmtime(self._wall())
@@ -292,7 +303,7 @@ class Budgets:
         model = first.model if first else None
         estimate = (first.estimated_cost_usd or 0.0) if first else 0.0
         rows = []
-        with self._store.transaction(wait=wait) as conn:
+        with self._for(wait).transaction(wait=wait) as conn:
             for budget, row in self._applicable(caller, model):
                 spent, reserved = conn.execute(
                     "SELECT usd, reserved FROM spend WHERE scope = ? AND key = ? AND period = ?",
@@ -331,7 +342,7 @@ class Budgets:
         """Release the reservation and record the actual cost, per model actually used."""
         by_model = costs(trace, response)
         total = sum(by_model.values())
-        with self._store.transaction(wait=wait) as conn:
+        with self._for(wait).transaction(wait=wait) as conn:
             for row in hold.rows:
                 conn.execute(
                     "UPDATE spend SET reserved = "

@@ -136,11 +136,13 @@ class Store:
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._busy_ms = busy_timeout * 1000
         self.lock = threading.RLock()
         try:
             # Owner-only from the start (SQLite gives -wal and -shm the same mode).
-            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            if str(path) != ":memory:":
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
             pass
         except OSError as exc:
