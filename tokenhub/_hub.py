@@ -359,9 +359,17 @@ class Hub:
             return self._second
 
     def _read_timeout(self, name: str) -> float | None:
-        """The HTTP read timeout behind ``name`` (None for provider instances: unknown)."""
+        """The HTTP read timeout that bounds every wait of ``name``'s adapter, if known.
+
+        Only adapters on tokenhub's HTTP layer apply ``timeouts.read`` to each read;
+        for any other adapter (instances, third-party kinds) it is unknown: None.
+        """
+        from tokenhub.providers._base import HTTPProvider  # noqa: PLC0415
+
         m = self._models.get(name)
-        p = self._config.providers.get(m.provider_name) if m is not None else None
+        if m is None or not isinstance(m.provider, HTTPProvider):
+            return None
+        p = self._config.providers.get(m.provider_name)
         return None if p is None else p.timeouts.read
 
     def _describe(self, name: str) -> tuple[str, str | None]:
