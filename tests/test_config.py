@@ -352,3 +352,25 @@ class TestHttpImplementation:
         cfg = base()
         cfg["providers"]["openai"]["http"] = "aiohttp"
         assert [("providers.openai.http", "needs aiohttp: tokenhub[aiohttp]")] == errors_of(cfg)
+
+
+def test_credentials_in_headers_are_scrubbed() -> None:
+    """A credential put in a provider's headers is registered and scrubbed like an API key."""
+    from tokenhub._config import parse_config
+    from tokenhub._redact import scrub
+
+    token = "gw-canary-" + "7e1f" * 6
+    parse_config(
+        {
+            "providers": {
+                "p": {
+                    "kind": "openai",
+                    "headers": {"X-Gateway-Token": token, "OpenAI-Beta": "assistants=v2"},
+                }
+            },
+            "models": {"m": {"provider": "p"}},
+        },
+        known_kinds=frozenset({"openai"}),
+    )
+    assert token not in scrub(f"upstream said: bad token {token}")
+    assert "assistants=v2" in scrub("header assistants=v2 kept")

@@ -383,6 +383,7 @@ def parse_config(
         budgets=budgets,
     )
     errors.extend(_check_values(parsed))
+    _register_header_secrets(parsed)
     section = config.get("models")
     model_names = set(section) if isinstance(section, Mapping) else set()
     provider_names = set(providers) | extra_providers
@@ -391,6 +392,17 @@ def parse_config(
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return parsed
+
+
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|signature", re.IGNORECASE)
+
+
+def _register_header_secrets(cfg: HubConfig) -> None:
+    """Scrub credentials put in ``headers`` (a gateway token, a custom auth header) like keys."""
+    for p in cfg.providers.values():
+        for name, value in p.headers.items():
+            if isinstance(value, str) and (_SECRET_HEADER.search(name) or looks_like_key(value)):
+                register(Secret(value))
 
 
 def parse_local(config: Mapping[str, Any]) -> tuple[StoreConfig | None, VaultConfig]:
