@@ -401,7 +401,7 @@ def _register_header_secrets(cfg: HubConfig) -> None:
     """Scrub credentials put in ``headers`` (a gateway token, a custom auth header) like keys."""
     for p in cfg.providers.values():
         for name, value in p.headers.items():
-            if isinstance(value, str) and (_SECRET_HEADER.search(name) or looks_like_key(value)):
+            if _SECRET_HEADER.search(name) or looks_like_key(value):
                 register(Secret(value))
 
 
