@@ -216,6 +216,50 @@ class TestHub:
         assert "echo: Hello" == "".join(c.text for c in chunks)
 
 
+class TestCall:
+    def test_chunk_maps_every_argument_to_its_field(self) -> None:
+        """Call.chunk builds its Chunk positionally (a hot path): each value lands in its field."""
+        from tokenhub import Usage
+        from tokenhub._models import ChatRequest, Message, ToolCallDelta
+
+        call = Call(
+            request=ChatRequest(messages=(Message(role="user", content="hi"),)),
+            model="m",
+            upstream="up",
+            provider="p",
+            request_id="rid",
+        )
+        tools = (ToolCallDelta(index=0, id="c1", name="f", arguments="{}"),)
+        usage = Usage(input_tokens=1, output_tokens=2)
+        chunk = call.chunk(
+            text="t",
+            tool_calls=tools,
+            finish_reason="stop",
+            usage=usage,
+            reasoning="r",
+            response_id="resp",
+            upstream_model="um",
+            created=7,
+        )
+        assert (
+            Chunk(
+                model="m",
+                provider="p",
+                request_id="rid",
+                text="t",
+                tool_calls=tools,
+                finish_reason="stop",
+                usage=usage,
+                reasoning="r",
+                response_id="resp",
+                upstream_model="um",
+                created=7,
+            )
+            == chunk
+        )
+        assert "up" == call.chunk().upstream_model
+
+
 class TestOpenAICompatibility:
     @pytest.mark.anyio
     @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku", "llama-8b"])

@@ -71,6 +71,8 @@ class _AiohttpStream:
     async def drain(self) -> None:
         """Read the little that follows the last event, so the connection is reused."""
         content, seen = self._response.content, 0
+        if content.is_eof():  # the whole body is in: aiohttp has already pooled the connection
+            return
         with anyio.move_on_after(DRAIN_SECONDS):
             try:
                 while seen <= DRAIN_BYTES:

@@ -790,12 +790,15 @@ async def _committed(
     read_bound = engine.read_timeout(candidate.model) if stall is None else None
     last = first
     delivered = 1
+    # Looked up once: this loop runs for every chunk.
+    monotonic, deadline = engine.clock.monotonic, run.deadline
+    on_chunk, add = span.chunk, partial.add
     try:
-        span.chunk(first_at, started)
-        partial.add(first)
+        on_chunk(first_at, started)
+        add(first)
         yield first
         while True:
-            remaining = run.remaining()
+            remaining = deadline - monotonic()
             if read_bound is not None and remaining > read_bound:
                 try:
                     chunk = await anext(source)
@@ -810,8 +813,8 @@ async def _committed(
                         break
                 if scope.cancelled_caught:
                     raise run.timed_out(candidate, limit, "stall_timeout")
-            span.chunk(engine.clock.monotonic(), started)
-            partial.add(chunk)
+            on_chunk(monotonic(), started)
+            add(chunk)
             last = chunk
             delivered += 1
             yield chunk

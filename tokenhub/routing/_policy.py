@@ -15,6 +15,7 @@ look like the whole range.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import zlib
@@ -101,7 +102,13 @@ class Policy:
 
     def effective_weights(self) -> Weights:
         """The custom weights if given, else the mode's profile, normalised."""
-        return (self.weights or MODES[self.mode]).normalised()
+        return _normalised(self.weights or MODES[self.mode])
+
+
+@functools.lru_cache(maxsize=256)
+def _normalised(weights: Weights) -> Weights:
+    """:meth:`Weights.normalised`, once per distinct weights (every request needs them)."""
+    return weights.normalised()
 
 
 Sticky = Literal["request", "caller", "round_robin", "random"]
