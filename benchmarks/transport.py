@@ -4,7 +4,8 @@ tokenhub on each HTTP implementation, and LiteLLM's Router when it is installed.
 The upstream (benchmarks/upstream.c, compiled here with the system C compiler) runs in its own
 process on the last core; each client run is a fresh process on core 0 (``taskset``, where it
 exists). For every target: non-stream and stream (60 chunks), 1 and 32 requests in flight,
-several repetitions; the medians of CPU µs per request (user+sys of the client process ÷
+five repetitions taken in rounds over the targets (a slow spell of the machine then weighs on
+all of them alike); the medians of CPU µs per request (user+sys of the client process ÷
 requests, the figure least sensitive to a noisy machine), p50/p99 latency, requests/s and peak
 RSS. Results go to benchmarks/results/transport.json and a Markdown table (docs/performance.md
 quotes it).
@@ -225,60 +226,58 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--out", default=str(HERE / "results" / "transport.json"))
     opts = parser.parse_args()
-    reps = 2 if opts.quick else 3
+    reps = 2 if opts.quick else 5
     sizes = {"non-stream": 300 if opts.quick else 2000, "stream": 100 if opts.quick else 500}
     client_core = 0 if (os.cpu_count() or 1) > 1 else None
-    results: list[dict[str, Any]] = []
+    targets = []
+    for target in opts.targets.split(","):
+        if available(target):
+            targets.append(target)
+        else:
+            print(f"{target}: not installed, skipped", file=sys.stderr)
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as d:
         upstream, port = start_upstream(Path(d), chunks=60)
         base = f"http://127.0.0.1:{port}/v1"
         try:
-            for target in opts.targets.split(","):
-                if not available(target):
-                    print(f"{target}: not installed, skipped", file=sys.stderr)
-                    continue
-                for mode in ("non-stream", "stream"):
-                    for inflight in (1, 32):
-                        n = sizes[mode] // (5 if target == "litellm" else 1)
-                        runs = []
-                        for _ in range(reps):
-                            out = subprocess.run(
-                                pinned(
-                                    client_core,
-                                    [
-                                        sys.executable,
-                                        __file__,
-                                        "--client",
-                                        target,
-                                        mode,
-                                        str(inflight),
-                                        str(n),
-                                        base,
-                                    ],
-                                ),
+            for mode in ("non-stream", "stream"):
+                for inflight in (1, 32):
+                    # Repetitions interleave the targets, so that a slow spell of a shared
+                    # machine weighs on every target alike, not on whichever ran during it.
+                    for rep in range(reps):
+                        print(f"{mode} x{inflight}: round {rep + 1}/{reps}", file=sys.stderr)
+                        for target in targets:
+                            n = sizes[mode] // (5 if target == "litellm" else 1)
+                            argv = [sys.executable, __file__, "--client", target, mode]
+                            argv += [str(inflight), str(n), base]
+                            proc = subprocess.run(
+                                pinned(client_core, argv),
                                 capture_output=True,
                                 text=True,
                                 check=True,
                             )
-                            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                        row = {
-                            "target": target,
-                            "mode": mode,
-                            "inflight": inflight,
-                            "requests": n,
-                            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
-                        }
-                        results.append(row)
-                        print(
-                            f"{target:<17} {mode:<10} x{inflight:<3} "
-                            f"{row['cpu_us']:8.0f} µs CPU/req  p50 {row['p50_ms']:6.2f} ms  "
-                            f"p99 {row['p99_ms']:6.2f} ms  {row['rps']:7.0f} req/s  "
-                            f"RSS {row['rss_mib']:5.1f} MiB",
-                            flush=True,
-                        )
+                            result = json.loads(proc.stdout.strip().splitlines()[-1])
+                            runs.setdefault((target, mode, inflight), []).append(result)
         finally:
             upstream.terminate()
             upstream.wait()
+    results: list[dict[str, Any]] = []
+    for (target, mode, inflight), rs in sorted(runs.items(), key=lambda kv: _order(*kv[0])):
+        row = {
+            "target": target,
+            "mode": mode,
+            "inflight": inflight,
+            "requests": sizes[mode] // (5 if target == "litellm" else 1),
+            **{k: statistics.median(r[k] for r in rs) for k in rs[0]},
+        }
+        results.append(row)
+        print(
+            f"{target:<17} {mode:<10} x{inflight:<3} "
+            f"{row['cpu_us']:8.0f} µs CPU/req  p50 {row['p50_ms']:6.2f} ms  "
+            f"p99 {row['p99_ms']:6.2f} ms  {row['rps']:7.0f} req/s  "
+            f"RSS {row['rss_mib']:5.1f} MiB",
+            flush=True,
+        )
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "quick": opts.quick}
@@ -286,6 +285,10 @@ def main() -> None:
     out.with_suffix(".md").write_text(table(results) + "\n")
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     print(table(results))
+
+
+def _order(target: str, mode: str, inflight: int) -> tuple[int, int, int]:
+    return (TARGETS.index(target), mode == "stream", inflight)
 
 
 def table(results: list[dict[str, Any]]) -> str:
