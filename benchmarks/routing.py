@@ -1,4 +1,9 @@
-"""Time per routing decision among 10 and 200 models (median of many), and the trace's share."""
+"""Time per routing decision among 10 and 200 models (median of many), and the trace's share.
+
+The decision is ``Router.plan``: the prompt estimate, the ranking (constraints and scores, which
+builds each candidate's record) and the ``RouteTrace`` that carries them. The trace column is the
+cost of that last step alone, as a share of the decision.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import time
 
 from tokenhub import Hub
 from tokenhub._request import build_request
+from tokenhub.routing._estimate import estimate_prompt_tokens
 from tokenhub.routing._policy import Features, rank
+from tokenhub.routing._trace import RouteTrace
 
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},
@@ -44,7 +51,8 @@ def median_us(fn: object, repeat: int) -> float:
 
 def main() -> None:
     print(
-        f"{'models':>7}{'decision µs':>13}{'rank only µs':>14}{'estimate+trace':>16}{'explain() µs':>14}"
+        f"{'models':>7}{'decision µs':>13}{'rank µs':>9}{'estimate µs':>13}{'trace µs':>10}"
+        f"{'trace share':>13}{'explain() µs':>14}"
     )
     for n in (10, 200):
         hub = hub_with(n)
@@ -58,19 +66,36 @@ def main() -> None:
 
         features = Features(frozenset(), 30, None)
         pool = list(router.models.values())
+        candidates, excluded = rank(pool, features, policy, router.state, ordered=False, seed="r")
 
         def rank_only() -> None:
             rank(pool, features, policy, router.state, ordered=False, seed="r")
 
+        def estimate() -> None:
+            estimate_prompt_tokens(request, router.count)
+
+        def trace() -> None:
+            RouteTrace(
+                request_id="r",
+                mode=policy.mode,
+                prompt_tokens=30,
+                candidates=tuple(candidates),
+                excluded=tuple(excluded),
+                alias=None,
+                pinned=None,
+            )
+
         def explain() -> None:
             hub.explain(MESSAGES, request_id="r")
 
-        d, r, e = (
+        d, r, est, t, e = (
             median_us(decide, repeat),
             median_us(rank_only, repeat),
+            median_us(estimate, repeat),
+            median_us(trace, repeat),
             median_us(explain, repeat),
         )
-        print(f"{n:>7}{d:>13.1f}{r:>14.1f}{(d - r) / d:>16.0%}{e:>14.1f}")
+        print(f"{n:>7}{d:>13.1f}{r:>9.1f}{est:>13.1f}{t:>10.1f}{t / d:>13.0%}{e:>14.1f}")
 
 
 if __name__ == "__main__":
