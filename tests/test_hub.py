@@ -15,7 +15,8 @@ from anyio.from_thread import start_blocking_portal
 
 import tokenhub
 from tests.conftest import config_for
-from tokenhub import ChatResponse, Chunk, Hub, SyncHub
+from tokenhub import ChatResponse, Chunk, Hub, Message, SyncHub, ToolCallDelta, Usage
+from tokenhub._models import ChatRequest
 from tokenhub.errors import ErrorClass, ModelNotFoundError, RateLimitError, RequestError
 from tokenhub.providers import (
     Call,
@@ -219,9 +220,6 @@ class TestHub:
 class TestCall:
     def test_chunk_maps_every_argument_to_its_field(self) -> None:
         """Call.chunk builds its Chunk positionally (a hot path): each value lands in its field."""
-        from tokenhub import Usage
-        from tokenhub._models import ChatRequest, Message, ToolCallDelta
-
         call = Call(
             request=ChatRequest(messages=(Message(role="user", content="hi"),)),
             model="m",
