@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from tests.conftest import CANARY, config_for
 from tokenhub import Hub, Usage
@@ -22,7 +25,7 @@ from tokenhub.errors import (
     RequestError,
     StreamInterrupted,
 )
-from tokenhub.testing import FakeProvider, Reply, ToolCall
+from tokenhub.testing import FakeClock, FakeProvider, Reply, ToolCall
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -850,6 +853,26 @@ class TestErrors:
             with pytest.raises(ProviderTimeoutError) as info:
                 await hub.chat(HELLO, model=model)
         assert isinstance(info.value, TimeoutError)
+
+    async def test_waiting_for_a_pooled_connection_is_bounded(
+        self, fake: FakeProvider, clock: FakeClock, http_impl: str
+    ) -> None:
+        """With the pool full, a request waits `timeouts.pool` then times out, on both HTTP stacks.
+
+        (aiohttp bounds the wait and the connect together, by their sum.)
+        """
+        fake.script("gpt-4o-mini", Reply(hang=True))
+        cfg = config_for(fake, http_impl, pool=0.2, connect=0.2, read=30)
+        cfg["providers"]["openai"]["max_connections"] = 1
+        async with Hub.from_config(cfg, clock=clock) as hub, anyio.create_task_group() as tg:
+            # The first request takes the only connection and keeps it.
+            tg.start_soon(partial(hub.chat, HELLO, model="gpt-4o-mini"))
+            await wait_all_tasks_blocked()
+            with anyio.fail_after(5), pytest.raises(ProviderTimeoutError) as info:
+                await hub.chat(HELLO, model="gpt-4o-mini")
+            tg.cancel_scope.cancel()
+        assert "timeout" in info.value.message
+        assert 1 == len(fake.requests)
 
     async def test_stall_mid_stream_times_out_as_interruption(
         self, fake: FakeProvider, make_hub: Callable[..., Hub]

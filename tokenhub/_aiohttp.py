@@ -88,8 +88,13 @@ class AiohttpClient:
     """An :class:`~tokenhub._http.HttpClient` on one pooled ``aiohttp.ClientSession``."""
 
     def __init__(self, *, timeouts: Timeouts, max_connections: int = 100) -> None:
+        # aiohttp bounds waiting for a pooled connection and opening one together (`connect`):
+        # the sum of the two limits; `sock_connect` still bounds the TCP connect alone.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+            total=None,
+            connect=timeouts.pool + timeouts.connect,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
         )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
