@@ -227,34 +227,17 @@ class TestCall:
             provider="p",
             request_id="rid",
         )
-        tools = (ToolCallDelta(index=0, id="c1", name="f", arguments="{}"),)
-        usage = Usage(input_tokens=1, output_tokens=2)
-        chunk = call.chunk(
-            text="t",
-            tool_calls=tools,
-            finish_reason="stop",
-            usage=usage,
-            reasoning="r",
-            response_id="resp",
-            upstream_model="um",
-            created=7,
-        )
-        assert (
-            Chunk(
-                model="m",
-                provider="p",
-                request_id="rid",
-                text="t",
-                tool_calls=tools,
-                finish_reason="stop",
-                usage=usage,
-                reasoning="r",
-                response_id="resp",
-                upstream_model="um",
-                created=7,
-            )
-            == chunk
-        )
+        fields: dict[str, Any] = {
+            "text": "t",
+            "tool_calls": (ToolCallDelta(index=0, id="c1", name="f", arguments="{}"),),
+            "finish_reason": "stop",
+            "usage": Usage(input_tokens=1, output_tokens=2),
+            "reasoning": "r",
+            "response_id": "resp",
+            "upstream_model": "um",
+            "created": 7,
+        }
+        assert Chunk(model="m", provider="p", request_id="rid", **fields) == call.chunk(**fields)
         assert "up" == call.chunk().upstream_model
 
 
