@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import CANARY
 from tokenhub import Hub
-from tokenhub._config import EnvKey, LiteralKey, Pricing, Timeouts, parse_config
+from tokenhub._config import parse_config
+from tokenhub._settings import EnvKey, LiteralKey, Pricing, Timeouts
 from tokenhub.errors import ConfigError
 
 

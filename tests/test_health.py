@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenhub.routing._health import Breaker, BreakerSettings, RetryBudget, full_jitter, server_wait
+from tokenhub._settings import BreakerSettings
+from tokenhub.routing._health import Breaker, RetryBudget, full_jitter, server_wait
 from tokenhub.routing._state import RuntimeState
 
 S = BreakerSettings()

@@ -18,12 +18,13 @@ import pytest
 from tests.conftest import CANARY, config_for
 from tokenhub import Hub, SyncHub
 from tokenhub._ledger import RequestLog
-from tokenhub._store import SCHEMA_VERSION, Store, StoreBusyError
+from tokenhub._store import SCHEMA_VERSION, Store
 from tokenhub.errors import (
     BudgetExceededError,
     ConfigError,
     NoRouteError,
     ProviderError,
+    StoreBusyError,
     StoreError,
 )
 from tokenhub.testing import FakeClock, FakeProvider, Reply
@@ -674,7 +675,7 @@ class TestBudgetLocking:
     ) -> None:
         """Admission and settlement try the loop without waiting, then wait in a thread."""
         from tokenhub._ledger import Budgets
-        from tokenhub._store import StoreBusyError
+        from tokenhub.errors import StoreBusyError
 
         calls: list[tuple[str, bool, bool]] = []
         real_admit, real_settle = Budgets.admit, Budgets.settle
@@ -709,7 +710,7 @@ class TestBudgetLocking:
 
     def test_no_wait_transaction_raises_at_once(self, db: Path) -> None:
         """transaction(wait=False) raises StoreBusyError at once when another writer holds the lock."""
-        from tokenhub._store import StoreBusyError
+        from tokenhub.errors import StoreBusyError
 
         Store(db).close()
         other = sqlite3.connect(db, isolation_level=None)
@@ -728,11 +729,11 @@ class TestBudgetLocking:
 
 ADMITTER = """
 import sys, time
-from tokenhub._config import Budget
+from tokenhub._settings import Budget
 from tokenhub._ledger import Budgets
 from tokenhub._store import Store
 from tokenhub.errors import BudgetExceededError
-from tokenhub.routing._trace import Candidate, RouteTrace
+from tokenhub._models import Candidate, RouteTrace
 
 trace = RouteTrace(request_id="x", mode="balanced", prompt_tokens=1, candidates=(
     Candidate(model="m", provider="p", score=1.0, components=(), estimated_cost_usd=1.0,

@@ -24,13 +24,13 @@ from tokenhub._models import Usage as Usage
 from tokenhub._secret import Secret as Secret
 from tokenhub._sync import SyncChatStream as SyncChatStream
 from tokenhub._sync import SyncHub as SyncHub
+from tokenhub._version import __version__ as __version__
 from tokenhub.errors import TokenhubError as TokenhubError
 from tokenhub.routing import RouteTrace as RouteTrace
 
 if _TYPE_CHECKING:
     from tokenhub._vault import Vault as Vault
 
-__version__ = "0.1.0"
 
 # A library logs, the application decides where to: silence by default (no lastResort output).
 _logging.getLogger("tokenhub").addHandler(_logging.NullHandler())

@@ -20,8 +20,8 @@ from tokenhub._sse import SSEDecoder
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
-    from tokenhub._config import Timeouts
     from tokenhub._http import HttpStream
+    from tokenhub._settings import Timeouts
     from tokenhub._sse import SSEEvent
 
 __all__ = ["AiohttpClient"]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, NewType, TypeVar
+from typing import Any, NewType, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -13,27 +12,26 @@ import attrs
 from tokenhub._redact import looks_like_key, register
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
-from tokenhub.errors import ConfigError, CredentialError
-from tokenhub.routing._health import BreakerSettings
+from tokenhub._settings import (
+    Budget,
+    EnvKey,
+    FailoverConfig,
+    KeyRef,
+    LiteralKey,
+    Pricing,
+    Timeouts,
+    VaultKey,
+)
+from tokenhub.errors import ConfigError
 from tokenhub.routing._policy import MODES, Alias, Policy
-
-if TYPE_CHECKING:
-    from tokenhub._vault import Vault
 
 __all__ = [
     "CAPABILITIES",
-    "Budget",
-    "EnvKey",
     "HubConfig",
-    "KeyRef",
-    "LiteralKey",
     "ModelConfig",
-    "Pricing",
     "ProviderConfig",
     "StoreConfig",
-    "Timeouts",
     "VaultConfig",
-    "VaultKey",
     "parse_config",
     "parse_local",
 ]
@@ -43,53 +41,6 @@ CapabilityNames = NewType("CapabilityNames", frozenset[str])
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
-
-
-@attrs.frozen
-class EnvKey:
-    """An API key read from an environment variable at request time."""
-
-    env: str
-
-    def resolve(self, provider: str) -> Secret:
-        """Return the key, or raise :class:`CredentialError` naming the variable."""
-        value = os.environ.get(self.env)
-        if not value:
-            raise CredentialError(
-                f"environment variable {self.env} is not set (API key of provider {provider!r})"
-            )
-        secret = Secret(value)
-        register(secret)
-        return secret
-
-
-@attrs.frozen
-class LiteralKey:
-    """An API key written into the config (discouraged; never echoed)."""
-
-    value: Secret
-
-    def resolve(self, provider: str) -> Secret:  # noqa: ARG002 - same signature as EnvKey
-        """Return the key."""
-        return self.value
-
-
-@attrs.frozen
-class VaultKey:
-    """An API key sealed in the vault, decrypted per request."""
-
-    vault: str
-    #: The Hub's vault, bound by ``Hub.from_config``.
-    source: Vault | None = attrs.field(default=None, eq=False, repr=False)
-
-    def resolve(self, provider: str) -> Secret:
-        """Decrypt the key now; raises ``VaultLockedError`` while the vault is locked."""
-        if self.source is None:
-            raise CredentialError(f"provider {provider!r}: no vault is configured")
-        return self.source.get(self.vault)
-
-
-KeyRef = EnvKey | LiteralKey | VaultKey
 
 
 def _structure_key(v: Any, t: Any) -> KeyRef | None:
@@ -117,29 +68,6 @@ converter.register_structure_hook_func(lambda t: t in (KeyRef, KeyRef | None), _
 
 
 @attrs.frozen
-class Pricing:
-    """USD per one million tokens, by token kind.
-
-    ``cached_input`` (cache reads) and ``cache_write`` default to the ``input`` price.
-    """
-
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
-
-
-@attrs.frozen
-class Timeouts:
-    """Per-attempt HTTP timeouts in seconds."""
-
-    connect: float = 5.0
-    read: float = 60.0
-    write: float = 30.0
-    pool: float = 10.0
-
-
-@attrs.frozen
 class ProviderConfig:
     """One provider: an adapter ``kind`` plus where and how to reach it."""
 
@@ -147,7 +75,7 @@ class ProviderConfig:
     base_url: str | tuple[str, ...] | None = None
     api_key: KeyRef | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_connections: int = 100
     options: Mapping[str, Any] = attrs.field(factory=dict)
     http: str = "httpx"
@@ -179,26 +107,6 @@ class ModelConfig:
 
 
 @attrs.frozen
-class FailoverConfig:
-    """How the Hub retries, waits, fails over and gives up (seconds throughout)."""
-
-    timeout: float = 600.0
-    first_token_timeout: float | None = None
-    stall_timeout: float | None = None
-    max_retries: int = 2
-    backoff_base: float = 0.25
-    backoff_cap: float = 8.0
-    retry_budget: float = 0.2
-    retry_burst: float = 3.0
-    max_server_wait: float = 60.0
-    content_policy_fallback: bool = False
-    hedge_after: float | None = None
-    hedge_p95: bool = False
-    continue_streams: bool = False
-    breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
-
-
-@attrs.frozen
 class LogsConfig:
     """Request logs in the store: off by default; prompts and completions only on request."""
 
@@ -216,21 +124,6 @@ class StoreConfig:
     busy_timeout: float = 5.0
     sync_interval: float = 2.0
     logs: LogsConfig = LogsConfig()
-
-
-@attrs.frozen
-class Budget:
-    """A spend limit in USD over a UTC day or month.
-
-    ``scope`` ``global`` covers every request; ``caller`` the requests with that
-    ``caller=`` (``key``, or ``*`` for each caller separately); ``model`` one model
-    (or ``*`` for each model).
-    """
-
-    scope: Literal["global", "caller", "model"]
-    period: Literal["day", "month"]
-    usd: float
-    key: str = "*"
 
 
 @attrs.frozen

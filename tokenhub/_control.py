@@ -89,7 +89,7 @@ class ControlPlane:
         using the connection (the event loop must not block behind it).
         """
         if not self.store.lock.acquire(blocking=wait):
-            from tokenhub._store import StoreBusyError  # noqa: PLC0415 - sqlite-utils is lazy
+            from tokenhub.errors import StoreBusyError  # noqa: PLC0415
 
             raise StoreBusyError("the store's connection is in use")
         try:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tokenhub._http import HttpClient
     from tokenhub._ledger import Hold, Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
+    from tokenhub._settings import KeySource
     from tokenhub._store import Store
     from tokenhub._vault import Vault
     from tokenhub.providers import Call, Capabilities, Provider
@@ -75,8 +76,8 @@ def _build_providers(
     With ``reuse`` (the current config and providers), a provider whose config
     did not change keeps its adapter and connection pool.
     """
-    from tokenhub._config import VaultKey  # noqa: PLC0415
     from tokenhub._httpx import HttpxClient  # noqa: PLC0415
+    from tokenhub._settings import VaultKey  # noqa: PLC0415
     from tokenhub.providers import ProviderSettings  # noqa: PLC0415
     from tokenhub.providers._registry import find_kind  # noqa: PLC0415
 
@@ -100,9 +101,11 @@ def _build_providers(
             http = HttpxClient(
                 timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
             )
-        api_key = p.api_key
-        if isinstance(api_key, VaultKey):  # decrypted per request, through the Hub's vault
-            api_key = attrs.evolve(api_key, source=vault)
+        api_key: KeySource | None = p.api_key
+        if isinstance(api_key, VaultKey) and vault is not None:
+            from tokenhub._vault import VaultKeySource  # noqa: PLC0415
+
+            api_key = VaultKeySource(vault, api_key.vault)  # decrypted per request
         settings = ProviderSettings(
             name=name,
             kind=p.kind,
@@ -588,7 +591,7 @@ class Hub:
         if now - source.synced < source.interval:
             return
         source.synced = now
-        from tokenhub._store import StoreBusyError  # noqa: PLC0415 - loaded with the store
+        from tokenhub.errors import StoreBusyError  # noqa: PLC0415
 
         try:
             if source.control.revision(wait=False) == source.revision:

@@ -18,14 +18,21 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from tokenhub._redact import get_logger, scrub
-from tokenhub._store import Store, StoreBusyError
-from tokenhub.errors import BudgetExceededError, RequestError, StoreError, TokenhubError
+from tokenhub._semconv import error_type
+from tokenhub._store import Store
+from tokenhub.errors import (
+    BudgetExceededError,
+    RequestError,
+    StoreBusyError,
+    StoreError,
+    TokenhubError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from tokenhub._config import Budget
     from tokenhub._models import ChatRequest, ChatResponse
+    from tokenhub._settings import Budget
     from tokenhub.routing import RouteTrace
 
 __all__ = ["Budgets", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
@@ -175,9 +182,7 @@ def log_row(
     if isinstance(error, BudgetExceededError):
         error_class, status = "budget_exceeded", "error"
     elif isinstance(error, TokenhubError):
-        from tokenhub.routing._engine import _error_type  # noqa: PLC0415
-
-        error_class, status = _error_type(error), "error"
+        error_class, status = error_type(error), "error"
     elif error is not None:
         status = "cancelled"
     prompt = completion = None

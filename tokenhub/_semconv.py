@@ -8,9 +8,12 @@ attributes (cardinality and secrecy).
 
 from __future__ import annotations
 
+from tokenhub.errors import CredentialError, ProviderError, RequestError
+
 __all__ = [
     "DURATION_BUCKETS",
     "TOKEN_BUCKETS",
+    "error_type",
 ]
 
 # Spans
@@ -70,3 +73,14 @@ DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )  # fmt: skip
 TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
+
+
+def error_type(exc: BaseException) -> str:
+    """A low-cardinality name for a failure (span ``error.type``, metrics, logs, request log)."""
+    if isinstance(exc, ProviderError):
+        return exc.error_class.value
+    if isinstance(exc, CredentialError):
+        return "credential"
+    if isinstance(exc, RequestError):
+        return "unsupported"
+    return "_OTHER"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 from typing import NamedTuple
 
+from tokenhub.errors import TokenhubError
+
 __all__ = ["DEFAULT_MAX_LINE", "SSEDecoder", "SSEError", "SSEEvent"]
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
@@ -21,8 +23,13 @@ _LF = 0x0A
 _CR = 0x0D
 
 
-class SSEError(ValueError):
-    """The event stream cannot be parsed safely (e.g. a line is too long)."""
+class SSEError(TokenhubError, ValueError):
+    """The event stream cannot be parsed safely (e.g. a line is too long).
+
+    Adapters on tokenhub's HTTP layer turn it into a transient
+    :class:`~tokenhub.errors.ProviderError` (a broken stream); it is a
+    :class:`~tokenhub.errors.TokenhubError` for anyone decoding streams themselves.
+    """
 
 
 class SSEEvent(NamedTuple):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import sqlite_utils
 
 from tokenhub._redact import get_logger
-from tokenhub.errors import StoreError
+from tokenhub.errors import StoreBusyError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -121,10 +121,6 @@ def _v1(db: sqlite_utils.Database) -> None:
 #: Migrations in order; ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreBusyError(StoreError):
-    """Another connection holds the write lock (from ``transaction(wait=False)``)."""
 
 
 class Store:

@@ -16,9 +16,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tokenhub import __version__
 from tokenhub import _semconv as sc
 from tokenhub._redact import scrub, truncate
+from tokenhub._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,10 +26,9 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from tokenhub._models import ChatRequest, Usage
+    from tokenhub._models import Candidate, ChatRequest, RouteTrace, Usage
     from tokenhub.providers import Call
     from tokenhub.routing._state import RuntimeState
-    from tokenhub.routing._trace import Candidate, RouteTrace
 
 __all__ = ["AttemptSpan", "Telemetry"]
 

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from tokenhub._store import Store
 
-__all__ = ["CHEAPEST", "PROFILES", "KdfParams", "Vault"]
+__all__ = ["CHEAPEST", "PROFILES", "KdfParams", "Vault", "VaultKeySource"]
 
 log = get_logger("tokenhub.vault")
 
@@ -722,3 +722,15 @@ def _audit(conn: Any, action: str, target: str, detail: dict[str, Any]) -> None:
         "INSERT INTO audit_log (at, action, target, detail) VALUES (?, ?, ?, ?)",
         (time.time(), action, target, json.dumps(detail, sort_keys=True)),
     )
+
+
+@attrs.frozen
+class VaultKeySource:
+    """A provider's key sealed in ``vault`` under ``name``: decrypted per request, never cached."""
+
+    vault: Vault = attrs.field(repr=False, eq=False)
+    name: str
+
+    def resolve(self, provider: str) -> Secret:  # noqa: ARG002 - the KeySource signature
+        """Decrypt the key now; raises ``VaultLockedError`` while the vault is locked."""
+        return self.vault.get(self.name)

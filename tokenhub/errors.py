@@ -14,6 +14,7 @@ The tree::
     │   ├── VaultUnlockError                wrong password (one message, whatever failed)
     │   └── VaultCorruptedError             a stored row failed authentication: tampered or moved
     ├── StoreError                          the SQLite store cannot be opened or used
+    │   └── StoreBusyError                  another connection holds the write lock
     ├── BudgetExceededError                 a spend limit would be exceeded; nothing was sent
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
@@ -60,6 +61,7 @@ __all__ = [
     "QuotaExhaustedError",
     "RateLimitError",
     "RequestError",
+    "StoreBusyError",
     "StoreError",
     "StreamInterrupted",
     "TokenhubError",
@@ -227,6 +229,10 @@ class VaultCorruptedError(VaultError):
 
 class StoreError(TokenhubError):
     """The SQLite store cannot be opened or used (the message says why)."""
+
+
+class StoreBusyError(StoreError):
+    """Another connection holds the store's write lock (a write that may not wait)."""
 
 
 class BudgetExceededError(TokenhubError):

@@ -8,10 +8,11 @@ import re
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tokenhub import __version__
 from tokenhub._http import HttpResponse, TransportError
 from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text, should_retry_header
 from tokenhub._redact import scrub, truncate
+from tokenhub._sse import SSEError
+from tokenhub._version import __version__
 from tokenhub.errors import (
     ConfigError,
     ErrorClass,
@@ -245,6 +246,8 @@ class HTTPProvider:
                         yield chunk
         except TransportError as exc:
             raise self._transport_error(call, exc) from None
+        except SSEError:
+            raise self._stream_broken(call, "the provider sent an oversized stream event") from None
 
     async def aclose(self) -> None:
         """Close the HTTP pool."""

@@ -12,10 +12,10 @@ from tokenhub._models import ChatResponse, Chunk
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
 
-    from tokenhub._config import KeyRef, Pricing, Timeouts
     from tokenhub._http import HttpClient
     from tokenhub._models import ChatRequest, ToolCall, ToolCallDelta, Usage
     from tokenhub._secret import Secret
+    from tokenhub._settings import KeySource, Pricing, Timeouts
     from tokenhub.errors import ErrorClass
 
 __all__ = ["Call", "Capabilities", "Classification", "Provider", "ProviderSettings"]
@@ -53,7 +53,7 @@ class ProviderSettings:
     name: str
     kind: str
     base_urls: tuple[str, ...]
-    api_key: KeyRef | None
+    api_key: KeySource | None
     headers: Mapping[str, str]
     timeouts: Timeouts
     options: Mapping[str, Any]

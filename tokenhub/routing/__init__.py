@@ -7,12 +7,12 @@ and from :meth:`tokenhub.Hub.explain`.
 
 from __future__ import annotations
 
+from tokenhub._models import Attempt as Attempt
+from tokenhub._models import Candidate as Candidate
+from tokenhub._models import Exclusion as Exclusion
+from tokenhub._models import RouteTrace as RouteTrace
 from tokenhub.routing._policy import MODES as MODES
 from tokenhub.routing._policy import Policy as Policy
 from tokenhub.routing._policy import Weights as Weights
-from tokenhub.routing._trace import Attempt as Attempt
-from tokenhub.routing._trace import Candidate as Candidate
-from tokenhub.routing._trace import Exclusion as Exclusion
-from tokenhub.routing._trace import RouteTrace as RouteTrace
 
 __all__ = ["MODES", "Attempt", "Candidate", "Exclusion", "Policy", "RouteTrace", "Weights"]

@@ -30,7 +30,7 @@ import anyio
 import attrs
 
 from tokenhub import _semconv as sc
-from tokenhub._models import Message
+from tokenhub._models import Attempt, Message
 from tokenhub._redact import get_logger
 from tokenhub._telemetry import finish_route
 from tokenhub.errors import (
@@ -45,19 +45,17 @@ from tokenhub.errors import (
     StreamInterrupted,
 )
 from tokenhub.routing._health import RetryBudget, full_jitter, server_wait
-from tokenhub.routing._trace import Attempt
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from tokenhub._clock import Clock
-    from tokenhub._config import FailoverConfig
-    from tokenhub._models import ChatRequest, ChatResponse, Chunk, Usage
+    from tokenhub._models import Candidate, ChatRequest, ChatResponse, Chunk, RouteTrace, Usage
+    from tokenhub._settings import FailoverConfig
     from tokenhub._telemetry import AttemptSpan, Telemetry
     from tokenhub.providers import Call, Provider
     from tokenhub.routing._partial import Partial
     from tokenhub.routing._state import RuntimeState
-    from tokenhub.routing._trace import Candidate, RouteTrace
 
 __all__ = ["Engine", "Run", "chat", "stream"]
 
@@ -306,7 +304,7 @@ class Run:
             span.cancelled()
             outcome = self.cancelled_as
         else:
-            outcome = _error_type(exc)
+            outcome = sc.error_type(exc)
             span.failed(engine.clock.monotonic() - started, outcome, type(exc).__name__)
         engine.state.release(candidate.model)
         self.record(candidate, outcome, started, usage=usage, cost=cost)
@@ -334,7 +332,7 @@ class Run:
                     extra=self._outcome(trace, "cancelled"),
                 )
             return
-        kind = _error_type(error)
+        kind = sc.error_type(error)
         finish_route(self.route, trace, error_type=kind, message=str(error))
         _log.warning(
             "request %s failed after %d attempt(s) (%s)",
@@ -441,17 +439,6 @@ def _stopped(exc: BaseException) -> bool:
     return not isinstance(exc, Exception)
 
 
-def _error_type(exc: BaseException) -> str:
-    """A low-cardinality name for a failure (span ``error.type``, metrics, logs)."""
-    if isinstance(exc, ProviderError):
-        return exc.error_class.value
-    if isinstance(exc, CredentialError):
-        return "credential"
-    if isinstance(exc, RequestError):
-        return "unsupported"
-    return "_OTHER"
-
-
 def _raise(exc: BaseException, run: Run) -> NoReturn:
     """Raise a final error with its trace, and without the adapter's frames.
 
@@ -511,7 +498,7 @@ async def _attempt(
     except BaseException as exc:  # cancelled (a lost hedge, the caller), or a bug
         run.abandoned(candidate, started, span, exc)
         raise
-    span.failed(engine.clock.monotonic() - started, _error_type(error), str(error))
+    span.failed(engine.clock.monotonic() - started, sc.error_type(error), str(error))
     raise error
 
 
@@ -540,7 +527,7 @@ async def _first_success(run: Run, open_: Opener[T]) -> _Opened[T]:
                 counter = (
                     engine.telemetry.failovers if action == "next" else engine.telemetry.retries
                 )
-                counter.add(1, {sc.MODEL: candidate.model, sc.ERROR_TYPE: _error_type(exc)})
+                counter.add(1, {sc.MODEL: candidate.model, sc.ERROR_TYPE: sc.error_type(exc)})
                 if action == "next":
                     break
             tries += 1
@@ -598,7 +585,7 @@ async def _hedged(run: Run, open_: Opener[T]) -> _Opened[T] | int:
                 break
             if index + 1 < len(candidates):
                 engine.telemetry.failovers.add(
-                    1, {sc.MODEL: racers[index].model, sc.ERROR_TYPE: _error_type(result)}
+                    1, {sc.MODEL: racers[index].model, sc.ERROR_TYPE: sc.error_type(result)}
                 )
         run.cancelled_as = "hedge_cancelled"  # the racers still running lost
         tg.cancel_scope.cancel()
@@ -743,7 +730,7 @@ async def _continuation(
             return await _attempt(run, candidate, request, _open_stream)
         except (ProviderError, CredentialError, RequestError) as exc:
             run.failed(candidate, exc, started, tries=0, last=False)
-            left, why = candidate, _error_type(exc)
+            left, why = candidate, sc.error_type(exc)
     return None
 
 

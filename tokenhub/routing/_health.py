@@ -7,29 +7,12 @@ so that the state machines can be tested exhaustively.
 from __future__ import annotations
 
 import collections
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import attrs
+if TYPE_CHECKING:
+    from tokenhub._settings import BreakerSettings
 
-__all__ = ["Breaker", "BreakerSettings", "RetryBudget", "full_jitter", "server_wait"]
-
-
-@attrs.frozen
-class BreakerSettings:
-    """When a breaker opens and for how long.
-
-    It opens after ``failures`` consecutive counted failures, or when at least
-    ``min_calls`` of the last ``window`` calls were seen and ``ratio`` of them
-    failed. It stays open ``open_for`` seconds, doubling on each re-open up to
-    ``max_open_for``; then one probe is let through (half-open).
-    """
-
-    failures: int = 5
-    ratio: float = 0.5
-    window: int = 20
-    min_calls: int = 10
-    open_for: float = 30.0
-    max_open_for: float = 300.0
+__all__ = ["Breaker", "RetryBudget", "full_jitter", "server_wait"]
 
 
 State = Literal["closed", "open", "half_open"]

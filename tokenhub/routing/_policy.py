@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from tokenhub._models import ImagePart
-from tokenhub.routing._trace import Candidate, Exclusion
+from tokenhub._models import Candidate, Exclusion, ImagePart
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

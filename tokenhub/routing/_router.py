@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tokenhub._models import RouteTrace
 from tokenhub.errors import ModelNotFoundError, NoRouteError
 from tokenhub.routing._estimate import estimate_prompt_tokens
 from tokenhub.routing._policy import Features, infer_capabilities, rank
-from tokenhub.routing._trace import RouteTrace
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from tokenhub._redact import get_logger
-from tokenhub.routing._health import Breaker, BreakerSettings
+from tokenhub._settings import BreakerSettings
+from tokenhub.routing._health import Breaker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

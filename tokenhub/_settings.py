@@ -1,0 +1,161 @@
+"""Plain settings: the frozen values that the layers below the config parser are built from.
+
+Pricing, timeouts, breaker, failover and budget settings, and references to API keys.
+The config parser (``_config``) structures them from the user's dict; nothing here
+knows about parsing, and no value holds a live service.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Protocol
+
+import attrs
+
+from tokenhub._redact import register
+from tokenhub._secret import Secret
+from tokenhub.errors import CredentialError
+
+__all__ = [
+    "BreakerSettings",
+    "Budget",
+    "EnvKey",
+    "FailoverConfig",
+    "KeyRef",
+    "KeySource",
+    "LiteralKey",
+    "Pricing",
+    "Timeouts",
+    "VaultKey",
+]
+
+
+class KeySource(Protocol):
+    """Anything that yields a provider's API key when a request needs it."""
+
+    def resolve(self, provider: str) -> Secret:
+        """Return the key now (never cache it), or raise :class:`CredentialError`."""
+        ...
+
+
+@attrs.frozen
+class EnvKey:
+    """An API key read from an environment variable at request time."""
+
+    env: str
+
+    def resolve(self, provider: str) -> Secret:
+        """Return the key, or raise :class:`CredentialError` naming the variable."""
+        value = os.environ.get(self.env)
+        if not value:
+            raise CredentialError(
+                f"environment variable {self.env} is not set (API key of provider {provider!r})"
+            )
+        secret = Secret(value)
+        register(secret)
+        return secret
+
+
+@attrs.frozen
+class LiteralKey:
+    """An API key written into the config (discouraged; never echoed)."""
+
+    value: Secret
+
+    def resolve(self, provider: str) -> Secret:  # noqa: ARG002 - same signature as EnvKey
+        """Return the key."""
+        return self.value
+
+
+@attrs.frozen
+class VaultKey:
+    """An API key sealed in the vault under the entry ``vault``.
+
+    A value names the entry only; the Hub binds its vault (see
+    :class:`tokenhub._vault.VaultKeySource`), which decrypts it per request.
+    """
+
+    vault: str
+
+    def resolve(self, provider: str) -> Secret:
+        """Without a vault bound to it (the Hub binds one), there is nothing to decrypt."""
+        raise CredentialError(f"provider {provider!r}: no vault is configured")
+
+
+KeyRef = EnvKey | LiteralKey | VaultKey
+
+
+@attrs.frozen
+class Pricing:
+    """USD per one million tokens, by token kind.
+
+    ``cached_input`` (cache reads) and ``cache_write`` default to the ``input`` price.
+    """
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-attempt HTTP timeouts in seconds."""
+
+    connect: float = 5.0
+    read: float = 60.0
+    write: float = 30.0
+    pool: float = 10.0
+
+
+@attrs.frozen
+class BreakerSettings:
+    """When a breaker opens and for how long.
+
+    It opens after ``failures`` consecutive counted failures, or when at least
+    ``min_calls`` of the last ``window`` calls were seen and ``ratio`` of them
+    failed. It stays open ``open_for`` seconds, doubling on each re-open up to
+    ``max_open_for``; then one probe is let through (half-open).
+    """
+
+    failures: int = 5
+    ratio: float = 0.5
+    window: int = 20
+    min_calls: int = 10
+    open_for: float = 30.0
+    max_open_for: float = 300.0
+
+
+@attrs.frozen
+class FailoverConfig:
+    """How the Hub retries, waits, fails over and gives up (seconds throughout)."""
+
+    timeout: float = 600.0
+    first_token_timeout: float | None = None
+    stall_timeout: float | None = None
+    max_retries: int = 2
+    backoff_base: float = 0.25
+    backoff_cap: float = 8.0
+    retry_budget: float = 0.2
+    retry_burst: float = 3.0
+    max_server_wait: float = 60.0
+    content_policy_fallback: bool = False
+    hedge_after: float | None = None
+    hedge_p95: bool = False
+    continue_streams: bool = False
+    breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
+
+
+@attrs.frozen
+class Budget:
+    """A spend limit in USD over a UTC day or month.
+
+    ``scope`` ``global`` covers every request; ``caller`` the requests with that
+    ``caller=`` (``key``, or ``*`` for each caller separately); ``model`` one model
+    (or ``*`` for each model).
+    """
+
+    scope: Literal["global", "caller", "model"]
+    period: Literal["day", "month"]
+    usd: float
+    key: str = "*"
