@@ -18,6 +18,7 @@ from tokenhub._logs import enable_json_logs as enable_json_logs
 from tokenhub._models import ChatResponse as ChatResponse
 from tokenhub._models import Chunk as Chunk
 from tokenhub._models import Message as Message
+from tokenhub._models import RouteTrace as RouteTrace
 from tokenhub._models import ToolCall as ToolCall
 from tokenhub._models import ToolCallDelta as ToolCallDelta
 from tokenhub._models import Usage as Usage
@@ -26,7 +27,6 @@ from tokenhub._sync import SyncChatStream as SyncChatStream
 from tokenhub._sync import SyncHub as SyncHub
 from tokenhub._version import __version__ as __version__
 from tokenhub.errors import TokenhubError as TokenhubError
-from tokenhub.routing import RouteTrace as RouteTrace
 
 if _TYPE_CHECKING:
     from tokenhub._vault import Vault as Vault

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
+    from tokenhub._admin import Admin
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
-    from tokenhub._control import Admin, Change, ControlPlane
+    from tokenhub._control import Change, ControlPlane
     from tokenhub._http import HttpClient
     from tokenhub._ledger import Hold, Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
@@ -506,10 +507,10 @@ class Hub:
     @property
     def admin(self) -> Admin:
         """Runtime changes to providers, models, aliases and policies, persisted in the store."""
-        from tokenhub._control import Admin  # noqa: PLC0415
+        from tokenhub._admin import Admin  # noqa: PLC0415
 
         self.store  # noqa: B018 - raises StoreError without a store
-        return Admin(self)
+        return Admin(self._change, self._stored_config)
 
     async def usage(
         self,

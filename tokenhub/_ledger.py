@@ -31,9 +31,8 @@ from tokenhub.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from tokenhub._models import ChatRequest, ChatResponse
+    from tokenhub._models import ChatRequest, ChatResponse, RouteTrace
     from tokenhub._settings import Budget
-    from tokenhub.routing import RouteTrace
 
 __all__ = ["Budgets", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from tokenhub._control import SyncAdmin
+from tokenhub._admin import SyncAdmin
 from tokenhub._hub import Hub
 
 if TYPE_CHECKING:
@@ -17,11 +17,10 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from tokenhub._hub import ChatStream
-    from tokenhub._models import ChatResponse, Chunk, Message
+    from tokenhub._models import ChatResponse, Chunk, Message, RouteTrace
     from tokenhub._store import Store
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
-    from tokenhub.routing import RouteTrace
 
 __all__ = ["SyncChatStream", "SyncHub"]
 

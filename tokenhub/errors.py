@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from tokenhub._models import ToolCall, Usage
-    from tokenhub.routing import RouteTrace
+    from tokenhub._models import RouteTrace, ToolCall, Usage
 
 
 __all__ = [
