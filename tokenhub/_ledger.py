@@ -119,14 +119,9 @@ class RequestLog:
             store.close()
 
     def _write(self, store: Store, batch: list[Any]) -> None:
-        cols = tuple(batch[0])
-        sql = (
-            f"INSERT INTO request_logs ({', '.join(cols)}) "  # noqa: S608 - our column names
-            f"VALUES ({', '.join('?' for _ in cols)})"
-        )
         try:
-            with store.transaction() as conn:
-                conn.executemany(sql, [tuple(r[c] for c in cols) for r in batch])
+            with store.transaction() as tx:
+                tx.add_request_logs(batch)
         except Exception:  # noqa: BLE001 - a logging failure must not kill the writer
             self.dropped += len(batch)
             for _ in batch:
