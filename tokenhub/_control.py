@@ -3,7 +3,8 @@
 The store holds the shareable part of a config (providers, models, aliases and
 the routing, failover, tokenizer and budgets sections) as the JSON the user
 wrote, minus literal API keys, which never reach the disk. Every change is one
-transaction that bumps a revision number; Hubs sharing the file poll it.
+transaction that bumps a revision number; Hubs sharing the file poll it. The
+control plane reaches the store only through :class:`~tokenhub._storage.StoreBackend`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tokenhub._storage import ENTRY_KINDS, stored_config
+
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Sequence
 
-    from tokenhub._store import Store
+    from tokenhub._storage import StoreBackend
 
 __all__ = [
     "ENTRY_SECTIONS",
@@ -26,7 +28,7 @@ __all__ = [
     "shareable",
 ]
 
-ENTRY_SECTIONS = ("providers", "models", "aliases")
+ENTRY_SECTIONS = ENTRY_KINDS
 SETTING_SECTIONS = ("routing", "failover", "tokenizer", "budgets")
 
 #: One change: (section, name, value); value None removes the entry or setting.
@@ -70,9 +72,9 @@ def apply(config: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any
 
 
 class ControlPlane:
-    """Reads and writes the config entries of a :class:`~tokenhub._store.Store`."""
+    """Reads and writes the config entries of a store backend."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreBackend) -> None:
         self.store = store
 
     def revision(self, *, wait: bool = True) -> int:
@@ -81,14 +83,8 @@ class ControlPlane:
         ``wait=False`` raises ``StoreBusyError`` instead of waiting for another thread
         using the connection (the event loop must not block behind it).
         """
-        if not self.store.lock.acquire(blocking=wait):
-            from tokenhub.errors import StoreBusyError  # noqa: PLC0415
-
-            raise StoreBusyError("the store's connection is in use")
-        try:
-            return _revision(self.store.conn)
-        finally:
-            self.store.lock.release()
+        with self.store.reading(wait=wait) as reader:
+            return reader.revision()
 
     def read(self) -> dict[str, Any]:
         """The stored config, in the shape ``Hub.from_config`` takes (entries in stored order)."""
@@ -96,25 +92,8 @@ class ControlPlane:
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         """The revision and the config it names, read in one transaction."""
-        out: dict[str, Any] = {}
-        with self.store.lock:
-            conn = self.store.conn
-            conn.execute("BEGIN")
-            try:
-                revision = _revision(conn)
-                for section in ENTRY_SECTIONS:
-                    rows = conn.execute(
-                        f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - ours
-                    ).fetchall()
-                    if rows:
-                        out[section] = {name: json.loads(value) for name, value in rows}
-                for name, value in conn.execute(
-                    "SELECT name, config FROM settings ORDER BY seq"
-                ).fetchall():
-                    out[name] = json.loads(value)
-            finally:
-                conn.execute("COMMIT")
-        return revision, out
+        with self.store.reading() as reader:
+            return reader.revision(), stored_config(reader)
 
     def write(self, changes: Sequence[Change], action: str, *, expect: int | None = None) -> int:
         """Apply ``changes`` in one transaction with an audit row; return the new revision.
@@ -124,42 +103,30 @@ class ControlPlane:
         moved the revision since it was read (the caller re-reads and re-validates).
         """
         now = time.time()
-        with self.store.transaction() as conn:
-            revision = _revision(conn)
+        with self.store.transaction() as tx:
+            revision = tx.revision()
             if expect is not None and revision != expect:
                 raise Conflict(revision)
             changed: list[Change] = []
             for section, name, value in changes:
-                table, key = (section, name) if section in ENTRY_SECTIONS else ("settings", section)
-                old = conn.execute(
-                    f"SELECT config FROM {table} WHERE name = ?",  # noqa: S608 - our names
-                    (key,),
-                ).fetchone()
+                kind, key = (section, name) if section in ENTRY_SECTIONS else ("settings", section)
+                old = tx.config_entry(kind, key)
                 if value is None:
                     if old is not None:
-                        conn.execute(f"DELETE FROM {table} WHERE name = ?", (key,))  # noqa: S608
+                        tx.delete_config_entry(kind, key)
                         changed.append((section, name, value))
                     continue
                 text = json.dumps(_without_literal_key(value), sort_keys=True)
-                if old is not None and old[0] == text:
+                if old == text:
                     continue
                 changed.append((section, name, value))
-                # New entries go last (config order breaks routing ties); updates keep their place.
-                conn.execute(
-                    f"INSERT INTO {table} (name, seq, config, updated_at) "  # noqa: S608
-                    # WHERE true: SQLite's parser needs it before ON CONFLICT in INSERT…SELECT.
-                    f"SELECT ?, coalesce(max(seq), 0) + 1, ?, ? FROM {table} WHERE true "
-                    "ON CONFLICT (name) DO UPDATE SET config = excluded.config, "
-                    "updated_at = excluded.updated_at",
-                    (key, text, now),
-                )
+                tx.put_config_entry(kind, key, text, at=now)
             if not changed:
                 return revision
-            revision = _bump(conn)
+            revision = tx.bump_revision()
             detail = [{"section": s, "name": n, "removed": v is None} for s, n, v in changed]
-            conn.execute(
-                "INSERT INTO audit_log (at, action, target, detail) VALUES (?, ?, ?, ?)",
-                (now, action, ",".join(sorted({n for _, n, _ in changed})), json.dumps(detail)),
+            tx.audit(
+                action, ",".join(sorted({n for _, n, _ in changed})), json.dumps(detail), at=now
             )
         return revision
 
@@ -176,17 +143,3 @@ class ControlPlane:
 
 class Conflict(Exception):  # noqa: N818 - internal signal, never leaves tokenhub
     """The revision moved between a read and a write."""
-
-
-def _revision(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _bump(conn: sqlite3.Connection) -> int:
-    conn.execute(
-        "INSERT INTO store_meta (key, value) VALUES ('revision', '1') "
-        "ON CONFLICT (key) DO UPDATE "
-        "SET value = CAST(CAST(store_meta.value AS INTEGER) + 1 AS TEXT)"
-    )
-    return int(conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()[0])
