@@ -499,6 +499,26 @@ class TestRequestLogs:
             rl.record({"request_id": str(i), "at": 0.0})
         assert (7, 7) == (rl.dropped, len(drops))
 
+    def test_writer_uses_its_own_handle_on_a_backend(self, db: Path) -> None:
+        """Given a backend, the writer thread writes through a sibling handle, not the caller's."""
+        with Store(db) as s:
+            siblings: list[Store] = []
+            real = s.sibling
+
+            def sibling() -> Store:
+                siblings.append(real())
+                return siblings[-1]
+
+            s.sibling = sibling  # type: ignore[method-assign]
+            rl = RequestLog(s, buffer=10, retention_days=None)
+            rl.record({"request_id": "via-backend", "at": time.time()})
+            rl.close()
+            assert 1 == len(siblings)
+            assert siblings[0].conn is not s.conn
+            assert ["via-backend"] == [
+                r["request_id"] for r in s.query("SELECT * FROM request_logs")
+            ]
+
     def test_retention_and_close_flushes(self, db: Path) -> None:
         """close() writes everything queued; rows older than the retention are deleted."""
         with Store(db) as s, s.transaction() as conn:

@@ -1,15 +1,17 @@
 """Request logs (batched off the request path) and spend budgets, in the store.
 
 Request logs go through a bounded queue to one writer thread with its own
-connection; a full queue drops the row and counts it, never blocking a request.
-Budgets reserve a request's estimated cost before it is sent, in one
-``BEGIN IMMEDIATE`` transaction, and settle the actual cost afterwards: parallel
-requests cannot overshoot a limit by more than one request's estimate.
+store handle; a full queue drops the row and counts it, never blocking a request.
+Budgets reserve a request's estimated cost before it is sent, in one store
+transaction (serialised with every other writer), and settle the actual cost
+afterwards: parallel requests cannot overshoot a limit by more than one request's
+estimate. Both reach the store only through :class:`~tokenhub._storage.StoreBackend`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -19,7 +21,7 @@ import attrs
 
 from tokenhub._redact import get_logger, scrub
 from tokenhub._semconv import error_type
-from tokenhub._store import Store
+from tokenhub._storage import USAGE_GROUPS
 from tokenhub.errors import (
     BudgetExceededError,
     RequestError,
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
     from tokenhub._models import ChatRequest, ChatResponse, RouteTrace
     from tokenhub._settings import Budget
+    from tokenhub._storage import StoreBackend
 
 __all__ = ["Budgets", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
 
@@ -44,18 +47,22 @@ _RETENTION_EVERY: Final = 60.0  # seconds between retention sweeps
 
 
 class RequestLog:
-    """A bounded, batched writer of request-log rows (one daemon thread, started on first use)."""
+    """A bounded, batched writer of request-log rows (one daemon thread, started on first use).
+
+    The thread writes through its own handle: ``store.sibling()``, or for a path,
+    the SQLite file there (opened with ``busy_timeout``).
+    """
 
     def __init__(
         self,
-        path: str,
+        store: StoreBackend | str | os.PathLike[str],
         *,
-        busy_timeout: float,
+        busy_timeout: float = 5.0,
         buffer: int,
         retention_days: float | None,
         on_drop: Callable[[], None] = lambda: None,
     ) -> None:
-        self._path, self._busy_timeout = path, busy_timeout
+        self._target, self._busy_timeout = store, busy_timeout
         self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer)
         self._retention = None if retention_days is None else retention_days * 86400
         self._on_drop = on_drop
@@ -82,8 +89,15 @@ class RequestLog:
                 )
                 self._thread.start()
 
+    def _open(self) -> StoreBackend:
+        if isinstance(self._target, str | os.PathLike):
+            from tokenhub._store import Store  # noqa: PLC0415 - a path names an SQLite file
+
+            return Store(os.fspath(self._target), busy_timeout=self._busy_timeout)
+        return self._target.sibling()
+
     def _run(self) -> None:
-        store = Store(self._path, busy_timeout=self._busy_timeout)
+        store = self._open()
         swept = 0.0
         try:
             while True:
@@ -109,16 +123,14 @@ class RequestLog:
                 now = time.time()
                 if self._retention is not None and (stop or now - swept > _RETENTION_EVERY):
                     swept = now
-                    with store.transaction() as conn:
-                        conn.execute(
-                            "DELETE FROM request_logs WHERE at < ?", (now - self._retention,)
-                        )
+                    with store.transaction() as tx:
+                        tx.delete_request_logs(before=now - self._retention)
                 if stop:
                     return
         finally:
             store.close()
 
-    def _write(self, store: Store, batch: list[Any]) -> None:
+    def _write(self, store: StoreBackend, batch: list[Any]) -> None:
         try:
             with store.transaction() as tx:
                 tx.add_request_logs(batch)
@@ -220,28 +232,28 @@ def costs(trace: RouteTrace | None, response: ChatResponse | None) -> dict[str, 
     return out
 
 
-GROUPS: Final = ("model", "provider", "caller", "alias", "day")
+GROUPS: Final = USAGE_GROUPS
 
 
 def usage(
-    store: Store, *, since: float | None = None, group_by: str = "model"
+    store: StoreBackend, *, since: float | None = None, group_by: str = "model"
 ) -> list[dict[str, Any]]:
     """Tokens, cost, requests and errors from the request log, grouped by one column."""
     if group_by not in GROUPS:
         raise RequestError([("group_by", f"expected one of {', '.join(GROUPS)}")])
-    key = store.day("at") if group_by == "day" else group_by
-    rows = store.query(
-        f"SELECT {key} AS {group_by}, count(*) AS requests, "  # noqa: S608 - from GROUPS
-        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors, "
-        "coalesce(sum(input_tokens), 0) AS input_tokens, "
-        "coalesce(sum(output_tokens), 0) AS output_tokens, "
-        "coalesce(sum(cost_usd), 0) AS cost_usd "
-        f"FROM request_logs WHERE at >= ? GROUP BY {key} ORDER BY {key}",
-        (since or 0.0,),
-    )
-    for row in rows:
-        row["cost_usd"] = round(row["cost_usd"], 6)
-    return rows
+    with store.reading() as reader:
+        rows = reader.usage(since=since or 0.0, group_by=group_by)
+    return [
+        {
+            group_by: u.key,
+            "requests": u.requests,
+            "errors": u.errors,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cost_usd": round(u.cost_usd, 6),
+        }
+        for u in rows
+    ]
 
 
 @attrs.frozen
@@ -258,18 +270,18 @@ class Budgets:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreBackend,
         limits: Sequence[Budget],
         *,
         wall: Callable[[], float],
-        waiting: Callable[[], Store] | None = None,
+        waiting: Callable[[], StoreBackend] | None = None,
     ) -> None:
         self._store, self._limits, self._wall = store, tuple(limits), wall
         # Writes that wait for the lock use their own connection, so that the shared one
         # (the event loop's: vault keys, config polls) is never held during the wait.
         self._waiting = waiting
 
-    def _for(self, wait: bool) -> Store:
+    def _for(self, wait: bool) -> StoreBackend:
         return self._waiting() if wait and self._waiting is not None else self._store
 
     def _periods(self) -> dict[str, str]:
@@ -302,12 +314,10 @@ class Budgets:
         model = first.model if first else None
         estimate = (first.estimated_cost_usd or 0.0) if first else 0.0
         rows = []
-        with self._for(wait).transaction(wait=wait) as conn:
+        with self._for(wait).transaction(wait=wait) as tx:
             for budget, row in self._applicable(caller, model):
-                spent, reserved = conn.execute(
-                    "SELECT usd, reserved FROM spend WHERE scope = ? AND key = ? AND period = ?",
-                    row,
-                ).fetchone() or (0.0, 0.0)
+                found = tx.spend(row)
+                spent, reserved = (found.usd, found.reserved) if found else (0.0, 0.0)
                 if spent >= budget.usd or spent + reserved + estimate > budget.usd:
                     raise BudgetExceededError(
                         scope=budget.scope,
@@ -321,12 +331,7 @@ class Budgets:
                 if row not in rows:  # two budgets (caller '*' and 'alice') share one row
                     rows.append(row)
             for row in rows:
-                conn.execute(
-                    "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
-                    "ON CONFLICT (scope, key, period) "
-                    "DO UPDATE SET reserved = spend.reserved + excluded.reserved",
-                    (*row, estimate),
-                )
+                tx.reserve(row, estimate)
         return Hold(tuple(rows), estimate, model)
 
     def settle(
@@ -341,14 +346,9 @@ class Budgets:
         """Release the reservation and record the actual cost, per model actually used."""
         by_model = costs(trace, response)
         total = sum(by_model.values())
-        with self._for(wait).transaction(wait=wait) as conn:
+        with self._for(wait).transaction(wait=wait) as tx:
             for row in hold.rows:
-                conn.execute(
-                    "UPDATE spend SET reserved = "
-                    "CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END "
-                    "WHERE scope = ? AND key = ? AND period = ?",
-                    (hold.estimate, hold.estimate, *row),
-                )
+                tx.release(row, hold.estimate)
             charges = {
                 row: total for b, row in self._applicable(caller, None) if b.scope != "model"
             }
@@ -357,15 +357,12 @@ class Budgets:
                     (row, cost) for b, row in self._applicable(None, model) if b.scope == "model"
                 )
             for row, cost in charges.items():
-                conn.execute(
-                    "INSERT INTO spend (scope, key, period, usd) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (scope, key, period) DO UPDATE SET usd = spend.usd + excluded.usd",
-                    (*row, cost),
-                )
+                tx.charge(row, cost)
 
     def spend(self) -> list[dict[str, Any]]:
         """Every spend row (scope, key, period, usd, reserved)."""
-        return self._store.query("SELECT * FROM spend ORDER BY scope, key, period")
+        with self._store.reading() as reader:
+            return [attrs.asdict(r) for r in reader.spend_rows()]
 
 
 class Ledger:

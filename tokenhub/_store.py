@@ -560,11 +560,6 @@ class Store:
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    @staticmethod
-    def day(column: str) -> str:
-        """The SQL expression for the UTC date (``YYYY-MM-DD``) of a UNIX-time column."""
-        return f"date({column}, 'unixepoch')"
-
     def export_config(self) -> dict[str, Any]:
         """The stored providers, models, aliases and policy sections, as a config dict.
 
