@@ -136,6 +136,21 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_LOG_FIELDS = (
+    "request_id",
+    "model",
+    "provider",
+    "caller",
+    "status",
+    "error_class",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+)
+
+
 def _store_command(args: argparse.Namespace) -> Any:
     from tokenhub._store import Store  # noqa: PLC0415
 
@@ -151,14 +166,15 @@ def _store_command(args: argparse.Namespace) -> Any:
 
             rows = usage(store, since=_since(args.since), group_by=args.by)
             return rows if args.json else _table(rows)
-        rows = store.query(
-            "SELECT at AS time, request_id, model, provider, caller, "
-            "status, error_class, attempts, input_tokens, output_tokens, cost_usd, latency_ms "
-            "FROM request_logs WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?",
-            (_since(args.since), args.limit),
-        )
-        for r in rows:
-            r["time"] = dt.datetime.fromtimestamp(r["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        with store.reading() as reader:
+            logged = reader.request_logs(since=_since(args.since), limit=args.limit)
+        rows = [
+            {
+                "time": dt.datetime.fromtimestamp(r["at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                **{c: r[c] for c in _LOG_FIELDS},
+            }
+            for r in logged
+        ]
         return rows if args.json else _table(rows)
 
 
