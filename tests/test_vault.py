@@ -410,12 +410,12 @@ class TestTamper:
         with pytest.raises(VaultCorruptedError):
             vault.get("anthropic")
 
-    def test_row_from_another_vault(self, vault: Vault, tmp_path: Path) -> None:
+    def test_row_from_another_vault(self, vault: Vault, store: Store, tmp_path: Path) -> None:
         """A row copied from another vault, even under the same password, is refused."""
         with Store(tmp_path / "other.db") as other_store:
             other = Vault(other_store)
             other.init(PASSWORD)
-            row = vault._store.query("SELECT * FROM vault_credentials WHERE name = 'openai'")[0]
+            row = store.query("SELECT * FROM vault_credentials WHERE name = 'openai'")[0]
             with other_store.transaction() as conn:
                 conn.execute(
                     "INSERT INTO vault_credentials VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -14,6 +14,7 @@ HTTP layer as ``str``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
@@ -28,6 +29,7 @@ import nacl.utils
 
 from tokenhub._redact import get_logger, register
 from tokenhub._secret import Secret
+from tokenhub._storage import SealedCredential, VaultMeta, WrappedKey
 from tokenhub.errors import (
     ConfigError,
     CredentialError,
@@ -56,7 +58,7 @@ def _warn_without_buffers() -> None:
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from tokenhub._store import Store
+    from tokenhub._storage import StoreBackend, StoreTransaction
 
 __all__ = ["CHEAPEST", "PROFILES", "KdfParams", "Vault", "VaultKeySource"]
 
@@ -278,12 +280,13 @@ class Vault:
     Thread- and task-safe. Every method that needs a key raises
     :class:`~tokenhub.errors.VaultLockedError` while locked; :meth:`get`
     decrypts on every call and keeps nothing. ``auto_lock`` locks after that
-    many idle seconds (a timer thread runs only while unlocked).
+    many idle seconds (a timer thread runs only while unlocked). The vault reaches
+    the store only through :class:`~tokenhub._storage.StoreBackend`.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: StoreBackend,
         *,
         auto_lock: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -301,14 +304,15 @@ class Vault:
 
     def __repr__(self) -> str:
         state = "locked" if self.locked else "unlocked"
-        return f"<Vault {state} {str(self._store.path)!r}>"
+        return f"<Vault {state} {self._store.name!r}>"
 
     # -- state
 
     @property
     def initialized(self) -> bool:
         """Whether the store holds a vault."""
-        return bool(self._store.query("SELECT 1 FROM vault_meta"))
+        with self._store.reading() as reader:
+            return bool(reader.vault_meta())
 
     @property
     def locked(self) -> bool:
@@ -319,8 +323,9 @@ class Vault:
 
     def status(self) -> dict[str, Any]:
         """Plain data: initialized, locked, parameters, term, credential count, auto-lock."""
-        rows = self._store.query("SELECT * FROM vault_meta")
-        count = self._store.query("SELECT count(*) AS n FROM vault_credentials")[0]["n"]
+        with self._store.reading() as reader:
+            rows = reader.vault_meta()
+            count = len(reader.credentials())
         out: dict[str, Any] = {
             "initialized": bool(rows),
             "locked": self.locked,
@@ -331,21 +336,29 @@ class Vault:
             m = rows[0]
             out.update(
                 kdf={
-                    "alg": m["kdf_alg"],
-                    "ops": m["kdf_opslimit"],
-                    "mem": m["kdf_memlimit"],
-                    "parallelism": m["kdf_parallelism"],
+                    "alg": m.kdf_alg,
+                    "ops": m.kdf_opslimit,
+                    "mem": m.kdf_memlimit,
+                    "parallelism": m.kdf_parallelism,
                 },
-                term=m["active_term"],
+                term=m.active_term,
             )
         return out
 
     def names(self) -> list[dict[str, Any]]:
         """The stored credentials' names, providers and times (never values; works locked)."""
-        return self._store.query(
-            "SELECT name, provider, term, created_at, updated_at FROM vault_credentials "
-            "ORDER BY name"
-        )
+        with self._store.reading() as reader:
+            found = reader.credentials()
+        return [
+            {
+                "name": c.name,
+                "provider": c.provider,
+                "term": c.term,
+                "created_at": c.created_at,
+                "updated_at": c.updated_at,
+            }
+            for c in found
+        ]
 
     # -- lifecycle
 
@@ -378,18 +391,13 @@ class Vault:
         _fill_random(dek)
         nonce, wrapped = _seal(kek, dek, meta.wrap_aad(1))
         now = time.time()
-        with self._lock, self._store.transaction() as conn:
-            if conn.execute("SELECT 1 FROM vault_meta").fetchone():
-                kek.wipe()
-                dek.wipe()
-                raise VaultError("the store already holds a vault")
-            self._insert_meta(conn, meta, nonce, wrapped, now)
-            conn.execute(
-                "INSERT INTO vault_keys (term, wrap_nonce, wrapped_dek, created_at) "
-                "VALUES (1, ?, ?, ?)",
-                (nonce, wrapped, now),
-            )
-            _audit(conn, "vault.init", "", {"kdf": attrs.asdict(params)})
+        with self._lock:
+            with _wiped_on_error(kek, dek), self._store.transaction() as tx:
+                if tx.vault_meta():
+                    raise VaultError("the store already holds a vault")
+                tx.set_vault_meta(_stored(meta, nonce, wrapped, now))
+                tx.put_vault_key(WrappedKey(1, nonce, wrapped, now))
+                _audit(tx, "vault.init", "", {"kdf": attrs.asdict(params)})
             self._install(meta, kek, dek)
 
     def unlock(self, password: str | bytes | bytearray) -> None:
@@ -430,8 +438,9 @@ class Vault:
     ) -> None:
         """Re-wrap the data key under a new password (and a new salt); credentials are untouched.
 
-        The vault must be unlocked. The WAL is checkpointed afterwards, so the old
-        wrapped key does not linger in ``-wal``.
+        The vault must be unlocked. The parameter row and the wrapped key change in
+        one transaction; the store is checkpointed afterwards, so the old wrapped
+        key does not linger in ``-wal``.
         """
         pw = _password(new_password)
         del new_password  # tracebacks rendered with locals must not show it
@@ -445,15 +454,14 @@ class Vault:
                 new = attrs.evolve(meta, kdf_salt=salt, kdf_opslimit=params.ops)
                 new = attrs.evolve(new, kdf_memlimit=params.mem)
                 kek = _derive(pw, salt, params)
-                nonce, wrapped = _seal(kek, dek, new.wrap_aad(meta.active_term))
-                with self._store.transaction() as conn:
-                    conn.execute("DELETE FROM vault_meta")
-                    self._insert_meta(conn, new, nonce, wrapped, time.time())
-                    conn.execute(
-                        "UPDATE vault_keys SET wrap_nonce = ?, wrapped_dek = ? WHERE term = ?",
-                        (nonce, wrapped, meta.active_term),
-                    )
-                    _audit(conn, "vault.passwd", "", {"kdf": attrs.asdict(params)})
+                term = meta.active_term
+                nonce, wrapped = _seal(kek, dek, new.wrap_aad(term))
+                now = time.time()
+                with _wiped_on_error(kek), self._store.transaction() as tx:
+                    old = tx.vault_key(term) or WrappedKey(term, None, None, now)
+                    tx.set_vault_meta(_stored(new, nonce, wrapped, now))
+                    tx.put_vault_key(attrs.evolve(old, wrap_nonce=nonce, wrapped_dek=wrapped))
+                    _audit(tx, "vault.passwd", "", {"kdf": attrs.asdict(params)})
                 assert self._kek is not None  # noqa: S101 - _keys() checked
                 self._kek.wipe()
                 self._kek, self._meta = kek, new
@@ -464,7 +472,7 @@ class Vault:
     def rotate_key(self) -> int:
         """Start a new data-key term, re-encrypt every credential under it, retire the old key.
 
-        One transaction; the WAL is checkpointed afterwards. Returns the new term.
+        One transaction; the store is checkpointed afterwards. Returns the new term.
         """
         with self._lock:
             meta, old = self._keys()
@@ -475,37 +483,23 @@ class Vault:
             _fill_random(dek)
             nonce, wrapped = _seal(self._kek, dek, new_meta.wrap_aad(term))
             now = time.time()
-            try:
-                with self._store.transaction() as conn:
-                    rows = conn.execute(
-                        "SELECT name, provider, term, nonce, ct FROM vault_credentials"
-                    ).fetchall()
-                    for name, provider, t, n, ct in rows:
-                        plain = self._decrypt(meta, old, name, (provider, t, n, ct))
-                        n2, ct2 = _seal(dek, plain, new_meta.cred_aad(name, provider, term))
-                        conn.execute(
-                            "UPDATE vault_credentials SET term = ?, nonce = ?, ct = ? "
-                            "WHERE name = ?",
-                            (term, n2, ct2, name),
-                        )
-                    conn.execute(
-                        "UPDATE vault_keys SET wrap_nonce = NULL, wrapped_dek = NULL, "
-                        "retired_at = ? WHERE term = ?",
-                        (now, meta.active_term),
-                    )
-                    conn.execute(
-                        "INSERT INTO vault_keys (term, wrap_nonce, wrapped_dek, created_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        (term, nonce, wrapped, now),
-                    )
-                    conn.execute(
-                        "UPDATE vault_meta SET active_term = ?, checksum = ?",
-                        (term, new_meta.checksum(nonce, wrapped)),
-                    )
-                    _audit(conn, "vault.rotate", "", {"term": term, "credentials": len(rows)})
-            except BaseException:
-                dek.wipe()
-                raise
+            with _wiped_on_error(dek), self._store.transaction() as tx:
+                rows = tx.vault_meta()
+                if len(rows) != 1:
+                    raise VaultCorruptedError("the vault has more than one parameter row")
+                credentials = tx.credentials()
+                for c in credentials:
+                    plain = self._decrypt(meta, old, c)
+                    n2, ct2 = _seal(dek, plain, new_meta.cred_aad(c.name, c.provider, term))
+                    tx.put_credential(attrs.evolve(c, term=term, nonce=n2, ct=ct2))
+                retired = tx.vault_key(meta.active_term)
+                created = retired.created_at if retired is not None else now
+                tx.put_vault_key(WrappedKey(meta.active_term, None, None, created, now))
+                tx.put_vault_key(WrappedKey(term, nonce, wrapped, now))
+                checksum = new_meta.checksum(nonce, wrapped)
+                tx.set_vault_meta(attrs.evolve(rows[0], active_term=term, checksum=checksum))
+                detail = {"term": term, "credentials": len(credentials)}
+                _audit(tx, "vault.rotate", "", detail)
             old.wipe()
             self._dek, self._meta = dek, new_meta
         self._store.checkpoint()
@@ -528,19 +522,11 @@ class Vault:
             aad = meta.cred_aad(name, provider, term)
             nonce, ct = _seal(dek, secret.reveal().encode(), aad)
             now = time.time()
-            with self._store.transaction() as conn:
-                existed = conn.execute(
-                    "SELECT 1 FROM vault_credentials WHERE name = ?", (name,)
-                ).fetchone()
-                conn.execute(
-                    "INSERT INTO vault_credentials "
-                    "(name, provider, term, nonce, ct, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                    "provider = excluded.provider, term = excluded.term, "
-                    "nonce = excluded.nonce, ct = excluded.ct, updated_at = excluded.updated_at",
-                    (name, provider, term, nonce, ct, now, now),
-                )
-                _audit(conn, "vault.update" if existed else "vault.put", name, {})
+            with self._store.transaction() as tx:
+                existing = tx.credential(name)
+                created = existing.created_at if existing is not None else now
+                tx.put_credential(SealedCredential(name, provider, term, nonce, ct, created, now))
+                _audit(tx, "vault.put" if existing is None else "vault.update", name, {})
 
     def get(self, name: str) -> Secret:
         """Decrypt the credential ``name`` now; nothing is cached.
@@ -549,14 +535,13 @@ class Vault:
         :class:`~tokenhub.errors.CredentialError` when there is no such
         credential, or :class:`~tokenhub.errors.VaultCorruptedError`.
         """
-        with self._lock, self._store.lock:
+        with self._lock:
             meta, dek = self._keys()
-            row = self._store.conn.execute(
-                "SELECT provider, term, nonce, ct FROM vault_credentials WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
+            with self._store.reading() as reader:
+                sealed = reader.credential(name)
+            if sealed is None:
                 raise CredentialError(f"no credential named {name!r} in the vault")
-            plain = self._decrypt(meta, dek, name, row)
+            plain = self._decrypt(meta, dek, sealed)
         secret = Secret(plain.decode())
         register(secret)
         return secret
@@ -565,11 +550,10 @@ class Vault:
         """Remove ``name``, securely deleted; ``CredentialError`` if there is no such credential."""
         with self._lock:
             self._keys()
-            with self._store.transaction() as conn:
-                gone = conn.execute("DELETE FROM vault_credentials WHERE name = ?", (name,))
-                if not gone.rowcount:
+            with self._store.transaction() as tx:
+                if not tx.delete_credential(name):
                     raise CredentialError(f"no credential named {name!r} in the vault")
-                _audit(conn, "vault.delete", name, {})
+                _audit(tx, "vault.delete", name, {})
         self._store.checkpoint()
 
     # -- internals
@@ -591,31 +575,38 @@ class Vault:
 
     def _load(self) -> tuple[_Meta, bytes, bytes]:
         """Read and check the stored parameters; never runs the KDF."""
-        rows = self._store.query(
-            "SELECT m.*, k.wrap_nonce, k.wrapped_dek FROM vault_meta m "
-            "LEFT JOIN vault_keys k ON k.term = m.active_term"
-        )
-        if not rows:
-            raise VaultError("the store holds no vault; create one with `tokenhub vault init`")
-        if len(rows) != 1:
-            raise VaultCorruptedError("the vault has more than one parameter row")
-        row = rows[0]
-        try:
-            meta = _Meta(**{f.name: row[f.name] for f in attrs.fields(_Meta)})
-        except (KeyError, TypeError):  # pragma: no cover - the schema guarantees the columns
-            raise VaultCorruptedError("the vault's parameter row is damaged") from None
-        nonce, wrapped, checksum = row["wrap_nonce"], row["wrapped_dek"], row["checksum"]
-        if not isinstance(nonce, bytes) or not isinstance(wrapped, bytes):
+        with self._store.reading() as reader:
+            rows = reader.vault_meta()
+            if not rows:
+                raise VaultError("the store holds no vault; create one with `tokenhub vault init`")
+            if len(rows) != 1:
+                raise VaultCorruptedError("the vault has more than one parameter row")
+            row = rows[0]
+            key = reader.vault_key(row.active_term)
+        nonce, wrapped = (key.wrap_nonce, key.wrapped_dek) if key is not None else (None, None)
+        if nonce is None or wrapped is None:
             raise VaultCorruptedError("the vault's active key is missing")
         if (
-            meta.format_version != FORMAT_VERSION
-            or meta.kdf_alg != KDF_ALG
-            or meta.wrap_alg != WRAP_ALG
-            or meta.kdf_parallelism != 1
-            or not isinstance(row["kdf_salt"], bytes)
-            or len(meta.kdf_salt) != SALT_BYTES
+            row.format_version != FORMAT_VERSION
+            or row.kdf_alg != KDF_ALG
+            or row.wrap_alg != WRAP_ALG
+            or row.kdf_parallelism != 1
+            or row.vault_id is None
+            or row.kdf_salt is None
+            or len(row.kdf_salt) != SALT_BYTES
         ):
             raise VaultCorruptedError("the vault's parameters are not ones tokenhub writes")
+        meta = _Meta(
+            row.vault_id,
+            row.format_version,
+            row.kdf_alg,
+            row.kdf_opslimit,
+            row.kdf_memlimit,
+            row.kdf_parallelism,
+            row.kdf_salt,
+            row.wrap_alg,
+            row.active_term,
+        )
         if not (
             CHEAPEST.ops <= meta.kdf_opslimit <= CEILING.ops
             and CHEAPEST.mem <= meta.kdf_memlimit <= CEILING.mem
@@ -623,18 +614,9 @@ class Vault:
             raise VaultCorruptedError(
                 "the vault's key-derivation cost is outside the accepted bounds"
             )
-        if checksum != meta.checksum(nonce, wrapped):
+        if row.checksum != meta.checksum(nonce, wrapped):
             raise VaultCorruptedError("the vault's parameter row is damaged")
         return meta, nonce, wrapped
-
-    def _insert_meta(
-        self, conn: Any, meta: _Meta, nonce: bytes, wrapped: bytes, now: float
-    ) -> None:
-        values = attrs.asdict(meta)
-        values.update(created_at=now, checksum=meta.checksum(nonce, wrapped))
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        conn.execute(f"INSERT INTO vault_meta ({cols}) VALUES ({marks})", tuple(values.values()))  # noqa: S608 - column names are ours
 
     def _install(self, meta: _Meta, kek: _Key, dek: _Key) -> None:
         self._wipe()
@@ -686,20 +668,22 @@ class Vault:
         self._wipe()
         log.info("vault auto-locked after %s s idle", self._auto_lock)
         try:
-            with self._store.transaction() as conn:
-                _audit(conn, "vault.auto_lock", "", {"idle_s": self._auto_lock})
+            with self._store.transaction() as tx:
+                _audit(tx, "vault.auto_lock", "", {"idle_s": self._auto_lock})
         except Exception:  # noqa: BLE001 - locking must not fail on a busy store
             log.warning("could not write the auto-lock audit row")
 
     @staticmethod
-    def _decrypt(meta: _Meta, dek: _Key, name: str, row: tuple[Any, ...]) -> bytes:
-        provider, term, nonce, ct = row
-        if not isinstance(nonce, bytes) or not isinstance(ct, bytes):
+    def _decrypt(meta: _Meta, dek: _Key, sealed: SealedCredential) -> bytes:
+        name = sealed.name
+        if sealed.nonce is None or sealed.ct is None:
             raise VaultCorruptedError(f"credential {name!r} is damaged")
-        if term != meta.active_term:
+        if sealed.term != meta.active_term:
             raise VaultCorruptedError(f"credential {name!r} names an unknown key term")
         try:
-            return _open(dek, nonce, ct, meta.cred_aad(name, provider, term))
+            return _open(
+                dek, sealed.nonce, sealed.ct, meta.cred_aad(name, sealed.provider, sealed.term)
+            )
         except nacl.exceptions.CryptoError:
             raise VaultCorruptedError(
                 f"credential {name!r} failed authentication (altered or moved)"
@@ -717,11 +701,24 @@ def _fill_random(key: _Key) -> None:
         key.buf[:] = nacl.utils.random(KEY_BYTES)
 
 
-def _audit(conn: Any, action: str, target: str, detail: dict[str, Any]) -> None:
-    conn.execute(
-        "INSERT INTO audit_log (at, action, target, detail) VALUES (?, ?, ?, ?)",
-        (time.time(), action, target, json.dumps(detail, sort_keys=True)),
-    )
+@contextlib.contextmanager
+def _wiped_on_error(*keys: _Key) -> Iterator[None]:
+    """Zero ``keys`` if the block fails (they were never installed)."""
+    try:
+        yield
+    except BaseException:
+        for key in keys:
+            key.wipe()
+        raise
+
+
+def _stored(meta: _Meta, nonce: bytes, wrapped: bytes, now: float) -> VaultMeta:
+    """The parameter row for ``meta``, whose active key is ``wrapped``."""
+    return VaultMeta(**attrs.asdict(meta), created_at=now, checksum=meta.checksum(nonce, wrapped))
+
+
+def _audit(tx: StoreTransaction, action: str, target: str, detail: dict[str, Any]) -> None:
+    tx.audit(action, target, json.dumps(detail, sort_keys=True), at=time.time())
 
 
 @attrs.frozen
