@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import config_for
 from tokenhub import Hub, Secret
+from tokenhub import _crypto as crypto
 from tokenhub import _vault as vault_module
 from tokenhub._store import Store
 from tokenhub._vault import CHEAPEST, PROFILES, KdfParams, Vault
@@ -64,8 +65,8 @@ def vault(store: Store) -> Vault:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both key-material paths: cffi buffers (private PyNaCl API) and the public fallback."""
     if request.param == "public":
-        monkeypatch.setattr(vault_module, "_lib", None)
-        monkeypatch.setattr(vault_module, "_ffi", None)
+        monkeypatch.setattr(crypto, "_lib", None)
+        monkeypatch.setattr(crypto, "_ffi", None)
     return str(request.param)
 
 
@@ -118,13 +119,13 @@ class TestKnownAnswers:
         expected = "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"
         assert expected == bytes(ffi.buffer(out, 32)).hex()
 
-    @pytest.mark.parametrize("params", [KdfParams(2, 8 * vault_module.MIB), KdfParams(3, 65536)])
+    @pytest.mark.parametrize("params", [KdfParams(2, 8 * crypto.MIB), KdfParams(3, 65536)])
     def test_derivation_matches_argon2_cffi(self, backend: str, params: KdfParams) -> None:
         """The vault's Argon2id (libsodium, one lane) equals argon2-cffi's with p=1."""
         from argon2.low_level import Type, hash_secret_raw
 
         password, salt = bytearray(b"pa55word"), b"s" * 16
-        key = vault_module._derive(password, salt, params)
+        key = crypto.derive(password, salt, params)
         expected = hash_secret_raw(
             b"pa55word", salt, params.ops, params.mem // 1024, 1, 32, Type.ID
         )
@@ -141,11 +142,11 @@ class TestKnownAnswers:
         ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, aad, nonce, key)
         assert ct.startswith(bytes.fromhex("bd6d179d3e83d43b"))
         assert ct.endswith(bytes.fromhex("c0875924c1c7987947deafd8780acf49"))
-        k = vault_module._Key()
+        k = crypto.Key()
         k.buf[0:32] = key
-        assert plain == vault_module._open(k, nonce, ct, aad)
+        assert plain == crypto.unseal(k, nonce, ct, aad)
         with pytest.raises(nacl.exceptions.CryptoError):
-            vault_module._open(k, nonce, flip(ct), aad)
+            crypto.unseal(k, nonce, flip(ct), aad)
 
 
 class TestRoundTrip:
@@ -252,7 +253,7 @@ class TestUnlock:
 class TestParameters:
     @pytest.mark.parametrize(
         "params",
-        [KdfParams(1, 256 * vault_module.MIB), KdfParams(2, 18 * vault_module.MIB), CHEAPEST],
+        [KdfParams(1, 256 * crypto.MIB), KdfParams(2, 18 * crypto.MIB), CHEAPEST],
     )
     def test_floor_at_creation(self, store: Store, params: KdfParams) -> None:
         """Parameters below OWASP's 19 MiB / t=2 are refused when creating a vault."""
@@ -263,23 +264,23 @@ class TestParameters:
     def test_profiles(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         """Named profiles map to stored parameters; unknown names are refused."""
         seen: list[KdfParams] = []
-        real = vault_module._derive
+        real = crypto.derive
 
         def derive(pw: bytearray, salt: bytes, params: KdfParams) -> Any:
             seen.append(params)
             return real(pw, salt, CHEAPEST)
 
-        monkeypatch.setattr(vault_module, "_derive", derive)
+        monkeypatch.setattr(vault_module, "derive", derive)
         with vault_module_testing_off():
             Vault(store).init(PASSWORD, kdf="interactive")
             with pytest.raises(ConfigError, match="unknown profile"):
                 Vault(store).init(PASSWORD, kdf="paranoid")
         assert [PROFILES["interactive"]] == seen
         assert 2 == Vault(store).status()["kdf"]["ops"]
-        assert PROFILES["moderate"] == KdfParams(3, 256 * vault_module.MIB)
+        assert PROFILES["moderate"] == KdfParams(3, 256 * crypto.MIB)
 
     @pytest.mark.parametrize(
-        ("column", "value"), [("kdf_opslimit", 11), ("kdf_memlimit", 2 * 1024 * vault_module.MIB)]
+        ("column", "value"), [("kdf_opslimit", 11), ("kdf_memlimit", 2 * 1024 * crypto.MIB)]
     )
     def test_ceiling_at_load_before_kdf(
         self, vault: Vault, store: Store, monkeypatch: pytest.MonkeyPatch, column: str, value: int
@@ -292,7 +293,7 @@ class TestParameters:
         def boom(*_: Any) -> None:
             raise AssertionError("the KDF ran")
 
-        monkeypatch.setattr(vault_module, "_derive", boom)
+        monkeypatch.setattr(vault_module, "derive", boom)
         with pytest.raises(VaultCorruptedError, match="outside the accepted bounds"):
             vault.unlock(PASSWORD)
 
@@ -429,7 +430,7 @@ def _load_unchecked(store: Store) -> tuple[Any, ...]:
     row = store.query("SELECT * FROM vault_meta")[0]
     import attrs
 
-    return (vault_module._Meta(**{f.name: row[f.name] for f in attrs.fields(vault_module._Meta)}),)
+    return (crypto.Header(**{f.name: row[f.name] for f in attrs.fields(crypto.Header)}),)
 
 
 class TestPasswordChange:
@@ -580,7 +581,7 @@ class TestNonces:
         _, dek = vault._keys()
         nonces = set()
         for i in range(10_000):
-            nonce, ct = vault_module._seal(dek, b"x" * (i % 50), b"aad")
+            nonce, ct = crypto.seal(dek, b"x" * (i % 50), b"aad")
             assert 24 == len(nonce)
             assert i % 50 + 16 == len(ct)
             nonces.add(nonce)

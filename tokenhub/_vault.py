@@ -1,32 +1,48 @@
-"""The credential vault: Argon2id-derived keys and XChaCha20-Poly1305-sealed credentials.
+"""The credential vault's lifecycle: init, unlock, lock, auto-lock, credentials, rekey, rotation.
 
 Key hierarchy: password → Argon2id (libsodium, parameters stored per vault) →
 key-encryption key (KEK) → wraps a random data key (DEK, one per *term*) →
 the DEK seals each credential with a fresh 24-byte nonce and associated data
-binding the vault id, the credential's name and provider, and the term.
+binding the vault id, the credential's name and provider, and the term. The
+primitives and the associated data are in :mod:`tokenhub._crypto`; the rows go
+through the store protocol (:class:`~tokenhub._storage.StoreBackend`).
 
-The AEAD unwrap of the DEK is the password check. KEK and DEK live in cffi
-buffers that are zeroed on :meth:`Vault.lock` (through PyNaCl's private
-``nacl._sodium``; without it, in ``bytearray`` copies, with a warning). What
-Python cannot wipe: ``str`` passwords, and the decrypted keys handed to the
-HTTP layer as ``str``.
+The AEAD unwrap of the DEK is the password check. KEK and DEK are zeroed on
+:meth:`Vault.lock`. What Python cannot wipe: ``str`` passwords, and the decrypted
+keys handed to the HTTP layer as ``str``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import nacl.bindings
 import nacl.exceptions
 import nacl.utils
 
+from tokenhub._crypto import (
+    CEILING,
+    CHEAPEST,
+    FORMAT_VERSION,
+    KDF_ALG,
+    PROFILES,
+    SALT_BYTES,
+    WRAP_ALG,
+    Header,
+    KdfParams,
+    Key,
+    as_password,
+    derive,
+    random_key,
+    seal,
+    unseal,
+    warn_without_buffers,
+    zero,
+)
 from tokenhub._redact import get_logger, register
 from tokenhub._secret import Secret
 from tokenhub._storage import SealedCredential, VaultMeta, WrappedKey
@@ -39,22 +55,6 @@ from tokenhub.errors import (
     VaultUnlockError,
 )
 
-try:  # the private cffi bindings let keys live in buffers we can zero
-    from nacl import _sodium
-except ImportError:  # pragma: no cover - depends on the PyNaCl build
-    _sodium = None
-_ffi: Any = getattr(_sodium, "ffi", None)
-_lib: Any = getattr(_sodium, "lib", None)
-_warned = False
-
-
-def _warn_without_buffers() -> None:
-    global _warned  # noqa: PLW0603 - warn once per process
-    if _lib is None and not _warned:
-        _warned = True
-        log.warning("PyNaCl's nacl._sodium is missing: vault keys live in bytearrays")
-
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -64,211 +64,13 @@ __all__ = ["CHEAPEST", "PROFILES", "KdfParams", "Vault", "VaultKeySource"]
 
 log = get_logger("tokenhub.vault")
 
-FORMAT_VERSION: Final[int] = 1
-KDF_ALG: Final[str] = "argon2id13"
-WRAP_ALG: Final[str] = "xchacha20poly1305-ietf"
-KEY_BYTES: Final = 32
-NONCE_BYTES: Final = 24
-SALT_BYTES: Final = 16
-MIB: Final = 1 << 20
-
-
-@attrs.frozen
-class KdfParams:
-    """Argon2id cost: ``ops`` passes over ``mem`` bytes (libsodium units), one lane."""
-
-    ops: int
-    mem: int
-
-    def check_floor(self) -> None:
-        """Refuse parameters below OWASP's minimum (19 MiB, t=2) for a new vault."""
-        if self.ops < FLOOR.ops or self.mem < FLOOR.mem:
-            raise ConfigError(
-                [("vault.kdf", f"below the minimum of {FLOOR.ops} passes over 19 MiB")]
-            )
-
-
-#: Named profiles: ``moderate`` (the default, ~0.3 s here) and ``interactive`` (small machines).
-PROFILES: Final = {
-    "moderate": KdfParams(ops=3, mem=256 * MIB),
-    "interactive": KdfParams(ops=2, mem=64 * MIB),
-}
-FLOOR: Final = KdfParams(ops=2, mem=19 * MIB)
-#: Refused at load before any KDF work, so a tampered file cannot turn unlock into a DoS.
-CEILING: Final = KdfParams(ops=10, mem=1024 * MIB)
-#: libsodium's minimum: for tests only (see :func:`tokenhub.testing.insecure_vault_kdf`).
-CHEAPEST: Final = KdfParams(ops=1, mem=8192)
+#: The testing switch (:func:`tokenhub.testing.insecure_vault_kdf` pushes :data:`CHEAPEST`).
 _testing: list[KdfParams] = []
 
 
 def testing_kdf() -> KdfParams | None:
     """The parameters forced by the testing switch, if it is on."""
     return _testing[-1] if _testing else None
-
-
-# -- key material ------------------------------------------------------------------
-
-
-class _Key:
-    """A 32-byte key in a buffer that :meth:`wipe` zeroes."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        if _lib is not None:
-            self.buf: Any = _ffi.new("unsigned char[]", KEY_BYTES)
-            if _lib.sodium_mlock(self.buf, KEY_BYTES) != 0:  # pragma: no cover - RLIMIT_MEMLOCK
-                log.debug("sodium_mlock failed; vault keys may be swapped to disk")
-        else:
-            self.buf = bytearray(KEY_BYTES)
-
-    def wipe(self) -> None:
-        if _lib is not None:
-            _lib.sodium_memzero(self.buf, KEY_BYTES)
-            _lib.sodium_munlock(self.buf, KEY_BYTES)
-        else:
-            self.buf[:] = bytes(KEY_BYTES)
-
-    def zeroed(self) -> bool:
-        """Whether every byte is zero (for tests of :meth:`Vault.lock`)."""
-        data = bytes(_ffi.buffer(self.buf)) if _lib is not None else bytes(self.buf)
-        return data == bytes(KEY_BYTES)
-
-
-def _derive(password: bytearray, salt: bytes, params: KdfParams) -> _Key:
-    key = _Key()
-    alg = nacl.bindings.crypto_pwhash_ALG_ARGON2ID13
-    if _lib is not None:
-        pw = _ffi.from_buffer(password)
-        rc = _lib.crypto_pwhash(
-            key.buf, KEY_BYTES, pw, len(password), salt, params.ops, params.mem, alg
-        )
-        if rc != 0:  # pragma: no cover - out of memory
-            key.wipe()
-            raise VaultError("argon2id failed (not enough memory?)")
-    else:
-        out = nacl.bindings.crypto_pwhash_alg(
-            KEY_BYTES, bytes(password), salt, params.ops, params.mem, alg
-        )
-        key.buf[:] = out
-    return key
-
-
-def _seal(key: _Key, message: bytes | _Key, aad: bytes) -> tuple[bytes, bytes]:
-    """Encrypt with a fresh random nonce; return ``(nonce, ciphertext‖tag)``.
-
-    A ``_Key`` message (wrapping a DEK) is read from its buffer, never copied to ``bytes``.
-    """
-    nonce = nacl.utils.random(NONCE_BYTES)
-    if _lib is not None:
-        size = KEY_BYTES if isinstance(message, _Key) else len(message)
-        data = message.buf if isinstance(message, _Key) else message
-        out = _ffi.new("unsigned char[]", size + 16)
-        n = _ffi.new("unsigned long long *")
-        _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            out, n, data, size, aad, len(aad), _ffi.NULL, nonce, key.buf
-        )
-        return nonce, bytes(_ffi.buffer(out, n[0]))
-    plain = bytes(message.buf) if isinstance(message, _Key) else message
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, aad, nonce, bytes(key.buf))
-    return nonce, ct
-
-
-def _open(key: _Key, nonce: bytes, ct: bytes, aad: bytes, into: _Key | None = None) -> bytes:
-    """Decrypt and authenticate; into ``into``'s buffer when given. Raises ``CryptoError``."""
-    if len(nonce) != NONCE_BYTES or len(ct) < 16:
-        raise nacl.exceptions.CryptoError("bad lengths")
-    if _lib is not None:
-        out = into.buf if into is not None else _ffi.new("unsigned char[]", len(ct) - 16)
-        if into is not None and len(ct) - 16 != KEY_BYTES:
-            raise nacl.exceptions.CryptoError("a wrapped key must be 32 bytes")
-        n = _ffi.new("unsigned long long *")
-        rc = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            out, n, _ffi.NULL, ct, len(ct), aad, len(aad), nonce, key.buf
-        )
-        if rc != 0:
-            raise nacl.exceptions.CryptoError("authentication failed")
-        if into is not None:
-            return b""
-        plain = bytes(_ffi.buffer(out, n[0]))
-        _lib.sodium_memzero(out, len(ct) - 16)
-        return plain
-    plain = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, aad, nonce, bytes(key.buf))
-    if into is not None:
-        if len(plain) != KEY_BYTES:
-            raise nacl.exceptions.CryptoError("a wrapped key must be 32 bytes")
-        into.buf[:] = plain
-        return b""
-    return bytes(plain)
-
-
-def _fields(*parts: bytes | str | int) -> bytes:
-    """An unambiguous encoding: each part length-prefixed."""
-    out = bytearray()
-    for part in parts:
-        if isinstance(part, int):
-            data = part.to_bytes(8, "big", signed=True)
-        elif isinstance(part, str):
-            data = part.encode()
-        else:
-            data = part
-        out += struct.pack(">I", len(data)) + data
-    return bytes(out)
-
-
-def _password(password: str | bytes | bytearray) -> bytearray:
-    if isinstance(password, bytearray):
-        return password
-    if isinstance(password, str):
-        return bytearray(password.encode())
-    if isinstance(password, bytes):
-        return bytearray(password)
-    raise TypeError("a password is str, bytes or bytearray")
-
-
-def _zero(data: bytearray) -> None:
-    if _lib is not None and data:
-        _lib.sodium_memzero(_ffi.from_buffer(data), len(data))
-    else:
-        data[:] = bytes(len(data))
-
-
-@attrs.frozen
-class _Meta:
-    vault_id: bytes
-    format_version: int
-    kdf_alg: str
-    kdf_opslimit: int
-    kdf_memlimit: int
-    kdf_parallelism: int
-    kdf_salt: bytes
-    wrap_alg: str
-    active_term: int
-
-    @property
-    def params(self) -> KdfParams:
-        return KdfParams(self.kdf_opslimit, self.kdf_memlimit)
-
-    def wrap_aad(self, term: int) -> bytes:
-        return b"tokenhub/v1/dek\x00" + _fields(
-            self.vault_id,
-            self.format_version,
-            self.kdf_alg,
-            self.kdf_opslimit,
-            self.kdf_memlimit,
-            self.kdf_parallelism,
-            self.kdf_salt,
-            term,
-        )
-
-    def cred_aad(self, name: str, provider: str, term: int) -> bytes:
-        return b"tokenhub/v1/cred\x00" + _fields(self.vault_id, name, provider, term)
-
-    def checksum(self, wrap_nonce: bytes, wrapped: bytes) -> bytes:
-        """Detects a damaged row before the KDF runs (a forger can recompute it: not a MAC)."""
-        return hashlib.blake2b(
-            self.wrap_aad(self.active_term) + _fields(wrap_nonce, wrapped), digest_size=32
-        ).digest()
 
 
 # -- the vault -----------------------------------------------------------------------
@@ -291,14 +93,14 @@ class Vault:
         auto_lock: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _warn_without_buffers()
+        warn_without_buffers()
         self._store = store
         self._auto_lock = auto_lock
         self._clock = clock
         self._lock = threading.RLock()
-        self._kek: _Key | None = None
-        self._dek: _Key | None = None
-        self._meta: _Meta | None = None
+        self._kek: Key | None = None
+        self._dek: Key | None = None
+        self._meta: Header | None = None
         self._used = 0.0
         self._timer: threading.Timer | None = None
 
@@ -365,7 +167,7 @@ class Vault:
     def init(self, password: str | bytes | bytearray, *, kdf: str | KdfParams = "moderate") -> None:
         """Create the vault with a new password and leave it unlocked."""
         params = self._params(kdf)
-        pw = _password(password)
+        pw = as_password(password)
         del password  # tracebacks rendered with locals must not show it
         try:
             if not pw:
@@ -373,7 +175,7 @@ class Vault:
             if self.initialized:
                 raise VaultError("the store already holds a vault")
             salt = nacl.utils.random(SALT_BYTES)
-            meta = _Meta(
+            meta = Header(
                 nacl.utils.random(16),
                 FORMAT_VERSION,
                 KDF_ALG,
@@ -384,12 +186,11 @@ class Vault:
                 WRAP_ALG,
                 1,
             )
-            kek = _derive(pw, salt, params)
+            kek = derive(pw, salt, params)
         finally:
-            _zero(pw)
-        dek = _Key()
-        _fill_random(dek)
-        nonce, wrapped = _seal(kek, dek, meta.wrap_aad(1))
+            zero(pw)
+        dek = random_key()
+        nonce, wrapped = seal(kek, dek, meta.wrap_aad(1))
         now = time.time()
         with self._lock:
             with _wiped_on_error(kek, dek), self._store.transaction() as tx:
@@ -408,16 +209,16 @@ class Vault:
         :class:`~tokenhub.errors.VaultCorruptedError` when the stored parameter
         row is damaged or its cost is out of bounds (checked before the KDF runs).
         """
-        pw = _password(password)
+        pw = as_password(password)
         del password  # tracebacks rendered with locals must not show it
         try:
             meta, nonce, wrapped = self._load()
-            kek = _derive(pw, meta.kdf_salt, meta.params)
+            kek = derive(pw, meta.kdf_salt, meta.params)
         finally:
-            _zero(pw)
-        dek = _Key()
+            zero(pw)
+        dek = Key()
         try:
-            _open(kek, nonce, wrapped, meta.wrap_aad(meta.active_term), into=dek)
+            unseal(kek, nonce, wrapped, meta.wrap_aad(meta.active_term), into=dek)
         except nacl.exceptions.CryptoError:
             kek.wipe()
             dek.wipe()
@@ -442,7 +243,7 @@ class Vault:
         one transaction; the store is checkpointed afterwards, so the old wrapped
         key does not linger in ``-wal``.
         """
-        pw = _password(new_password)
+        pw = as_password(new_password)
         del new_password  # tracebacks rendered with locals must not show it
         try:
             if not pw:
@@ -453,9 +254,9 @@ class Vault:
                 salt = nacl.utils.random(SALT_BYTES)
                 new = attrs.evolve(meta, kdf_salt=salt, kdf_opslimit=params.ops)
                 new = attrs.evolve(new, kdf_memlimit=params.mem)
-                kek = _derive(pw, salt, params)
+                kek = derive(pw, salt, params)
                 term = meta.active_term
-                nonce, wrapped = _seal(kek, dek, new.wrap_aad(term))
+                nonce, wrapped = seal(kek, dek, new.wrap_aad(term))
                 now = time.time()
                 with _wiped_on_error(kek), self._store.transaction() as tx:
                     old = tx.vault_key(term) or WrappedKey(term, None, None, now)
@@ -466,7 +267,7 @@ class Vault:
                 self._kek.wipe()
                 self._kek, self._meta = kek, new
         finally:
-            _zero(pw)
+            zero(pw)
         self._store.checkpoint()
 
     def rotate_key(self) -> int:
@@ -479,9 +280,8 @@ class Vault:
             assert self._kek is not None  # noqa: S101 - _keys() checked
             term = meta.active_term + 1
             new_meta = attrs.evolve(meta, active_term=term)
-            dek = _Key()
-            _fill_random(dek)
-            nonce, wrapped = _seal(self._kek, dek, new_meta.wrap_aad(term))
+            dek = random_key()
+            nonce, wrapped = seal(self._kek, dek, new_meta.wrap_aad(term))
             now = time.time()
             with _wiped_on_error(dek), self._store.transaction() as tx:
                 rows = tx.vault_meta()
@@ -490,7 +290,7 @@ class Vault:
                 credentials = tx.credentials()
                 for c in credentials:
                     plain = self._decrypt(meta, old, c)
-                    n2, ct2 = _seal(dek, plain, new_meta.cred_aad(c.name, c.provider, term))
+                    n2, ct2 = seal(dek, plain, new_meta.cred_aad(c.name, c.provider, term))
                     tx.put_credential(attrs.evolve(c, term=term, nonce=n2, ct=ct2))
                 retired = tx.vault_key(meta.active_term)
                 created = retired.created_at if retired is not None else now
@@ -520,7 +320,7 @@ class Vault:
             meta, dek = self._keys()
             term = meta.active_term
             aad = meta.cred_aad(name, provider, term)
-            nonce, ct = _seal(dek, secret.reveal().encode(), aad)
+            nonce, ct = seal(dek, secret.reveal().encode(), aad)
             now = time.time()
             with self._store.transaction() as tx:
                 existing = tx.credential(name)
@@ -573,7 +373,7 @@ class Vault:
             raise ConfigError([("vault.kdf", "above the maximum of 10 passes over 1 GiB")])
         return kdf
 
-    def _load(self) -> tuple[_Meta, bytes, bytes]:
+    def _load(self) -> tuple[Header, bytes, bytes]:
         """Read and check the stored parameters; never runs the KDF."""
         with self._store.reading() as reader:
             rows = reader.vault_meta()
@@ -596,7 +396,7 @@ class Vault:
             or len(row.kdf_salt) != SALT_BYTES
         ):
             raise VaultCorruptedError("the vault's parameters are not ones tokenhub writes")
-        meta = _Meta(
+        meta = Header(
             row.vault_id,
             row.format_version,
             row.kdf_alg,
@@ -618,7 +418,7 @@ class Vault:
             raise VaultCorruptedError("the vault's parameter row is damaged")
         return meta, nonce, wrapped
 
-    def _install(self, meta: _Meta, kek: _Key, dek: _Key) -> None:
+    def _install(self, meta: Header, kek: Key, dek: Key) -> None:
         self._wipe()
         self._meta, self._kek, self._dek = meta, kek, dek
         self._used = self._clock()
@@ -634,7 +434,7 @@ class Vault:
                 key.wipe()
         self._kek = self._dek = self._meta = None
 
-    def _keys(self) -> tuple[_Meta, _Key]:
+    def _keys(self) -> tuple[Header, Key]:
         self._check_idle()
         if self._dek is None or self._meta is None:
             raise VaultLockedError
@@ -674,14 +474,14 @@ class Vault:
             log.warning("could not write the auto-lock audit row")
 
     @staticmethod
-    def _decrypt(meta: _Meta, dek: _Key, sealed: SealedCredential) -> bytes:
+    def _decrypt(meta: Header, dek: Key, sealed: SealedCredential) -> bytes:
         name = sealed.name
         if sealed.nonce is None or sealed.ct is None:
             raise VaultCorruptedError(f"credential {name!r} is damaged")
         if sealed.term != meta.active_term:
             raise VaultCorruptedError(f"credential {name!r} names an unknown key term")
         try:
-            return _open(
+            return unseal(
                 dek, sealed.nonce, sealed.ct, meta.cred_aad(name, sealed.provider, sealed.term)
             )
         except nacl.exceptions.CryptoError:
@@ -689,20 +489,13 @@ class Vault:
                 f"credential {name!r} failed authentication (altered or moved)"
             ) from None
 
-    def _key_buffers(self) -> Iterator[_Key]:
+    def _key_buffers(self) -> Iterator[Key]:
         """The live key buffers (white-box tests of :meth:`lock`)."""
         yield from (k for k in (self._kek, self._dek) if k is not None)
 
 
-def _fill_random(key: _Key) -> None:
-    if _lib is not None:
-        _lib.randombytes(key.buf, KEY_BYTES)
-    else:
-        key.buf[:] = nacl.utils.random(KEY_BYTES)
-
-
 @contextlib.contextmanager
-def _wiped_on_error(*keys: _Key) -> Iterator[None]:
+def _wiped_on_error(*keys: Key) -> Iterator[None]:
     """Zero ``keys`` if the block fails (they were never installed)."""
     try:
         yield
@@ -712,7 +505,7 @@ def _wiped_on_error(*keys: _Key) -> Iterator[None]:
         raise
 
 
-def _stored(meta: _Meta, nonce: bytes, wrapped: bytes, now: float) -> VaultMeta:
+def _stored(meta: Header, nonce: bytes, wrapped: bytes, now: float) -> VaultMeta:
     """The parameter row for ``meta``, whose active key is ``wrapped``."""
     return VaultMeta(**attrs.asdict(meta), created_at=now, checksum=meta.checksum(nonce, wrapped))
 
