@@ -11,8 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
+from tests.memory_store import MemoryStore
+from tokenhub._control import Conflict, ControlPlane
+from tokenhub._ledger import Budgets, RequestLog, usage
+from tokenhub._models import Candidate, RouteTrace
+from tokenhub._settings import Budget
 from tokenhub._storage import (
     LOG_COLUMNS,
     SealedCredential,
@@ -24,14 +30,25 @@ from tokenhub._storage import (
     stored_config,
 )
 from tokenhub._store import Store
-from tokenhub.errors import StoreBusyError, StoreError
+from tokenhub._vault import Vault
+from tokenhub.errors import (
+    BudgetExceededError,
+    StoreBusyError,
+    StoreError,
+    VaultCorruptedError,
+    VaultUnlockError,
+)
+from tokenhub.testing import insecure_vault_kdf
 
 
 def _sqlite(tmp_path: Path) -> StoreBackend:
     return Store(tmp_path / "contract.db", busy_timeout=5)
 
 
-BACKENDS: dict[str, Callable[[Path], StoreBackend]] = {"sqlite": _sqlite}
+BACKENDS: dict[str, Callable[[Path], StoreBackend]] = {
+    "sqlite": _sqlite,
+    "memory": lambda _: MemoryStore(),  # the reference in tests/memory_store.py
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -409,3 +426,102 @@ class TestSQLite:
                 tx.execute("INSERT INTO no_such_table VALUES (1)")
             with s.reading() as r:
                 assert 0 == r.revision()
+
+
+@pytest.fixture
+def cheap_kdf() -> Iterator[None]:
+    with insecure_vault_kdf():
+        yield
+
+
+def trace(estimate: float) -> RouteTrace:
+    candidate = Candidate(
+        model="m",
+        provider="p",
+        score=1.0,
+        components=(),
+        estimated_cost_usd=estimate,
+        output_tokens=1,
+        latency_ms=None,
+    )
+    return RouteTrace(request_id="r", mode="balanced", prompt_tokens=1, candidates=(candidate,))
+
+
+class TestMachineryOnEveryBackend:
+    """The control plane, the vault and the ledger need nothing but the protocol."""
+
+    def test_control_plane(self, backend: StoreBackend) -> None:
+        """Writes skip unchanged entries, bump the revision once, audit, and detect conflicts."""
+        cp = ControlPlane(backend)
+        first = cp.import_config({"providers": {"p": {"kind": "vllm", "api_key": "sk-literal"}}})
+        assert 1 == first
+        assert first == cp.import_config({"providers": {"p": {"kind": "vllm"}}})
+        assert (1, {"providers": {"p": {"kind": "vllm"}}}) == cp.snapshot()
+        assert 2 == cp.write([("routing", "routing", {"mode": "cheap"})], "routing.set", expect=1)
+        with pytest.raises(Conflict):
+            cp.write([("models", "m", {"provider": "p"})], "model.upsert", expect=1)
+        assert 2 == cp.revision(wait=False)
+        assert {"mode": "cheap"} == backend.export_config()["routing"]
+        with backend.reading() as r:
+            assert ["config.import", "routing.set"] == [a.action for a in r.audit_log()]
+
+    def test_vault_lifecycle(self, backend: StoreBackend, cheap_kdf: None) -> None:
+        """Init, put, rotate, rekey and delete; the values come back and a wrong password fails."""
+        v = Vault(backend)
+        v.init("pw")
+        v.put("openai", "sk-one", provider="openai")
+        v.put("anthropic", "sk-two")
+        assert 2 == v.rotate_key()
+        v.change_password("new pw")
+        v.delete("anthropic")
+        v.lock()
+        with pytest.raises(VaultUnlockError):
+            v.unlock("pw")
+        v.unlock("new pw")
+        assert "sk-one" == v.get("openai").reveal()
+        assert ["openai"] == [c["name"] for c in v.names()]
+        assert 2 == v.status()["term"]
+        with backend.reading() as r:
+            retired = r.vault_key(1)
+        assert retired is not None
+        assert (None, None) == (retired.wrap_nonce, retired.wrapped_dek)
+
+    def test_failed_rotation_is_one_transaction(
+        self, backend: StoreBackend, cheap_kdf: None
+    ) -> None:
+        """A damaged credential aborts rotate_key with nothing changed."""
+        v = Vault(backend)
+        v.init("pw")
+        v.put("a", "sk-a")
+        v.put("b", "sk-b")
+        with backend.transaction() as tx:
+            b = tx.credential("b")
+            assert b is not None
+            tx.put_credential(attrs.evolve(b, ct=b"damaged" * 4))
+        with backend.reading() as r:
+            before = (r.credentials(), r.vault_meta(), r.vault_key(1), r.vault_key(2))
+        with pytest.raises(VaultCorruptedError):
+            v.rotate_key()
+        with backend.reading() as r:
+            assert before == (r.credentials(), r.vault_meta(), r.vault_key(1), r.vault_key(2))
+        assert "sk-a" == v.get("a").reveal()
+
+    def test_budgets(self, backend: StoreBackend) -> None:
+        """Reservations hold the estimate until settled; over the limit is refused."""
+        budgets = Budgets(backend, [Budget("global", "day", 2.5)], wall=time.time)
+        holds = [budgets.admit(trace(1.0), None), budgets.admit(trace(1.0), None)]
+        with pytest.raises(BudgetExceededError):
+            budgets.admit(trace(1.0), None)
+        for hold in holds:
+            budgets.settle(hold, None, None)
+        (row,) = budgets.spend()
+        assert (0.0, 0.0) == (row["usd"], row["reserved"])
+
+    def test_request_log_and_usage(self, backend: StoreBackend) -> None:
+        """The writer thread logs through a sibling handle; usage reads the totals."""
+        rl = RequestLog(backend, buffer=100, retention_days=None)
+        for i in range(3):
+            rl.record({"request_id": f"r{i}", "at": time.time(), "model": "m", "status": "ok"})
+        rl.close()
+        (row,) = usage(backend)
+        assert ("m", 3, 0) == (row["model"], row["requests"], row["errors"])
