@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import shutil
 import sqlite3
@@ -214,6 +215,27 @@ class TestRoundTrip:
             vault.init("another")
         with Store(store.path.with_name("b.db")) as other, pytest.raises(VaultError, match="empty"):
             Vault(other).init("")
+
+    def test_unwritable_init_stays_locked(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the new vault cannot be committed, init raises StoreError and the vault stays locked."""
+        real = store.transaction
+
+        @contextlib.contextmanager
+        def failing_commit(*, wait: bool = True) -> Iterator[Any]:
+            with real(wait=wait) as tx:
+                yield tx
+                raise StoreError("the commit failed")
+
+        monkeypatch.setattr(store, "transaction", failing_commit)
+        v = Vault(store)
+        with pytest.raises(StoreError, match="commit failed"):
+            v.init(PASSWORD)
+        assert v.locked
+        assert [] == list(v._key_buffers())
+        monkeypatch.undo()
+        assert not Vault(store).initialized
 
     def test_unlock_without_vault(self, store: Store) -> None:
         """Unlocking a store with no vault says how to create one."""
