@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tokenhub import Hub
+from tokenhub._sse import DEFAULT_MAX_LINE
 from tokenhub.errors import (
     ContentPolicyError,
     ContextOverflowError,
@@ -312,6 +313,15 @@ class TestStreams:
             stream = hub.stream(HELLO)
             text = "".join([c.text async for c in stream])
         assert ("echo: Hello", ["m1", "m2"]) == (text, seen(fake))
+
+    async def test_oversized_event_line_fails_over(self, fake: FakeProvider) -> None:
+        """An SSE line over the decoder's cap is a broken stream (a failover), never a raw SSEError."""
+        fake.script("m1", Reply(text="x" * (DEFAULT_MAX_LINE + 1), chunks=1))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=FakeClock()) as hub:
+            stream = hub.stream(HELLO)
+            text = "".join([c.text async for c in stream])
+        assert ("echo: Hello", ["m1", "m2"]) == (text, seen(fake))
+        assert "transient" == stream.trace.attempts[0].outcome
 
     async def test_stream_retries_the_only_candidate_before_the_first_chunk(
         self, fake: FakeProvider
