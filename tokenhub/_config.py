@@ -11,7 +11,7 @@ import attrs
 
 from tokenhub._redact import looks_like_key, register
 from tokenhub._secret import Secret
-from tokenhub._serde import converter, validation_errors
+from tokenhub._serde import converter, string_list, validation_errors
 from tokenhub._settings import (
     Budget,
     EnvKey,
@@ -168,16 +168,10 @@ converter.register_structure_hook_func(
 )
 
 
-def _strings(v: Any, what: str) -> list[str]:
-    if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
-        raise TypeError(f"expected a list of {what}")
-    return list(v)
-
-
 def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
     if v is None:
         return None
-    unknown = sorted(set(_strings(v, "capability names")) - CAPABILITIES)
+    unknown = sorted(set(string_list(v, "capability names")) - CAPABILITIES)
     if unknown:
         raise ValueError(
             f"unknown capabilit{'y' if len(unknown) == 1 else 'ies'} "
@@ -188,13 +182,6 @@ def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
 
 converter.register_structure_hook_func(
     lambda t: t in (CapabilityNames, CapabilityNames | None), _structure_caps
-)
-converter.register_structure_hook_func(
-    lambda t: t in (frozenset[str], frozenset[str] | None),
-    lambda v, _: None if v is None else frozenset(_strings(v, "strings")),
-)
-converter.register_structure_hook_func(
-    lambda t: t == tuple[str, ...], lambda v, _: tuple(_strings(v, "names"))
 )
 
 
@@ -219,7 +206,7 @@ def _structure_alias(v: Any, _: type) -> Alias:
     sticky = v.get("sticky", "request")
     if sticky not in ("request", "caller", "round_robin", "random"):
         raise ValueError("sticky: expected 'request', 'caller', 'round_robin' or 'random'")
-    fallbacks = tuple(_strings(v.get("fallbacks", ()), "model names"))
+    fallbacks = tuple(string_list(v.get("fallbacks", ()), "model names"))
     return Alias(models=variants, sticky=sticky, fallbacks=fallbacks)
 
 
