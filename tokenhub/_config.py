@@ -23,7 +23,7 @@ from tokenhub._settings import (
     VaultKey,
 )
 from tokenhub.errors import ConfigError
-from tokenhub.routing._policy import MODES, Alias, Policy
+from tokenhub.routing._policy import CAPABILITIES, MODES, Alias, Policy
 
 __all__ = [
     "CAPABILITIES",
@@ -39,8 +39,6 @@ __all__ = [
 T = TypeVar("T")
 CapabilityNames = NewType("CapabilityNames", frozenset[str])
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
 
 
 def _structure_key(v: Any, t: Any) -> KeyRef | None:
