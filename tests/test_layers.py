@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub.routing._health",
             "tokenhub.routing._partial",
             "tokenhub.routing._router",
+            "tokenhub.routing._checks",
         ),
     ),
     (
@@ -58,7 +59,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "machinery",
-        ("tokenhub.routing._engine", "tokenhub._ledger", "tokenhub._control", "tokenhub._config"),
+        (
+            "tokenhub.routing._engine",
+            "tokenhub._ledger",
+            "tokenhub._control",
+            "tokenhub._schema",
+            "tokenhub._checks",
+            "tokenhub._config",
+        ),
     ),
     (
         "faces",
@@ -80,7 +88,6 @@ KNOWN_UPWARD = frozenset(
     {
         ("tokenhub.routing._policy", "tokenhub.routing._state"),
         ("tokenhub.routing._router", "tokenhub.routing._state"),
-        ("tokenhub.routing._router", "tokenhub._config"),
         ("tokenhub._store", "tokenhub._control"),
     }
 )
