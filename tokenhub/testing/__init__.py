@@ -23,12 +23,12 @@ anyio on asyncio and trio::
 
 from __future__ import annotations
 
-from tokenhub.testing._server import FakeClock as FakeClock
+from tokenhub.testing._clock import FakeClock as FakeClock
+from tokenhub.testing._kdf import insecure_vault_kdf as insecure_vault_kdf
 from tokenhub.testing._server import FakeProvider as FakeProvider
 from tokenhub.testing._server import RecordedRequest as RecordedRequest
 from tokenhub.testing._server import Reply as Reply
 from tokenhub.testing._server import ToolCall as ToolCall
-from tokenhub.testing._server import insecure_vault_kdf as insecure_vault_kdf
 
 __all__ = [
     "FakeClock",

@@ -1,4 +1,4 @@
-"""The fake provider's HTTP server, its scripts, clock and vault switch (being split up)."""
+"""The fake provider's HTTP server and its scripts (being split up)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,14 @@ import attrs
 import h11
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
 __all__ = [
-    "FakeClock",
     "FakeProvider",
     "RecordedRequest",
     "Reply",
     "ToolCall",
-    "insecure_vault_kdf",
 ]
 
 Api = Literal["openai", "anthropic", "models", "unknown"]
@@ -822,61 +820,3 @@ class FakeProvider:
             prefix = b"event: content_block_delta\n" if api == "anthropic" else b""
             await wire.data(prefix + b"data: {not json\n\n")
         return None
-
-
-class FakeClock:
-    """A clock for tests: time stands still until advanced; sleeps return at once.
-
-    Pass it as ``Hub.from_config(config, clock=FakeClock())``: backoffs,
-    rate-limit waits and breaker periods then cost no real time, and
-    :attr:`sleeps` records every wait the Hub took. ``draw`` is what every
-    random draw returns (0.5: jitter lands mid-range).
-    """
-
-    def __init__(
-        self, *, start: float = 1_000.0, wall: float = 1_750_000_000.0, draw: float = 0.5
-    ) -> None:
-        self.now = start
-        self._wall_offset = wall - start
-        self.draw = draw
-        self.sleeps: list[float] = []
-
-    def wall(self) -> float:
-        """UNIX time, moving with :attr:`now`."""
-        return self.now + self._wall_offset
-
-    def monotonic(self) -> float:
-        """The current fake time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Record the wait and advance time by it, without waiting."""
-        self.sleeps.append(seconds)
-        self.now += max(seconds, 0.0)
-        await anyio.lowlevel.checkpoint()
-
-    def random(self) -> float:
-        """Return :attr:`draw`."""
-        return self.draw
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward (to let a cooldown or an open circuit expire)."""
-        self.now += seconds
-
-
-@contextlib.contextmanager
-def insecure_vault_kdf() -> Iterator[None]:
-    """Create vaults with libsodium's cheapest Argon2id cost (1 pass over 8 KiB): tests only.
-
-    Inside the block, :meth:`Vault.init` and :meth:`Vault.change_password`
-    ignore the requested cost so that a test suite can create hundreds of
-    vaults in milliseconds. A vault made this way is protected by almost
-    nothing: never use it outside tests. Process-wide; not thread-local.
-    """
-    from tokenhub import _vault  # noqa: PLC0415 - PyNaCl loads only with a vault
-
-    _vault._testing.append(_vault.CHEAPEST)  # noqa: SLF001 - the switch lives with the vault
-    try:
-        yield
-    finally:
-        _vault._testing.pop()  # noqa: SLF001
