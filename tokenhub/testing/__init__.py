@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from tokenhub.testing._clock import FakeClock as FakeClock
 from tokenhub.testing._kdf import insecure_vault_kdf as insecure_vault_kdf
+from tokenhub.testing._script import RecordedRequest as RecordedRequest
+from tokenhub.testing._script import Reply as Reply
+from tokenhub.testing._script import ToolCall as ToolCall
 from tokenhub.testing._server import FakeProvider as FakeProvider
-from tokenhub.testing._server import RecordedRequest as RecordedRequest
-from tokenhub.testing._server import Reply as Reply
-from tokenhub.testing._server import ToolCall as ToolCall
 
 __all__ = [
     "FakeClock",
