@@ -27,7 +27,7 @@ from tokenhub.testing._clock import FakeClock as FakeClock
 from tokenhub.testing._kdf import insecure_vault_kdf as insecure_vault_kdf
 from tokenhub.testing._script import RecordedRequest as RecordedRequest
 from tokenhub.testing._script import Reply as Reply
-from tokenhub.testing._script import ToolCall as ToolCall
+from tokenhub.testing._script import ScriptedToolCall as ScriptedToolCall
 from tokenhub.testing._server import FakeProvider as FakeProvider
 
 __all__ = [
@@ -35,6 +35,6 @@ __all__ = [
     "FakeProvider",
     "RecordedRequest",
     "Reply",
-    "ToolCall",
+    "ScriptedToolCall",
     "insecure_vault_kdf",
 ]

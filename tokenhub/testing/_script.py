@@ -9,7 +9,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Api", "RecordedRequest", "Reply", "ToolCall"]
+__all__ = ["Api", "RecordedRequest", "Reply", "ScriptedToolCall"]
 
 Api = Literal["openai", "anthropic", "models", "unknown"]
 """Which API a request was routed to (:attr:`RecordedRequest.api`)."""
@@ -21,8 +21,12 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: int | None)
 
 
 @attrs.frozen(kw_only=True)
-class ToolCall:
-    """A tool call the fake model makes (OpenAI ``tool_calls``, Anthropic ``tool_use`` blocks)."""
+class ScriptedToolCall:
+    """A tool call the fake model makes (OpenAI ``tool_calls``, Anthropic ``tool_use`` blocks).
+
+    Scripted in :attr:`Reply.tool_calls`. Unlike :class:`tokenhub.ToolCall`, the call a
+    response carries, its ``arguments`` are a mapping rather than a JSON string.
+    """
 
     id: str
     """The call id, e.g. ``"call_1"`` (OpenAI) or ``"toolu_1"`` (Anthropic)."""
@@ -43,7 +47,7 @@ class Reply:
 
     text: str | None = None
     """The answer; None echoes ``"echo: " + <last user text>`` (no text if tool calls are set)."""
-    tool_calls: Sequence[ToolCall] = ()
+    tool_calls: Sequence[ScriptedToolCall] = ()
     """Tool calls the model makes (finish reason ``tool_calls`` / stop reason ``tool_use``)."""
     finish_reason: str | None = None
     """OpenAI finish reason override; mapped to Anthropic's stop_reason (stop→end_turn, ...)."""

@@ -18,7 +18,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tokenhub.testing._script import Api, Reply, ToolCall
+    from tokenhub.testing._script import Api, Reply, ScriptedToolCall
 
 __all__ = [
     "Events",
@@ -79,7 +79,7 @@ class Plan:
     model: str
     text: str
     pieces: tuple[str, ...]
-    tool_calls: tuple[ToolCall, ...]
+    tool_calls: tuple[ScriptedToolCall, ...]
     finish_reason: str
     input_tokens: int
     output_tokens: int
@@ -132,7 +132,7 @@ def _pieces(text: str, chunks: int | None) -> tuple[str, ...]:
     return tuple(words) if words else ((text,) if text else ())
 
 
-def _arg_fragments(call: ToolCall) -> list[str]:
+def _arg_fragments(call: ScriptedToolCall) -> list[str]:
     return _split(json.dumps(dict(call.arguments)), 3) or ["{}"]
 
 
