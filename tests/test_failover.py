@@ -23,7 +23,7 @@ from tokenhub.errors import (
     RateLimitError,
     StreamInterrupted,
 )
-from tokenhub.testing import FakeClock, FakeProvider, Reply
+from tokenhub.testing import FakeClock, FakeProvider, Reply, ScriptedToolCall
 
 pytestmark = pytest.mark.anyio
 
@@ -752,12 +752,11 @@ class TestContinuation:
 
     async def test_never_with_tool_calls_in_flight(self, fake: FakeProvider) -> None:
         """A stream cut in the middle of a tool call is not continued."""
-        from tokenhub.testing import ToolCall
-
         fake.script(
             "m1",
             Reply(
-                tool_calls=[ToolCall(id="c", name="f", arguments={"a": "long value"})], cut_after=2
+                tool_calls=[ScriptedToolCall(id="c", name="f", arguments={"a": "long value"})],
+                cut_after=2,
             ),
         )
         tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]

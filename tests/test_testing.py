@@ -15,7 +15,7 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tokenhub.testing import FakeProvider, RecordedRequest, Reply, ToolCall
+from tokenhub.testing import FakeProvider, RecordedRequest, Reply, ScriptedToolCall
 
 BOTH = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 OPENAI_PATH = "/v1/chat/completions"
@@ -143,7 +143,7 @@ class TestOpenAIWire:
     @pytest.mark.anyio
     async def test_tool_calls_non_stream(self) -> None:
         """Tool calls render with JSON-string arguments and finish_reason tool_calls."""
-        call = ToolCall(id="call_1", name="lookup", arguments={"q": "x", "n": 2})
+        call = ScriptedToolCall(id="call_1", name="lookup", arguments={"q": "x", "n": 2})
         async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:
             fake.script("gpt", Reply(tool_calls=[call]))
             response = await client.post(OPENAI_PATH, json=oa())
@@ -159,7 +159,10 @@ class TestOpenAIWire:
     @pytest.mark.anyio
     async def test_tool_calls_stream(self) -> None:
         """Streamed tool arguments come in fragments per index; the first carries id and name."""
-        calls = [ToolCall(id="a", name="f", arguments={"x": 1}), ToolCall(id="b", name="g")]
+        calls = [
+            ScriptedToolCall(id="a", name="f", arguments={"x": 1}),
+            ScriptedToolCall(id="b", name="g"),
+        ]
         async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:
             fake.script("gpt", Reply(text="ok", tool_calls=calls))
             _, raw, _ = await collect(client, OPENAI_PATH, oa(stream=True))
@@ -291,7 +294,9 @@ class TestAnthropicWire:
     @pytest.mark.anyio
     async def test_tool_use_non_stream_and_stream(self) -> None:
         """tool_use blocks carry input objects; streamed as input_json_delta fragments."""
-        call = ToolCall(id="toolu_1", name="weather", arguments={"city": "Paris", "days": 3})
+        call = ScriptedToolCall(
+            id="toolu_1", name="weather", arguments={"city": "Paris", "days": 3}
+        )
         async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:
             fake.script("claude", Reply(text="Sure", tool_calls=[call]), Reply(tool_calls=[call]))
             message = Message.model_validate((await client.post(ANTHROPIC_PATH, json=an())).json())
@@ -366,7 +371,7 @@ class TestSDKConformance:
     @pytest.mark.anyio
     async def test_openai_sdk(self) -> None:
         """The OpenAI SDK parses text, tool calls and usage, streaming and not."""
-        call = ToolCall(id="call_9", name="f", arguments={"a": [1, 2]})
+        call = ScriptedToolCall(id="call_9", name="f", arguments={"a": [1, 2]})
         async with (
             FakeProvider() as fake,
             openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="k", max_retries=0) as sdk,
@@ -399,7 +404,7 @@ class TestSDKConformance:
     @pytest.mark.anyio
     async def test_anthropic_sdk(self) -> None:
         """The Anthropic SDK parses text, tool use and usage, streaming and not."""
-        call = ToolCall(id="toolu_9", name="f", arguments={"deep": {"x": "y"}})
+        call = ScriptedToolCall(id="toolu_9", name="f", arguments={"deep": {"x": "y"}})
         async with (
             FakeProvider() as fake,
             anthropic.AsyncAnthropic(
