@@ -21,7 +21,7 @@ figure least sensitive to a noisy machine), p50/p99 latency, requests/s and peak
 to benchmarks/results/transport.json and a Markdown table (docs/performance.md quotes it), with
 the ratios tokenhub-httpx ÷ httpx and tokenhub-aiohttp ÷ aiohttp against their targets.
 
-    python benchmarks/transport.py                      # everything (about 8 minutes)
+    python benchmarks/transport.py                      # everything (6-7 minutes idle, 12 loaded)
     python benchmarks/transport.py --quick              # fewer requests and repetitions
     python benchmarks/transport.py --variants realistic --targets aiohttp,tokenhub-aiohttp
     python benchmarks/transport.py --compare benchmarks/results/transport-before.json
