@@ -88,7 +88,6 @@ KNOWN_UPWARD = frozenset(
     {
         ("tokenhub.routing._policy", "tokenhub.routing._state"),
         ("tokenhub.routing._router", "tokenhub.routing._state"),
-        ("tokenhub._store", "tokenhub._control"),
     }
 )
 

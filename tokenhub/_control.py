@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tokenhub._store import CONFIG_TABLES, config_revision
+
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Sequence
@@ -26,7 +28,7 @@ __all__ = [
     "shareable",
 ]
 
-ENTRY_SECTIONS = ("providers", "models", "aliases")
+ENTRY_SECTIONS = CONFIG_TABLES
 SETTING_SECTIONS = ("routing", "failover", "tokenizer", "budgets")
 
 #: One change: (section, name, value); value None removes the entry or setting.
@@ -86,7 +88,7 @@ class ControlPlane:
 
             raise StoreBusyError("the store's connection is in use")
         try:
-            return _revision(self.store.conn)
+            return config_revision(self.store.conn)
         finally:
             self.store.lock.release()
 
@@ -96,25 +98,7 @@ class ControlPlane:
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         """The revision and the config it names, read in one transaction."""
-        out: dict[str, Any] = {}
-        with self.store.lock:
-            conn = self.store.conn
-            conn.execute("BEGIN")
-            try:
-                revision = _revision(conn)
-                for section in ENTRY_SECTIONS:
-                    rows = conn.execute(
-                        f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - ours
-                    ).fetchall()
-                    if rows:
-                        out[section] = {name: json.loads(value) for name, value in rows}
-                for name, value in conn.execute(
-                    "SELECT name, config FROM settings ORDER BY seq"
-                ).fetchall():
-                    out[name] = json.loads(value)
-            finally:
-                conn.execute("COMMIT")
-        return revision, out
+        return self.store.config_snapshot()
 
     def write(self, changes: Sequence[Change], action: str, *, expect: int | None = None) -> int:
         """Apply ``changes`` in one transaction with an audit row; return the new revision.
@@ -125,7 +109,7 @@ class ControlPlane:
         """
         now = time.time()
         with self.store.transaction() as conn:
-            revision = _revision(conn)
+            revision = config_revision(conn)
             if expect is not None and revision != expect:
                 raise Conflict(revision)
             changed: list[Change] = []
@@ -176,11 +160,6 @@ class ControlPlane:
 
 class Conflict(Exception):  # noqa: N818 - internal signal, never leaves tokenhub
     """The revision moved between a read and a write."""
-
-
-def _revision(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _bump(conn: sqlite3.Connection) -> int:

@@ -15,6 +15,7 @@ module). A second backend implements those methods and its own migrations.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -121,6 +122,16 @@ def _v1(db: sqlite_utils.Database) -> None:
 #: Migrations in order; ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+#: The tables of config entries, in config order (the other sections live in ``settings``).
+CONFIG_TABLES = ("providers", "models", "aliases")
+
+
+def config_revision(conn: sqlite3.Connection) -> int:
+    """The config change counter; every config write bumps it."""
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'revision'").fetchone()
+    return int(row[0]) if row else 0
 
 
 class Store:
@@ -253,9 +264,29 @@ class Store:
         referenced (``{"env": ...}``, ``{"vault": ...}``), never included:
         literal keys are never stored.
         """
-        from tokenhub._control import ControlPlane  # noqa: PLC0415
+        return self.config_snapshot()[1]
 
-        return ControlPlane(self).read()
+    def config_snapshot(self) -> tuple[int, dict[str, Any]]:
+        """The config revision and the stored config it names, read in one transaction."""
+        out: dict[str, Any] = {}
+        with self.lock:
+            conn = self.conn
+            conn.execute("BEGIN")
+            try:
+                revision = config_revision(conn)
+                for section in CONFIG_TABLES:
+                    rows = conn.execute(
+                        f"SELECT name, config FROM {section} ORDER BY seq"  # noqa: S608 - ours
+                    ).fetchall()
+                    if rows:
+                        out[section] = {name: json.loads(value) for name, value in rows}
+                for name, value in conn.execute(
+                    "SELECT name, config FROM settings ORDER BY seq"
+                ).fetchall():
+                    out[name] = json.loads(value)
+            finally:
+                conn.execute("COMMIT")
+        return revision, out
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it (no old page lingers in ``-wal``)."""
