@@ -23,6 +23,8 @@ def lint(session: nox.Session) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The import contract: imports point down the layers, no cycle (lazy and type-only counted).
+    session.run("python", "tests/test_layers.py")
 
 
 @nox.session

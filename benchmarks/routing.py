@@ -11,10 +11,10 @@ import statistics
 import time
 
 from tokenhub import Hub
+from tokenhub._models import RouteTrace
 from tokenhub._request import build_request
 from tokenhub.routing._estimate import estimate_prompt_tokens
 from tokenhub.routing._policy import Features, rank
-from tokenhub._models import RouteTrace
 
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},

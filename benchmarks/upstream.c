@@ -4,6 +4,15 @@
  * microseconds so that the client's CPU is what the benchmark measures. Not a server for
  * anything else (no chunked request bodies, no pipelining beyond what fits the buffer).
  *
+ * Two sets of answers:
+ *   - small (any path): tiny bodies, one header beyond the framing, a CHUNKS-event stream;
+ *   - realistic (a path under /realistic/, e.g. /realistic/v1/chat/completions): what
+ *     api.openai.com sends for gpt-4o-mini: a 1.2 KB pretty-printed chat.completion with a full
+ *     usage object and OpenAI's and Cloudflare's response headers (request id, processing time,
+ *     the six x-ratelimit-* headers, date, cf-ray, ...); and a chunked-encoded stream of 70
+ *     chat.completion.chunk events (role, 68 content deltas of a few words, the finish_reason),
+ *     then the usage chunk of stream_options.include_usage (choices: []), then [DONE].
+ *
  *   cc -O2 -o upstream upstream.c && ./upstream PORT CHUNKS
  */
 #include <arpa/inet.h>
@@ -24,8 +33,179 @@
 
 struct conn { int fd; size_t len; char buf[BUF]; };
 static struct conn *conns[MAXCONN];
-static char *resp[4];      /* openai, openai stream, anthropic, anthropic stream */
-static size_t resp_len[4];
+/* openai, openai stream, anthropic, anthropic stream; then realistic openai, openai stream */
+#define NRESP 6
+static char *resp[NRESP];
+static size_t resp_len[NRESP];
+
+/* -- realistic answers ---------------------------------------------------------------- */
+
+#define REAL_ID "chatcmpl-BYq7Xk2mQw9sVt4RzNp3LcJd8eHfA"
+#define REAL_MODEL "gpt-4o-mini-2024-07-18"
+#define REAL_CREATED "1764236467"
+#define REAL_FP "fp_560af6e559"
+#define REAL_CHUNKS 70 /* role + 68 content deltas + finish_reason; then the usage chunk */
+
+/* Response headers as api.openai.com sends them through Cloudflare (set-cookie left out). */
+static const char *REAL_HEAD =
+    "HTTP/1.1 200 OK\r\n"
+    "Date: Thu, 27 Nov 2026 09:41:07 GMT\r\n"
+    "Content-Type: %s\r\n"
+    "%s"
+    "Connection: keep-alive\r\n"
+    "access-control-expose-headers: X-Request-ID\r\n"
+    "openai-organization: user-q4x8bn2kd7w1vyzjt3mrh5ce\r\n"
+    "openai-processing-ms: %s\r\n"
+    "openai-project: proj_Zk4tN8wQb2Lm6Xr9VcY3pHs1\r\n"
+    "openai-version: 2020-10-01\r\n"
+    "x-envoy-upstream-service-time: %s\r\n"
+    "x-ratelimit-limit-requests: 30000\r\n"
+    "x-ratelimit-limit-tokens: 150000000\r\n"
+    "x-ratelimit-remaining-requests: 29999\r\n"
+    "x-ratelimit-remaining-tokens: 149999712\r\n"
+    "x-ratelimit-reset-requests: 2ms\r\n"
+    "x-ratelimit-reset-tokens: 0s\r\n"
+    "x-request-id: req_8f3c1a9d2b7e4f6a0c5d9e1b3a7f2c84\r\n"
+    "strict-transport-security: max-age=31536000; includeSubDomains; preload\r\n"
+    "cf-cache-status: DYNAMIC\r\n"
+    "X-Content-Type-Options: nosniff\r\n"
+    "Server: cloudflare\r\n"
+    "CF-RAY: 9a4f2c7e1b8d3a60-AMS\r\n"
+    "alt-svc: h3=\":443\"; ma=86400\r\n"
+    "\r\n";
+
+/* The non-streaming answer: OpenAI pretty-prints it, two spaces an indent. */
+static const char *REAL_JSON =
+    "{\n"
+    "  \"id\": \"" REAL_ID "\",\n"
+    "  \"object\": \"chat.completion\",\n"
+    "  \"created\": " REAL_CREATED ",\n"
+    "  \"model\": \"" REAL_MODEL "\",\n"
+    "  \"choices\": [\n"
+    "    {\n"
+    "      \"index\": 0,\n"
+    "      \"message\": {\n"
+    "        \"role\": \"assistant\",\n"
+    "        \"content\": \"Yes: a 429 means you hit the request or the token limit of your "
+    "tier. Read the x-ratelimit-remaining-* and x-ratelimit-reset-* headers on each response; "
+    "after a 429, wait for the reset time they give (or Retry-After) before retrying, with "
+    "exponential backoff and jitter.\\n\\nTo stay under the limits, cap concurrency per API key "
+    "and set max_tokens close to what you need.\",\n"
+    "        \"refusal\": null,\n"
+    "        \"annotations\": []\n"
+    "      },\n"
+    "      \"logprobs\": null,\n"
+    "      \"finish_reason\": \"stop\"\n"
+    "    }\n"
+    "  ],\n"
+    "  \"usage\": {\n"
+    "    \"prompt_tokens\": 118,\n"
+    "    \"completion_tokens\": 79,\n"
+    "    \"total_tokens\": 197,\n"
+    "    \"prompt_tokens_details\": {\n"
+    "      \"cached_tokens\": 0,\n"
+    "      \"audio_tokens\": 0\n"
+    "    },\n"
+    "    \"completion_tokens_details\": {\n"
+    "      \"reasoning_tokens\": 0,\n"
+    "      \"audio_tokens\": 0,\n"
+    "      \"accepted_prediction_tokens\": 0,\n"
+    "      \"rejected_prediction_tokens\": 0\n"
+    "    }\n"
+    "  },\n"
+    "  \"service_tier\": \"default\",\n"
+    "  \"system_fingerprint\": \"" REAL_FP "\"\n"
+    "}\n";
+
+/* The streamed answer, cut into REAL_CHUNKS - 2 deltas of a few words each. */
+static const char *REAL_TEXT =
+    "Yes: a 429 from the API means you hit either the request or the token limit for your "
+    "tier, and the response tells you which. Every response carries x-ratelimit-remaining-requests "
+    "and x-ratelimit-remaining-tokens, with the matching x-ratelimit-reset-* headers saying when "
+    "each bucket refills.\\n\\nA robust client does three things. First, when it gets a 429 it "
+    "waits for the reset time in those headers, or for Retry-After when present, instead of "
+    "retrying at once. Second, it backs off exponentially with random jitter, so that many "
+    "workers do not retry in lockstep and trip the limit again. Third, it caps concurrency per "
+    "API key, because parallel requests drain the token bucket much faster than a single "
+    "stream.\\n\\nTo stay under the limits in the first place, batch small prompts together, "
+    "cache answers you ask for often, and set max_tokens close to what you actually need: the "
+    "token limit counts the requested output up front, not just what the model writes.";
+
+static const char *CHUNK_HEAD =
+    "data: {\"id\":\"" REAL_ID "\",\"object\":\"chat.completion.chunk\",\"created\":" REAL_CREATED
+    ",\"model\":\"" REAL_MODEL "\",\"service_tier\":\"default\",\"system_fingerprint\":\"" REAL_FP
+    "\",\"choices\":";
+
+/* OpenAI pads each chunk with a random "obfuscation" field; a fixed pseudo-random one here. */
+static void obfuscation(char *out, unsigned i) {
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    unsigned x = i * 2654435761u + 12345u, n = 3 + x % 12;
+    for (unsigned k = 0; k < n; k++) { x = x * 1103515245u + 12345u; out[k] = al[(x >> 16) % 62]; }
+    out[n] = 0;
+}
+
+/* Append one SSE event as one HTTP/1.1 chunk, as OpenAI frames its streams. */
+static size_t http_chunk(char *b, size_t n, const char *event, size_t len) {
+    n += sprintf(b + n, "%zx\r\n", len);
+    memcpy(b + n, event, len);
+    n += len;
+    memcpy(b + n, "\r\n", 2);
+    return n + 2;
+}
+
+static char *realistic_json(void) {
+    size_t n = strlen(REAL_JSON);
+    char *out = malloc(n + 4096), length[64];
+    sprintf(length, "Content-Length: %zu\r\n", n);
+    int h = sprintf(out, REAL_HEAD, "application/json", length, "1437", "1442");
+    memcpy(out + h, REAL_JSON, n);
+    out[h + n] = 0;
+    return out;
+}
+
+static char *realistic_stream(void) {
+    static char ev[8192];
+    char *out = malloc(1 << 18), obf[16];
+    size_t n = (size_t)sprintf(out, REAL_HEAD, "text/event-stream; charset=utf-8",
+                               "Transfer-Encoding: chunked\r\n", "214", "219");
+    int deltas = REAL_CHUNKS - 2, words = 0, e;
+    for (const char *p = REAL_TEXT; *p; p++) words += *p == ' ';
+    words += 1;
+    obfuscation(obf, 0);
+    e = sprintf(ev, "%s[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\","
+                    "\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null,"
+                    "\"obfuscation\":\"%s\"}\n\n", CHUNK_HEAD, obf);
+    n = http_chunk(out, n, ev, (size_t)e);
+    const char *p = REAL_TEXT;
+    for (int i = 0; i < deltas; i++) {
+        /* words [i*words/deltas, (i+1)*words/deltas), each delta but the first led by its space */
+        int take = (i + 1) * words / deltas - i * words / deltas;
+        const char *q = p;
+        if (i > 0) q++;  /* past the space that ends the previous delta */
+        for (int w = 0; w < take; w++) { while (*q && *q != ' ') q++; if (w + 1 < take) q++; }
+        obfuscation(obf, (unsigned)i + 1);
+        e = sprintf(ev, "%s[{\"index\":0,\"delta\":{\"content\":\"%.*s\"},\"logprobs\":null,"
+                        "\"finish_reason\":null}],\"usage\":null,\"obfuscation\":\"%s\"}\n\n",
+                    CHUNK_HEAD, (int)(q - p), p, obf);
+        n = http_chunk(out, n, ev, (size_t)e);
+        p = q;
+    }
+    obfuscation(obf, (unsigned)deltas + 1);
+    e = sprintf(ev, "%s[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+                    "\"usage\":null,\"obfuscation\":\"%s\"}\n\n", CHUNK_HEAD, obf);
+    n = http_chunk(out, n, ev, (size_t)e);
+    obfuscation(obf, (unsigned)deltas + 2);
+    e = sprintf(ev, "%s[],\"usage\":{\"prompt_tokens\":118,\"completion_tokens\":231,"
+                    "\"total_tokens\":349,\"prompt_tokens_details\":{\"cached_tokens\":0,"
+                    "\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0,"
+                    "\"audio_tokens\":0,\"accepted_prediction_tokens\":0,"
+                    "\"rejected_prediction_tokens\":0}},\"obfuscation\":\"%s\"}\n\n",
+                CHUNK_HEAD, obf);
+    n = http_chunk(out, n, ev, (size_t)e);
+    n = http_chunk(out, n, "data: [DONE]\n\n", 14);
+    memcpy(out + n, "0\r\n\r\n", 6);
+    return out;
+}
 
 static char *with_head(const char *type, const char *body) {
     size_t n = strlen(body);
@@ -79,7 +259,9 @@ static void build(int chunks) {
                         "{\"output_tokens\":%d}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
                  chunks);
     resp[3] = with_head("text/event-stream", b);
-    for (int i = 0; i < 4; i++) resp_len[i] = strlen(resp[i]);
+    resp[4] = realistic_json();
+    resp[5] = realistic_stream();
+    for (int i = 0; i < NRESP; i++) resp_len[i] = strlen(resp[i]);
 }
 
 static void send_all(int fd, const char *p, size_t n) {
@@ -106,7 +288,9 @@ static int serve(struct conn *c) {
         int anthropic = memmem(c->buf, head, "/messages", 9) != NULL;
         int stream = memmem(c->buf + head, body, "\"stream\":true", 13) != NULL ||
                      memmem(c->buf + head, body, "\"stream\": true", 14) != NULL;
-        int k = anthropic * 2 + stream;
+        char *eol = memmem(c->buf, head, "\r\n", 2);  /* the request line */
+        int realistic = memmem(c->buf, (size_t)(eol - c->buf), " /realistic/", 12) != NULL;
+        int k = realistic ? 4 + stream : anthropic * 2 + stream;
         send_all(c->fd, resp[k], resp_len[k]);
         memmove(c->buf, c->buf + head + body, c->len - head - body);
         c->len -= head + body;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from anyio.from_thread import start_blocking_portal
 
 from tokenhub import SyncHub
-from tokenhub.testing import FakeProvider, Reply, ToolCall
+from tokenhub.testing import FakeProvider, Reply, ScriptedToolCall
 
 WEATHER = {
     "type": "function",
@@ -17,10 +17,8 @@ WEATHER = {
 
 # The fake provider is async; run it on a background event loop for this synchronous script.
 with start_blocking_portal() as portal, portal.wrap_async_context_manager(FakeProvider()) as fake:
-    fake.script(
-        "claude-3-5-haiku-latest",
-        Reply(tool_calls=[ToolCall(id="toolu_1", name="get_weather", arguments={"city": "Paris"})]),
-    )
+    weather = ScriptedToolCall(id="toolu_1", name="get_weather", arguments={"city": "Paris"})
+    fake.script("claude-3-5-haiku-latest", Reply(tool_calls=[weather]))
     fake.script("claude-3-5-haiku-latest", Reply(text="It is 18°C in Paris."))
     config = {
         "providers": {

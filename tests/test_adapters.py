@@ -25,7 +25,7 @@ from tokenhub.errors import (
     RequestError,
     StreamInterrupted,
 )
-from tokenhub.testing import FakeClock, FakeProvider, Reply, ToolCall
+from tokenhub.testing import FakeClock, FakeProvider, Reply, ScriptedToolCall
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -330,7 +330,9 @@ class TestToolCalls:
         fake.script(
             UPSTREAM[model],
             Reply(
-                tool_calls=[ToolCall(id="call_9", name="get_weather", arguments={"city": "Paris"})]
+                tool_calls=[
+                    ScriptedToolCall(id="call_9", name="get_weather", arguments={"city": "Paris"})
+                ]
             ),
         )
         async with make_hub() as hub:
@@ -350,8 +352,10 @@ class TestToolCalls:
     ) -> None:
         """Tool-call fragments streamed by index rebuild the whole call, in both wire formats."""
         calls = [
-            ToolCall(id="call_a", name="get_weather", arguments={"city": "Paris", "unit": "C"}),
-            ToolCall(id="call_b", name="get_weather", arguments={"city": "Rome"}),
+            ScriptedToolCall(
+                id="call_a", name="get_weather", arguments={"city": "Paris", "unit": "C"}
+            ),
+            ScriptedToolCall(id="call_b", name="get_weather", arguments={"city": "Rome"}),
         ]
         fake.script(UPSTREAM[model], Reply(text="Checking.", tool_calls=calls))
         async with make_hub() as hub:
@@ -414,7 +418,9 @@ class TestToolCalls:
         fake.script(
             "claude-3-5-haiku-latest",
             Reply(
-                tool_calls=[ToolCall(id="toolu_1", name="get_weather", arguments={"city": "Oslo"})]
+                tool_calls=[
+                    ScriptedToolCall(id="toolu_1", name="get_weather", arguments={"city": "Oslo"})
+                ]
             ),
         )
         async with make_hub() as hub:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tokenhub import Hub
+from tokenhub._sse import DEFAULT_MAX_LINE
 from tokenhub.errors import (
     ContentPolicyError,
     ContextOverflowError,
@@ -22,7 +23,7 @@ from tokenhub.errors import (
     RateLimitError,
     StreamInterrupted,
 )
-from tokenhub.testing import FakeClock, FakeProvider, Reply
+from tokenhub.testing import FakeClock, FakeProvider, Reply, ScriptedToolCall
 
 pytestmark = pytest.mark.anyio
 
@@ -312,6 +313,15 @@ class TestStreams:
             stream = hub.stream(HELLO)
             text = "".join([c.text async for c in stream])
         assert ("echo: Hello", ["m1", "m2"]) == (text, seen(fake))
+
+    async def test_oversized_event_line_fails_over(self, fake: FakeProvider) -> None:
+        """An SSE line over the decoder's cap is a broken stream (a failover), never a raw SSEError."""
+        fake.script("m1", Reply(text="x" * (DEFAULT_MAX_LINE + 1), chunks=1))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=FakeClock()) as hub:
+            stream = hub.stream(HELLO)
+            text = "".join([c.text async for c in stream])
+        assert ("echo: Hello", ["m1", "m2"]) == (text, seen(fake))
+        assert "transient" == stream.trace.attempts[0].outcome
 
     async def test_stream_retries_the_only_candidate_before_the_first_chunk(
         self, fake: FakeProvider
@@ -742,12 +752,11 @@ class TestContinuation:
 
     async def test_never_with_tool_calls_in_flight(self, fake: FakeProvider) -> None:
         """A stream cut in the middle of a tool call is not continued."""
-        from tokenhub.testing import ToolCall
-
         fake.script(
             "m1",
             Reply(
-                tool_calls=[ToolCall(id="c", name="f", arguments={"a": "long value"})], cut_after=2
+                tool_calls=[ScriptedToolCall(id="c", name="f", arguments={"a": "long value"})],
+                cut_after=2,
             ),
         )
         tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]

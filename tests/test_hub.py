@@ -26,7 +26,7 @@ from tokenhub.providers import (
     ProviderSettings,
     _registry,
 )
-from tokenhub.testing import FakeProvider, Reply
+from tokenhub.testing import FakeProvider, Reply, ScriptedToolCall
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -250,13 +250,14 @@ class TestOpenAICompatibility:
         """to_openai() of responses and chunks validates as the openai SDK's ChatCompletion(Chunk)."""
         from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-        from tokenhub.testing import ToolCall
-
         upstream = fake.requests  # noqa: F841 - keep the fake referenced
         for name in ("gpt-4o-mini", "claude-3-5-haiku-latest", "meta-llama/Llama-3.1-8B-Instruct"):
             fake.default(
                 name,
-                Reply(text="Hi", tool_calls=[ToolCall(id="call_1", name="f", arguments={"a": 1})]),
+                Reply(
+                    text="Hi",
+                    tool_calls=[ScriptedToolCall(id="call_1", name="f", arguments={"a": 1})],
+                ),
             )
         async with make_hub() as hub:
             r = await hub.chat(HELLO, model=model)
@@ -327,12 +328,12 @@ class TestSyncHub:
 
 class TestImport:
     def test_import_has_no_side_effects_and_stays_light(self) -> None:
-        """Importing tokenhub starts no thread and loads neither httpx, cattrs nor anyio."""
+        """Importing tokenhub starts no thread and loads neither httpx, cattrs, anyio, sqlite-utils nor PyNaCl."""
         code = (
             "import sys, threading\n"
             "n = threading.active_count()\n"
             "import tokenhub, tokenhub.errors, tokenhub.providers\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore', 'cattrs', 'anyio', 'h11', 'ssl'})\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore', 'cattrs', 'anyio', 'h11', 'ssl', 'sqlite_utils', 'nacl'})\n"
             "print(threading.active_count() - n, heavy)\n"
         )
         out = subprocess.run(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -235,6 +237,30 @@ class TestPolicyErrors:
         with pytest.raises(RequestError) as info:
             hub_for({"m": priced(1, 1)}).explain(HELLO, policy=policy)
         assert expected == list(info.value.errors)
+
+    def test_request_policy_without_the_config_parser(self) -> None:
+        """Routing structures and checks a request's policy without loading the config parser."""
+        code = (
+            "import sys\n"
+            "from tokenhub.errors import RequestError\n"
+            "from tokenhub.routing._checks import policy_override\n"
+            "from tokenhub.routing._policy import Policy\n"
+            "p = policy_override(Policy(), {'tags': ['a'], 'fallbacks': ['m']}, {'m'}, set())\n"
+            "try:\n"
+            "    policy_override(Policy(), {'tags': 'ab', 'fallbacks': 'm'}, {'m'}, set())\n"
+            "except RequestError as e:\n"
+            "    print(*(f'{path}: {reason}' for path, reason in sorted(e.errors)), sep='\\n')\n"
+            "config = sorted(m for m in sys.modules if m in ('tokenhub._config', 'tokenhub._schema'))\n"
+            "print(p.tags, p.fallbacks, config)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        assert [
+            "policy.fallbacks: expected a list of names",
+            "policy.tags: expected a list of strings",
+            "frozenset({'a'}) ('m',) []",
+        ] == out.stdout.splitlines()
 
     def test_bad_config_routing_and_aliases(self) -> None:
         """routing and aliases are validated with the rest of the config."""

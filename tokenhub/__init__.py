@@ -12,6 +12,7 @@ import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from tokenhub._clock import Clock as Clock
 from tokenhub._hub import ChatStream as ChatStream
 from tokenhub._hub import Hub as Hub
 from tokenhub._logs import enable_json_logs as enable_json_logs
@@ -19,6 +20,7 @@ from tokenhub._models import ChatResponse as ChatResponse
 from tokenhub._models import Chunk as Chunk
 from tokenhub._models import Message as Message
 from tokenhub._models import RouteTrace as RouteTrace
+from tokenhub._models import Tool as Tool
 from tokenhub._models import ToolCall as ToolCall
 from tokenhub._models import ToolCallDelta as ToolCallDelta
 from tokenhub._models import Usage as Usage
@@ -39,6 +41,7 @@ __all__ = [
     "ChatResponse",
     "ChatStream",
     "Chunk",
+    "Clock",
     "Hub",
     "Message",
     "RouteTrace",
@@ -46,6 +49,7 @@ __all__ = [
     "SyncChatStream",
     "SyncHub",
     "TokenhubError",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
     "Usage",

@@ -1,33 +1,37 @@
-"""The configuration schema and its from-dict structuring with path-precise errors."""
+"""Parsing a config: each section structured from the user's dict, then checked, by path.
+
+The schema lives in :mod:`tokenhub._schema` and the checks in
+:mod:`tokenhub._checks` (policies and aliases: :mod:`tokenhub.routing._checks`);
+the classes are re-exported here.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, NewType, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
-import attrs
-
+from tokenhub._checks import check_references, check_shape, check_values, check_vault
 from tokenhub._redact import looks_like_key, register
+from tokenhub._schema import (
+    HubConfig,
+    LogsConfig,
+    ModelConfig,
+    ProviderConfig,
+    StoreConfig,
+    VaultConfig,
+)
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, validation_errors
-from tokenhub._settings import (
-    Budget,
-    EnvKey,
-    FailoverConfig,
-    KeyRef,
-    LiteralKey,
-    Pricing,
-    Timeouts,
-    VaultKey,
-)
+from tokenhub._settings import Budget, FailoverConfig
 from tokenhub.errors import ConfigError
-from tokenhub.routing._policy import MODES, Alias, Policy
+from tokenhub.routing._checks import check_aliases, check_policy
+from tokenhub.routing._policy import CAPABILITIES, Alias, Policy
 
 __all__ = [
     "CAPABILITIES",
     "HubConfig",
+    "LogsConfig",
     "ModelConfig",
     "ProviderConfig",
     "StoreConfig",
@@ -37,193 +41,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-CapabilityNames = NewType("CapabilityNames", frozenset[str])
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
-
-
-def _structure_key(v: Any, t: Any) -> KeyRef | None:
-    if v is None and t != KeyRef:
-        return None
-    if isinstance(v, str):
-        if not v:
-            raise TypeError("an empty API key")
-        secret = Secret(v)
-        register(secret)
-        return LiteralKey(secret)
-    if isinstance(v, Mapping) and len(v) == 1:
-        ((kind, name),) = v.items()
-        if kind == "env" and isinstance(name, str):
-            if not _ENV_NAME.match(name) or looks_like_key(name):
-                raise TypeError("'env' must name an environment variable (a key was pasted?)")
-            return EnvKey(name)
-        if kind == "vault" and isinstance(name, str) and name:
-            return VaultKey(name)
-    # Never echo the value: it may be a key pasted into the wrong shape.
-    raise TypeError("expected {'env': NAME}, {'vault': NAME} or a literal key string")
-
-
-converter.register_structure_hook_func(lambda t: t in (KeyRef, KeyRef | None), _structure_key)
-
-
-@attrs.frozen
-class ProviderConfig:
-    """One provider: an adapter ``kind`` plus where and how to reach it."""
-
-    kind: str
-    base_url: str | tuple[str, ...] | None = None
-    api_key: KeyRef | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-    timeouts: Timeouts = attrs.field(factory=Timeouts)
-    max_connections: int = 100
-    options: Mapping[str, Any] = attrs.field(factory=dict)
-    http: str = "httpx"
-
-    @property
-    def base_urls(self) -> tuple[str, ...]:
-        """The configured base URLs (empty: use the adapter's default)."""
-        if self.base_url is None:
-            return ()
-        return (self.base_url,) if isinstance(self.base_url, str) else self.base_url
-
-
-@attrs.frozen
-class ModelConfig:
-    """One model: the provider serving it and what it costs and can do."""
-
-    provider: str
-    upstream: str | None = None
-    context_window: int | None = None
-    max_output_tokens: int | None = None
-    pricing: Pricing | None = None
-    capabilities: CapabilityNames | None = None
-    quality: float | None = None
-    tags: frozenset[str] = frozenset()
-    enabled: bool = True
-    weight: float = 1.0
-    latency_ms: float | None = None
-    output_tokens: int | None = None
-
-
-@attrs.frozen
-class LogsConfig:
-    """Request logs in the store: off by default; prompts and completions only on request."""
-
-    enabled: bool = False
-    content: bool = False
-    retention_days: float | None = 30.0
-    buffer: int = 10_000
-
-
-@attrs.frozen
-class StoreConfig:
-    """Where the SQLite store lives, how to share it, and what to log into it."""
-
-    path: str
-    busy_timeout: float = 5.0
-    sync_interval: float = 2.0
-    logs: LogsConfig = LogsConfig()
-
-
-@attrs.frozen
-class VaultConfig:
-    """How the vault is unlocked and when it locks itself.
-
-    ``password`` is ``{"env": NAME}`` or ``{"file": PATH}``: the vault is
-    unlocked when the Hub is built. ``auto_lock`` locks after that many idle seconds.
-    """
-
-    password: Mapping[str, str] | None = None
-    auto_lock: float | None = None
-
-
-@attrs.frozen
-class HubConfig:
-    """The whole configuration, as structured from the user's dict."""
-
-    providers: Mapping[str, ProviderConfig]
-    models: Mapping[str, ModelConfig]
-    routing: Policy = attrs.field(factory=Policy)
-    aliases: Mapping[str, Alias] = attrs.field(factory=dict)
-    tokenizer: str = "heuristic"
-    failover: FailoverConfig = attrs.field(factory=FailoverConfig)
-    store: StoreConfig | None = None
-    vault: VaultConfig = VaultConfig()
-    budgets: tuple[Budget, ...] = ()
-
-
-def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    if isinstance(v, list | tuple) and v and all(isinstance(u, str) for u in v):
-        return tuple(v)
-    raise TypeError("expected a URL string or a non-empty list of URL strings")
-
-
-converter.register_structure_hook_func(
-    lambda t: t == str | tuple[str, ...] | None, _structure_base_url
-)
-
-
-def _strings(v: Any, what: str) -> list[str]:
-    if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
-        raise TypeError(f"expected a list of {what}")
-    return list(v)
-
-
-def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
-    if v is None:
-        return None
-    unknown = sorted(set(_strings(v, "capability names")) - CAPABILITIES)
-    if unknown:
-        raise ValueError(
-            f"unknown capabilit{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(CAPABILITIES))}"
-        )
-    return CapabilityNames(frozenset(v))
-
-
-converter.register_structure_hook_func(
-    lambda t: t in (CapabilityNames, CapabilityNames | None), _structure_caps
-)
-converter.register_structure_hook_func(
-    lambda t: t in (frozenset[str], frozenset[str] | None),
-    lambda v, _: None if v is None else frozenset(_strings(v, "strings")),
-)
-converter.register_structure_hook_func(
-    lambda t: t == tuple[str, ...], lambda v, _: tuple(_strings(v, "names"))
-)
-
-
-def _structure_alias(v: Any, _: type) -> Alias:
-    if not isinstance(v, Mapping):
-        raise TypeError(f"expected a mapping, got {type(v).__name__}")
-    extra = sorted(set(v) - {"models", "sticky", "fallbacks"})
-    if extra:
-        raise ValueError(f"unknown key(s): {', '.join(extra)}")
-    models = v.get("models")
-    if isinstance(models, list | tuple) and all(isinstance(m, str) for m in models):
-        variants = tuple((m, 1.0) for m in models)
-    elif isinstance(models, Mapping) and all(
-        isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool) and w > 0
-        for k, w in models.items()
-    ):
-        variants = tuple((k, float(w)) for k, w in models.items())
-    else:
-        raise TypeError("models: expected a list of names or a mapping of names to weights > 0")
-    if not variants:
-        raise ValueError("models: at least one model is required")
-    sticky = v.get("sticky", "request")
-    if sticky not in ("request", "caller", "round_robin", "random"):
-        raise ValueError("sticky: expected 'request', 'caller', 'round_robin' or 'random'")
-    fallbacks = tuple(_strings(v.get("fallbacks", ()), "model names"))
-    return Alias(models=variants, sticky=sticky, fallbacks=fallbacks)
-
-
-converter.register_structure_hook(Alias, _structure_alias)
 
 
 def parse_config(
@@ -236,8 +53,8 @@ def parse_config(
     if not isinstance(config, Mapping):
         raise ConfigError([("", f"expected a mapping, got {type(config).__name__}")])
     errors: list[tuple[str, str]] = []
-    errors.extend(_check_shape(config))
-    errors.extend(_check_references(config, known_kinds, extra_providers))
+    errors.extend(check_shape(config))
+    errors.extend(check_references(config, known_kinds, extra_providers))
     # Entries are structured one by one so that one bad entry does not hide the checks of others.
     providers = _structure_section(config, "providers", ProviderConfig, errors)
     models = _structure_section(config, "models", ModelConfig, errors)
@@ -275,13 +92,13 @@ def parse_config(
         vault=vault,
         budgets=budgets,
     )
-    errors.extend(_check_values(parsed))
+    errors.extend(check_values(parsed))
     _register_header_secrets(parsed)
     section = config.get("models")
     model_names = set(section) if isinstance(section, Mapping) else set()
     provider_names = set(providers) | extra_providers
     errors.extend(check_policy(routing, "routing", model_names, provider_names))
-    errors.extend(_check_aliases(aliases, model_names))
+    errors.extend(check_aliases(aliases, model_names))
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return parsed
@@ -309,118 +126,10 @@ def parse_local(config: Mapping[str, Any]) -> tuple[StoreConfig | None, VaultCon
             errors.extend(validation_errors(exc, "store"))
     vault = _structure_one(config, "vault", VaultConfig, errors)
     if not errors:
-        errors.extend(_check_vault(store, vault))
+        errors.extend(check_vault(store, vault))
     if errors:
         raise ConfigError(sorted(dict.fromkeys(errors)))
     return store, vault
-
-
-def _check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    if v.auto_lock is not None and v.auto_lock <= 0:
-        errors.append(("vault.auto_lock", "must be positive (or null for never)"))
-    if v.password is not None:
-        if len(v.password) != 1 or next(iter(v.password)) not in ("env", "file"):
-            errors.append(("vault.password", "expected {'env': NAME} or {'file': PATH}"))
-        elif "env" in v.password and not _ENV_NAME.match(v.password["env"]):
-            errors.append(("vault.password.env", "must name an environment variable"))
-        if store is None:
-            errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
-    if store is not None:
-        if store.logs.buffer < 1:
-            errors.append(("store.logs.buffer", "must be at least 1"))
-        if store.logs.retention_days is not None and store.logs.retention_days <= 0:
-            errors.append(("store.logs.retention_days", "must be positive (or null to keep all)"))
-        if store.busy_timeout < 0:
-            errors.append(("store.busy_timeout", "must not be negative"))
-        if store.sync_interval < 0:
-            errors.append(("store.sync_interval", "must not be negative"))
-    return errors
-
-
-def _check_aliases(aliases: Mapping[str, Alias], models: set[str]) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    for name, alias in aliases.items():
-        where = f"aliases.{name}"
-        if name in models:
-            errors.append((where, "an alias must not have the name of a model"))
-        named = [("models", m) for m, _ in alias.models] + [
-            ("fallbacks", m) for m in alias.fallbacks
-        ]
-        errors.extend(
-            (f"{where}.{key}", f"unknown model {m!r}") for key, m in named if m not in models
-        )
-    return errors
-
-
-attrs.resolve_types(Policy)
-_POLICY_TYPES: dict[str, Any] = {f.name: f.type for f in attrs.fields(Policy)}
-
-
-def check_policy(
-    p: Policy, where: str, models: set[str], providers: set[str]
-) -> list[tuple[str, str]]:
-    """Check a policy's values and the names it refers to."""
-    errors: list[tuple[str, str]] = []
-    if p.mode not in MODES:
-        known = ", ".join(MODES)
-        errors.append((f"{where}.mode", f"unknown mode {p.mode!r}; expected one of {known}"))
-    if p.weights is not None:
-        errors.extend(
-            (f"{where}.weights.{f.name}", "must not be negative")
-            for f in attrs.fields(type(p.weights))
-            if getattr(p.weights, f.name) < 0
-        )
-    for key in ("max_cost_usd", "max_latency_ms", "exploration"):
-        v = getattr(p, key)
-        if v is not None and v < 0:
-            errors.append((f"{where}.{key}", "must not be negative"))
-    if not 0 <= p.headroom < 1:
-        errors.append((f"{where}.headroom", "must be at least 0 and below 1"))
-    unknown_caps = sorted(p.require - CAPABILITIES)
-    if unknown_caps:
-        errors.append((f"{where}.require", f"unknown capabilities: {', '.join(unknown_caps)}"))
-    for key, names, what in (
-        ("fallbacks", models, "model"),
-        ("models", models, "model"),
-        ("deny_models", models, "model"),
-        ("providers", providers, "provider"),
-        ("deny_providers", providers, "provider"),
-    ):
-        errors.extend(
-            (f"{where}.{key}", f"unknown {what} {n!r}")
-            for n in sorted(getattr(p, key) or ())
-            if n not in names
-        )
-    return errors
-
-
-def policy_override(
-    base: Policy, override: Mapping[str, Any], models: set[str], providers: set[str]
-) -> Policy:
-    """Apply a request's ``policy=`` keys over ``base``; raise :class:`RequestError` by path."""
-    from tokenhub.errors import RequestError  # noqa: PLC0415 - keeps the import graph flat
-
-    if not isinstance(override, Mapping):
-        raise RequestError([("policy", f"expected a mapping, got {type(override).__name__}")])
-    errors: list[tuple[str, str]] = []
-    changes: dict[str, Any] = {}
-    for key, value in override.items():
-        kind = _POLICY_TYPES.get(key)
-        if kind is None:
-            errors.append((f"policy.{key}", "unknown key"))
-            continue
-        try:
-            changes[key] = converter.structure(value, kind)
-        except Exception as exc:  # noqa: BLE001 - reported by path
-            errors.extend(validation_errors(exc, f"policy.{key}"))
-    if "mode" in changes and "weights" not in changes:
-        changes["weights"] = None  # a mode named in the request replaces configured weights
-    policy = attrs.evolve(base, **changes)
-    errors.extend(check_policy(policy, "policy", models, providers))
-    if errors:
-        raise RequestError(errors)
-    return policy
 
 
 def _structure_one(
@@ -440,161 +149,10 @@ def _structure_section(
     entries = config.get(section, {})
     out: dict[str, T] = {}
     if not isinstance(entries, Mapping):
-        return out  # reported by _check_shape
+        return out  # reported by check_shape
     for name, entry in entries.items():
         try:
             out[name] = converter.structure(entry, cls)
         except Exception as exc:  # noqa: BLE001 - every structuring failure is reported by path
             errors.extend(validation_errors(exc, f"{section}.{name}"))
     return out
-
-
-_SECTIONS = (
-    "providers",
-    "models",
-    "routing",
-    "aliases",
-    "tokenizer",
-    "failover",
-    "store",
-    "vault",
-    "budgets",
-)
-
-
-def _check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    errors = [(str(k), "unknown key") for k in config if k not in _SECTIONS]
-    for section in ("providers", "models", "aliases"):
-        value = config.get(section, {})
-        if not isinstance(value, Mapping):
-            errors.append((section, f"expected a mapping of names, got {type(value).__name__}"))
-            continue
-        seen: dict[str, str] = {}
-        for name in value:
-            if not isinstance(name, str) or not name.strip():
-                errors.append((f"{section}.{name!r}", "names must be non-empty strings"))
-                continue
-            folded = name.strip().casefold()
-            if folded in seen:
-                errors.append((f"{section}.{name}", f"duplicate name (same as {seen[folded]!r})"))
-            seen[folded] = name
-    if config.get("models", {}) == {}:
-        errors.append(("models", "at least one model is required"))
-    return errors
-
-
-def _check_references(
-    config: Mapping[str, Any], known_kinds: frozenset[str] | None, extra: frozenset[str]
-) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    providers = config.get("providers", {})
-    models = config.get("models", {})
-    if not isinstance(providers, Mapping) or not isinstance(models, Mapping):
-        return errors
-    for name, m in models.items():
-        ref = m.get("provider") if isinstance(m, Mapping) else None
-        if isinstance(ref, str) and ref not in providers and ref not in extra:
-            known = ", ".join(sorted({*map(str, providers), *extra})) or "none configured"
-            errors.append((f"models.{name}.provider", f"unknown provider {ref!r}; known: {known}"))
-    if known_kinds is not None:
-        for name, p in providers.items():
-            kind = p.get("kind") if isinstance(p, Mapping) else None
-            if isinstance(kind, str) and kind not in known_kinds:
-                known = ", ".join(sorted(known_kinds))
-                errors.append((f"providers.{name}.kind", f"unknown kind {kind!r}; known: {known}"))
-    return errors
-
-
-def _check_values(cfg: HubConfig) -> list[tuple[str, str]]:
-    errors: list[tuple[str, str]] = []
-    for name, p in cfg.providers.items():
-        for i, url in enumerate(p.base_urls):
-            where = f"providers.{name}.base_url" + (
-                f"[{i}]" if not isinstance(p.base_url, str) else ""
-            )
-            errors.extend((where, reason) for reason in _url_problems(url))
-        if isinstance(p.api_key, VaultKey) and cfg.store is None:
-            errors.append((f"providers.{name}.api_key", "vault references need 'store.path'"))
-        errors.extend(
-            (f"providers.{name}.timeouts.{field.name}", "must be positive")
-            for field in attrs.fields(Timeouts)
-            if getattr(p.timeouts, field.name) <= 0
-        )
-        if p.max_connections < 1:
-            errors.append((f"providers.{name}.max_connections", "must be at least 1"))
-        if p.http not in ("httpx", "aiohttp"):
-            errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
-    errors.extend(_check_vault(cfg.store, cfg.vault))
-    for i, budget in enumerate(cfg.budgets):
-        if budget.usd <= 0:
-            errors.append((f"budgets[{i}].usd", "must be positive"))
-        if budget.scope == "global" and budget.key != "*":
-            errors.append((f"budgets[{i}].key", "a global budget has no key"))
-    if cfg.budgets and cfg.store is None:
-        errors.append(("budgets", "budgets are kept in the store: set 'store.path'"))
-    f = cfg.failover
-    errors.extend(
-        (f"failover.{key}", "must be positive")
-        for key in (
-            "timeout",
-            "first_token_timeout",
-            "stall_timeout",
-            "backoff_cap",
-            "max_server_wait",
-            "hedge_after",
-        )
-        if getattr(f, key) is not None and getattr(f, key) <= 0
-    )
-    errors.extend(
-        (f"failover.{key}", "must not be negative")
-        for key in ("max_retries", "backoff_base", "retry_budget", "retry_burst")
-        if getattr(f, key) < 0
-    )
-    b = f.breaker
-    errors.extend(
-        (f"failover.breaker.{key}", "must be positive")
-        for key in ("failures", "window", "min_calls", "open_for", "max_open_for")
-        if getattr(b, key) <= 0
-    )
-    if not 0 < b.ratio <= 1:
-        errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
-    if b.max_open_for < b.open_for:
-        errors.append(("failover.breaker.max_open_for", "must not be below open_for"))
-    for name, m in cfg.models.items():
-        if m.quality is not None and not 0 <= m.quality <= 1:
-            errors.append((f"models.{name}.quality", "must be between 0 and 1"))
-        for key in ("weight", "latency_ms"):
-            v = getattr(m, key)
-            if v is not None and v < 0:
-                errors.append((f"models.{name}.{key}", "must not be negative"))
-        for key in ("context_window", "max_output_tokens", "output_tokens"):
-            v = getattr(m, key)
-            if v is not None and v < 1:
-                errors.append((f"models.{name}.{key}", "must be a positive integer"))
-        if m.pricing is not None:
-            for field in attrs.fields(Pricing):
-                v = getattr(m.pricing, field.name)
-                if v is not None and v < 0:
-                    errors.append((f"models.{name}.pricing.{field.name}", "must not be negative"))
-        if (
-            m.context_window is not None
-            and m.max_output_tokens is not None
-            and m.max_output_tokens > m.context_window
-        ):
-            errors.append((f"models.{name}.max_output_tokens", "exceeds context_window"))
-    return errors
-
-
-def _url_problems(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ["not a valid URL"]
-    problems = []
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append("expected an http:// or https:// URL")
-    if parts.username or parts.password:
-        problems.append("credentials must not be put in URLs; use api_key")
-    if parts.query or parts.fragment:
-        problems.append("must not have a query string or fragment")
-    return problems

@@ -1,4 +1,4 @@
-"""The one cattrs converter, with strict scalar hooks and path-precise error reports."""
+"""The one cattrs converter: strict scalar and string-list hooks, path-precise error reports."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cattrs.errors import (
 
 from tokenhub._secret import Secret
 
-__all__ = ["converter", "validation_errors"]
+__all__ = ["converter", "string_list", "validation_errors"]
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
@@ -98,6 +98,22 @@ def _any_mapping(v: Any, _: type) -> dict[str, Any]:
 
 converter.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
 converter.register_structure_hook_func(lambda t: t == Mapping[str, Any], _any_mapping)
+
+
+def string_list(v: Any, what: str) -> list[str]:
+    """``v`` as a list of strings: a list, tuple or set of them, never a bare string."""
+    if not isinstance(v, list | tuple | set | frozenset) or not all(isinstance(c, str) for c in v):
+        raise TypeError(f"expected a list of {what}")
+    return list(v)
+
+
+converter.register_structure_hook_func(
+    lambda t: t in (frozenset[str], frozenset[str] | None),
+    lambda v, _: None if v is None else frozenset(string_list(v, "strings")),
+)
+converter.register_structure_hook_func(
+    lambda t: t == tuple[str, ...], lambda v, _: tuple(string_list(v, "names"))
+)
 
 
 def validation_errors(exc: BaseException, path: str = "") -> list[tuple[str, str]]:

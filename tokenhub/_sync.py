@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from tokenhub._admin import SyncAdmin
 from tokenhub._hub import Hub
 
 if TYPE_CHECKING:
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
 
     from anyio.from_thread import BlockingPortal
 
+    from tokenhub._admin import SyncAdmin
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message, RouteTrace
     from tokenhub._store import Store
@@ -58,6 +58,8 @@ class SyncHub:
     @property
     def admin(self) -> SyncAdmin:
         """:attr:`Hub.admin`, with blocking methods."""
+        from tokenhub._admin import SyncAdmin  # noqa: PLC0415 - loads the store's modules
+
         return SyncAdmin(self._hub.admin, self._get_portal())
 
     def usage(

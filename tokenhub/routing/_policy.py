@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tokenhub.routing._state import Block, RuntimeState
 
 __all__ = [
+    "CAPABILITIES",
     "MODES",
     "Alias",
     "Features",
@@ -166,6 +167,10 @@ class Features:
     capabilities: frozenset[str]
     prompt_tokens: int
     max_tokens: int | None
+
+
+CAPABILITIES = frozenset({"tools", "vision", "json_schema", "prefill"})
+"""The capabilities a config may give a model and a policy may require."""
 
 
 def infer_capabilities(request: ChatRequest) -> frozenset[str]:

@@ -46,7 +46,7 @@ class Router:
         """The configured policy with a request's overrides applied (validated)."""
         if override is None:
             return self.policy
-        from tokenhub._config import policy_override  # noqa: PLC0415 - cattrs, first use only
+        from tokenhub.routing._checks import policy_override  # noqa: PLC0415 - cattrs, first use
 
         return policy_override(self.policy, override, set(self.models), self._provider_names)
 

@@ -1,0 +1,199 @@
+"""The checks of a config: its shape and references before structuring, its values after.
+
+Each check returns ``(dotted.path, reason)`` pairs; the parser collects them
+into one :class:`~tokenhub.errors.ConfigError`. Policies and aliases are
+checked beside them, in :mod:`tokenhub.routing._checks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from tokenhub._schema import ENV_NAME
+from tokenhub._settings import Pricing, Timeouts, VaultKey
+
+if TYPE_CHECKING:
+    from tokenhub._schema import HubConfig, StoreConfig, VaultConfig
+
+__all__ = ["check_references", "check_shape", "check_values", "check_vault"]
+
+_SECTIONS = (
+    "providers",
+    "models",
+    "routing",
+    "aliases",
+    "tokenizer",
+    "failover",
+    "store",
+    "vault",
+    "budgets",
+)
+
+
+def check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Unknown top-level keys, sections not mappings of names, duplicate names, no models."""
+    errors = [(str(k), "unknown key") for k in config if k not in _SECTIONS]
+    for section in ("providers", "models", "aliases"):
+        value = config.get(section, {})
+        if not isinstance(value, Mapping):
+            errors.append((section, f"expected a mapping of names, got {type(value).__name__}"))
+            continue
+        seen: dict[str, str] = {}
+        for name in value:
+            if not isinstance(name, str) or not name.strip():
+                errors.append((f"{section}.{name!r}", "names must be non-empty strings"))
+                continue
+            folded = name.strip().casefold()
+            if folded in seen:
+                errors.append((f"{section}.{name}", f"duplicate name (same as {seen[folded]!r})"))
+            seen[folded] = name
+    if config.get("models", {}) == {}:
+        errors.append(("models", "at least one model is required"))
+    return errors
+
+
+def check_references(
+    config: Mapping[str, Any], known_kinds: frozenset[str] | None, extra: frozenset[str]
+) -> list[tuple[str, str]]:
+    """Models naming unknown providers, providers naming unknown adapter kinds."""
+    errors: list[tuple[str, str]] = []
+    providers = config.get("providers", {})
+    models = config.get("models", {})
+    if not isinstance(providers, Mapping) or not isinstance(models, Mapping):
+        return errors
+    for name, m in models.items():
+        ref = m.get("provider") if isinstance(m, Mapping) else None
+        if isinstance(ref, str) and ref not in providers and ref not in extra:
+            known = ", ".join(sorted({*map(str, providers), *extra})) or "none configured"
+            errors.append((f"models.{name}.provider", f"unknown provider {ref!r}; known: {known}"))
+    if known_kinds is not None:
+        for name, p in providers.items():
+            kind = p.get("kind") if isinstance(p, Mapping) else None
+            if isinstance(kind, str) and kind not in known_kinds:
+                known = ", ".join(sorted(known_kinds))
+                errors.append((f"providers.{name}.kind", f"unknown kind {kind!r}; known: {known}"))
+    return errors
+
+
+def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
+    """Numbers in range, base URLs, the HTTP implementation, and what needs a store."""
+    errors: list[tuple[str, str]] = []
+    for name, p in cfg.providers.items():
+        for i, url in enumerate(p.base_urls):
+            where = f"providers.{name}.base_url" + (
+                f"[{i}]" if not isinstance(p.base_url, str) else ""
+            )
+            errors.extend((where, reason) for reason in _url_problems(url))
+        if isinstance(p.api_key, VaultKey) and cfg.store is None:
+            errors.append((f"providers.{name}.api_key", "vault references need 'store.path'"))
+        errors.extend(
+            (f"providers.{name}.timeouts.{field.name}", "must be positive")
+            for field in attrs.fields(Timeouts)
+            if getattr(p.timeouts, field.name) <= 0
+        )
+        if p.max_connections < 1:
+            errors.append((f"providers.{name}.max_connections", "must be at least 1"))
+        if p.http not in ("httpx", "aiohttp"):
+            errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
+    errors.extend(check_vault(cfg.store, cfg.vault))
+    for i, budget in enumerate(cfg.budgets):
+        if budget.usd <= 0:
+            errors.append((f"budgets[{i}].usd", "must be positive"))
+        if budget.scope == "global" and budget.key != "*":
+            errors.append((f"budgets[{i}].key", "a global budget has no key"))
+    if cfg.budgets and cfg.store is None:
+        errors.append(("budgets", "budgets are kept in the store: set 'store.path'"))
+    f = cfg.failover
+    errors.extend(
+        (f"failover.{key}", "must be positive")
+        for key in (
+            "timeout",
+            "first_token_timeout",
+            "stall_timeout",
+            "backoff_cap",
+            "max_server_wait",
+            "hedge_after",
+        )
+        if getattr(f, key) is not None and getattr(f, key) <= 0
+    )
+    errors.extend(
+        (f"failover.{key}", "must not be negative")
+        for key in ("max_retries", "backoff_base", "retry_budget", "retry_burst")
+        if getattr(f, key) < 0
+    )
+    b = f.breaker
+    errors.extend(
+        (f"failover.breaker.{key}", "must be positive")
+        for key in ("failures", "window", "min_calls", "open_for", "max_open_for")
+        if getattr(b, key) <= 0
+    )
+    if not 0 < b.ratio <= 1:
+        errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
+    if b.max_open_for < b.open_for:
+        errors.append(("failover.breaker.max_open_for", "must not be below open_for"))
+    for name, m in cfg.models.items():
+        if m.quality is not None and not 0 <= m.quality <= 1:
+            errors.append((f"models.{name}.quality", "must be between 0 and 1"))
+        for key in ("weight", "latency_ms"):
+            v = getattr(m, key)
+            if v is not None and v < 0:
+                errors.append((f"models.{name}.{key}", "must not be negative"))
+        for key in ("context_window", "max_output_tokens", "output_tokens"):
+            v = getattr(m, key)
+            if v is not None and v < 1:
+                errors.append((f"models.{name}.{key}", "must be a positive integer"))
+        if m.pricing is not None:
+            for field in attrs.fields(Pricing):
+                v = getattr(m.pricing, field.name)
+                if v is not None and v < 0:
+                    errors.append((f"models.{name}.pricing.{field.name}", "must not be negative"))
+        if (
+            m.context_window is not None
+            and m.max_output_tokens is not None
+            and m.max_output_tokens > m.context_window
+        ):
+            errors.append((f"models.{name}.max_output_tokens", "exceeds context_window"))
+    return errors
+
+
+def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, str]]:
+    """The ``vault`` and ``store`` sections: how to unlock, and sizes and intervals."""
+    errors: list[tuple[str, str]] = []
+    if v.auto_lock is not None and v.auto_lock <= 0:
+        errors.append(("vault.auto_lock", "must be positive (or null for never)"))
+    if v.password is not None:
+        if len(v.password) != 1 or next(iter(v.password)) not in ("env", "file"):
+            errors.append(("vault.password", "expected {'env': NAME} or {'file': PATH}"))
+        elif "env" in v.password and not ENV_NAME.match(v.password["env"]):
+            errors.append(("vault.password.env", "must name an environment variable"))
+        if store is None:
+            errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
+    if store is not None:
+        if store.logs.buffer < 1:
+            errors.append(("store.logs.buffer", "must be at least 1"))
+        if store.logs.retention_days is not None and store.logs.retention_days <= 0:
+            errors.append(("store.logs.retention_days", "must be positive (or null to keep all)"))
+        if store.busy_timeout < 0:
+            errors.append(("store.busy_timeout", "must not be negative"))
+        if store.sync_interval < 0:
+            errors.append(("store.sync_interval", "must not be negative"))
+    return errors
+
+
+def _url_problems(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ["not a valid URL"]
+    problems = []
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("expected an http:// or https:// URL")
+    if parts.username or parts.password:
+        problems.append("credentials must not be put in URLs; use api_key")
+    if parts.query or parts.fragment:
+        problems.append("must not have a query string or fragment")
+    return problems

@@ -1,0 +1,185 @@
+"""The configuration schema: the attrs classes a config dict is structured into, and their hooks.
+
+Importing this module registers the hooks for API keys, base URLs and
+capability names on the one converter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, NewType
+
+import attrs
+
+from tokenhub._redact import looks_like_key, register
+from tokenhub._secret import Secret
+from tokenhub._serde import converter, string_list
+from tokenhub._settings import (
+    Budget,
+    EnvKey,
+    FailoverConfig,
+    KeyRef,
+    LiteralKey,
+    Pricing,
+    Timeouts,
+    VaultKey,
+)
+from tokenhub.routing._policy import CAPABILITIES, Alias, Policy
+
+__all__ = [
+    "ENV_NAME",
+    "CapabilityNames",
+    "HubConfig",
+    "LogsConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "StoreConfig",
+    "VaultConfig",
+]
+
+CapabilityNames = NewType("CapabilityNames", frozenset[str])
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+"""What an environment variable's name may look like."""
+
+
+def _structure_key(v: Any, t: Any) -> KeyRef | None:
+    if v is None and t != KeyRef:
+        return None
+    if isinstance(v, str):
+        if not v:
+            raise TypeError("an empty API key")
+        secret = Secret(v)
+        register(secret)
+        return LiteralKey(secret)
+    if isinstance(v, Mapping) and len(v) == 1:
+        ((kind, name),) = v.items()
+        if kind == "env" and isinstance(name, str):
+            if not ENV_NAME.match(name) or looks_like_key(name):
+                raise TypeError("'env' must name an environment variable (a key was pasted?)")
+            return EnvKey(name)
+        if kind == "vault" and isinstance(name, str) and name:
+            return VaultKey(name)
+    # Never echo the value: it may be a key pasted into the wrong shape.
+    raise TypeError("expected {'env': NAME}, {'vault': NAME} or a literal key string")
+
+
+converter.register_structure_hook_func(lambda t: t in (KeyRef, KeyRef | None), _structure_key)
+
+
+@attrs.frozen
+class ProviderConfig:
+    """One provider: an adapter ``kind`` plus where and how to reach it."""
+
+    kind: str
+    base_url: str | tuple[str, ...] | None = None
+    api_key: KeyRef | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    max_connections: int = 100
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+    http: str = "httpx"
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """The configured base URLs (empty: use the adapter's default)."""
+        if self.base_url is None:
+            return ()
+        return (self.base_url,) if isinstance(self.base_url, str) else self.base_url
+
+
+@attrs.frozen
+class ModelConfig:
+    """One model: the provider serving it and what it costs and can do."""
+
+    provider: str
+    upstream: str | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    pricing: Pricing | None = None
+    capabilities: CapabilityNames | None = None
+    quality: float | None = None
+    tags: frozenset[str] = frozenset()
+    enabled: bool = True
+    weight: float = 1.0
+    latency_ms: float | None = None
+    output_tokens: int | None = None
+
+
+@attrs.frozen
+class LogsConfig:
+    """Request logs in the store: off by default; prompts and completions only on request."""
+
+    enabled: bool = False
+    content: bool = False
+    retention_days: float | None = 30.0
+    buffer: int = 10_000
+
+
+@attrs.frozen
+class StoreConfig:
+    """Where the SQLite store lives, how to share it, and what to log into it."""
+
+    path: str
+    busy_timeout: float = 5.0
+    sync_interval: float = 2.0
+    logs: LogsConfig = LogsConfig()
+
+
+@attrs.frozen
+class VaultConfig:
+    """How the vault is unlocked and when it locks itself.
+
+    ``password`` is ``{"env": NAME}`` or ``{"file": PATH}``: the vault is
+    unlocked when the Hub is built. ``auto_lock`` locks after that many idle seconds.
+    """
+
+    password: Mapping[str, str] | None = None
+    auto_lock: float | None = None
+
+
+@attrs.frozen
+class HubConfig:
+    """The whole configuration, as structured from the user's dict."""
+
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    routing: Policy = attrs.field(factory=Policy)
+    aliases: Mapping[str, Alias] = attrs.field(factory=dict)
+    tokenizer: str = "heuristic"
+    failover: FailoverConfig = attrs.field(factory=FailoverConfig)
+    store: StoreConfig | None = None
+    vault: VaultConfig = VaultConfig()
+    budgets: tuple[Budget, ...] = ()
+
+
+def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list | tuple) and v and all(isinstance(u, str) for u in v):
+        return tuple(v)
+    raise TypeError("expected a URL string or a non-empty list of URL strings")
+
+
+converter.register_structure_hook_func(
+    lambda t: t == str | tuple[str, ...] | None, _structure_base_url
+)
+
+
+def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
+    if v is None:
+        return None
+    unknown = sorted(set(string_list(v, "capability names")) - CAPABILITIES)
+    if unknown:
+        raise ValueError(
+            f"unknown capabilit{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(CAPABILITIES))}"
+        )
+    return CapabilityNames(frozenset(v))
+
+
+converter.register_structure_hook_func(
+    lambda t: t in (CapabilityNames, CapabilityNames | None), _structure_caps
+)
