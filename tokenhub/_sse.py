@@ -9,11 +9,12 @@ them in C and only then loops over lines (never over bytes).
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+import json
+from typing import Any, NamedTuple
 
 from tokenhub.errors import TokenhubError
 
-__all__ = ["DEFAULT_MAX_LINE", "SSEDecoder", "SSEError", "SSEEvent"]
+__all__ = ["DEFAULT_MAX_LINE", "SSEDecoder", "SSEError", "SSEEvent", "parse_json"]
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 """Default cap, in bytes, on the length of one line of the stream."""
@@ -21,6 +22,26 @@ DEFAULT_MAX_LINE = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
 _CR = 0x0D
+
+
+_scan = json.JSONDecoder().scan_once
+_loads = json.loads
+
+
+def parse_json(data: str) -> Any:
+    """``json.loads(data)``, a microsecond cheaper for data without surrounding whitespace.
+
+    ``json.loads`` goes through three Python frames and two regular-expression
+    matches (the whitespace around the value) before and after the C scanner;
+    an event's data rarely has any, so the scanner is called directly and any
+    other case (whitespace, extra data, an error) is left to ``json.loads``,
+    which then returns or raises exactly what it always does.
+    """
+    try:
+        value, end = _scan(data, 0)
+    except StopIteration:  # no value at the very start: let json.loads say why
+        return _loads(data)
+    return value if end == len(data) else _loads(data)
 
 
 class SSEError(TokenhubError, ValueError):
@@ -43,6 +64,10 @@ class SSEEvent(NamedTuple):
     """The last event ID of the stream when the event was dispatched, if any."""
     retry: int | None = None
     """The ``retry:`` value (milliseconds) given within this event, if any."""
+
+
+# SSEEvent(...) runs a Python-level __new__; the tuple constructor makes the same value.
+_new_event = tuple.__new__
 
 
 class SSEDecoder:
@@ -112,8 +137,9 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume *chunk* and return the events it completes, in order."""
-        if chunk:
-            self._truncated = False
+        if not chunk:
+            return []
+        self._truncated = False
         if not self._started:
             chunk = self._strip_bom(chunk)
         if self._skip_lf and chunk:
@@ -122,21 +148,16 @@ class SSEDecoder:
                 chunk = chunk[1:]
         if not chunk:
             return []
-        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+        # The held tail never holds a line terminator, so this tells about the whole block.
+        cr = b"\r" in chunk
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if cr else chunk.rfind(b"\n")
+        buf = self._buf
         if end < 0:  # no line ends yet: keep the bytes
-            buf = self._buf
             buf += chunk
             if len(buf) > self._max_line:
                 self._overflow()
             return []
-        return self._process(self._split(chunk, end))
-
-    def _split(self, chunk: bytes, end: int) -> list[str]:
-        """Return the complete lines up to ``chunk[end]``, a line terminator.
-
-        The bytes after it are kept for the next call.
-        """
-        buf = self._buf
+        # The complete lines up to chunk[end], a line terminator; the rest is kept.
         max_line = self._max_line
         size = len(chunk)
         stop = end + 1
@@ -154,16 +175,16 @@ class SSEDecoder:
             buf += memoryview(chunk)[stop:]
             if len(buf) > max_line:
                 self._overflow()
-        elif chunk[end] == _CR:
+        elif cr and chunk[end] == _CR:
             self._skip_lf = True
         # Line terminators are ASCII and never occur inside a UTF-8 sequence,
         # so decoding the whole block equals decoding it line by line.
         text = block.decode("utf-8", "replace")
-        if "\r" in text:
+        if cr:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         lines = text.split("\n")
         lines.pop()  # the empty string after the final terminator
-        return lines
+        return self._process(lines)
 
     def flush(self) -> list[SSEEvent]:
         """Signal end of stream; discard any incomplete event (WHATWG).
@@ -213,11 +234,14 @@ class SSEDecoder:
             if not line:
                 if data:
                     events.append(
-                        SSEEvent(
-                            event_type or "message",
-                            data[0] if len(data) == 1 else "\n".join(data),
-                            last_id,
-                            event_retry,
+                        _new_event(
+                            SSEEvent,
+                            (
+                                event_type or "message",
+                                data[0] if len(data) == 1 else "\n".join(data),
+                                last_id,
+                                event_retry,
+                            ),
                         )
                     )
                     data = []

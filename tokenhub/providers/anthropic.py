@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._http import TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub._sse import parse_json
 from tokenhub.errors import ProviderError, RequestError
 from tokenhub.providers._base import HTTPProvider, classify_status, dumps, error_envelope
 from tokenhub.providers._types import Capabilities, Classification
@@ -257,7 +258,7 @@ class AnthropicProvider(HTTPProvider):
                 if kind == "ping":
                     continue
                 try:
-                    data = json.loads(event.data)
+                    data = parse_json(event.data)
                 except ValueError:
                     raise self._stream_broken(
                         call, "the provider sent a malformed stream event"

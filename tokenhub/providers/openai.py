@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub._sse import parse_json
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
 
@@ -203,7 +203,7 @@ class OpenAIProvider(HTTPProvider):
                 done = True
                 break
             try:
-                obj = json.loads(data)
+                obj = parse_json(data)
             except ValueError:
                 raise self._stream_broken(
                     call, "the provider sent a malformed stream chunk"
@@ -215,8 +215,9 @@ class OpenAIProvider(HTTPProvider):
             response_id = obj.get("id", response_id)
             model = obj.get("model", model)
             created = obj.get("created", created)
-            if obj.get("usage"):
-                usage = _usage(obj["usage"])
+            raw_usage = obj.get("usage")
+            if raw_usage:
+                usage = _usage(raw_usage)
             for choice in obj.get("choices") or ():
                 if choice.get("index", 0) != 0:
                     continue
