@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import string
 import struct
 from pathlib import Path
 
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenhub._models import ImagePart
 from tokenhub._request import build_request
+from tokenhub.routing import _estimate
 from tokenhub.routing._estimate import (
     estimate_prompt_tokens,
     heuristic_tokens,
@@ -62,6 +66,43 @@ class TestHeuristic:
         """Estimates are non-negative and longer texts never count fewer tokens."""
         assert heuristic_tokens(text) >= 0
         assert heuristic_tokens(text + " more words here") > heuristic_tokens(text)
+
+
+def byte_class_formula(text: str) -> float:
+    """The heuristic's definition, spelled out: whitespace-separated chunks and byte classes."""
+    e = _estimate
+    b = text.encode()
+    ascii_bytes = sum(1 for c in b if c < 128)
+    wide_chars = len(text) - ascii_bytes
+    three = max(len(b) - ascii_bytes - 2 * wide_chars, 0)
+    letters = sum(1 for c in b if chr(c) in string.ascii_letters)
+    digits = sum(1 for c in b if chr(c) in string.digits)
+    punct = sum(1 for c in b if chr(c) in string.punctuation)
+    tokens = (
+        e._PER_CHUNK * len(b.split())
+        + e._PER_LETTER * letters
+        + e._PER_DIGIT * digits
+        + e._PER_PUNCT * punct
+    )
+    if len(b) != len(text):
+        tokens += e._PER_TWO_BYTE * (wide_chars - three) + e._PER_WIDE * three
+    return tokens
+
+
+class TestHeuristicDefinition:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.text(
+            st.one_of(
+                st.characters(codec="utf-8"),
+                st.sampled_from(" \t\n\r\x0b\x0c\x1c\x00\x7fa1.é中😀"),
+            ),
+            max_size=60,
+        )
+    )
+    def test_equals_the_byte_class_formula(self, text: str) -> None:
+        """The C-counted heuristic equals its definition on any text (chunks as bytes.split())."""
+        assert byte_class_formula(text) == pytest.approx(heuristic_tokens(text), abs=1e-9)
 
 
 class TestPrompt:

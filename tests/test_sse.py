@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+import re
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenhub._sse import DEFAULT_MAX_LINE, SSEDecoder, SSEError, SSEEvent
+from tokenhub._sse import DEFAULT_MAX_LINE, SSEDecoder, SSEError, SSEEvent, parse_json
 
 BOM = b"\xef\xbb\xbf"
 
@@ -426,6 +428,15 @@ _specs = st.builds(
     comments=st.lists(_text, max_size=2),
 )
 _eols = st.sampled_from(["\n", "\r\n", "\r"])
+#: The shape of most LLM stream events: one data line, nothing else.
+_plain_specs = st.builds(
+    Spec,
+    event=st.none(),
+    data=st.lists(_text, min_size=1, max_size=1),
+    id=st.none(),
+    retry=st.none(),
+    comments=st.just([]),
+)
 
 
 def serialise(specs: list[Spec], eols: list[str]) -> str:
@@ -491,9 +502,96 @@ class TestSplitInvariance:
         assert not whole.pending
         assert not split.pending
 
+    @settings(max_examples=150, deadline=None)
+    @given(
+        specs=st.lists(_plain_specs | _plain_specs | _specs, max_size=8),
+        eols=st.lists(st.just("\n") | _eols, min_size=1, max_size=3),
+        bom=st.booleans(),
+        data=st.data(),
+    )
+    def test_one_feed_per_event_gives_the_same_events(
+        self, specs: list[Spec], eols: list[str], bom: bool, data: st.DataObject
+    ) -> None:
+        """Feeding the stream one event at a time (as HTTP chunks often carry it) changes nothing.
+
+        Most such feeds are one ``data:`` line and its blank line, the decoder's fast path;
+        some pieces are cut at random too, so that the fast path meets pending state.
+        """
+        stream = (BOM if bom else b"") + serialise(specs, eols).encode()
+        pieces = [p for p in re.split(rb"(?<=\n\n)|(?<=\r\r)|(?<=\r\n\r\n)", stream) if p]
+        if data.draw(st.booleans()) and pieces:
+            i = data.draw(st.integers(0, len(pieces) - 1))
+            cut = data.draw(st.integers(0, len(pieces[i])))
+            pieces[i : i + 1] = [pieces[i][:cut], pieces[i][cut:]]
+        decoder = SSEDecoder()
+        actual = [event for piece in pieces for event in decoder.feed(piece)]
+        assert model(specs) == actual
+        assert not decoder.pending
+
+    def test_fast_path_keeps_the_last_event_id(self) -> None:
+        """A one-line event fed alone carries the ID set by an earlier event."""
+        decoder = SSEDecoder()
+        decoder.feed(b"id: 7\ndata: a\n\n")
+        assert [message("b", id="7")] == decoder.feed(b"data: b\n\n")
+
+    def test_fast_path_completes_a_pending_event(self) -> None:
+        """A data line fed after another event's fields joins that event."""
+        decoder = SSEDecoder()
+        decoder.feed(b"event: x\n")
+        assert [message("b", event="x")] == decoder.feed(b"data: b\n\n")
+
+    def test_fast_path_after_a_held_tail(self) -> None:
+        """A feed that completes a held partial line is one line, not an event of its own."""
+        decoder = SSEDecoder()
+        decoder.feed(b"data: a")
+        assert [message("adata: b")] == decoder.feed(b"data: b\n\n")
+
+    def test_fast_path_respects_max_line(self) -> None:
+        """A one-line event longer than max_line is rejected on the fast path too."""
+        with pytest.raises(SSEError):
+            SSEDecoder(max_line=8).feed(b"data: 123\n\n")
+        assert [message("12")] == SSEDecoder(max_line=8).feed(b"data: 12\n\n")
+
     @settings(max_examples=30, deadline=None)
     @given(specs=st.lists(_specs, min_size=1, max_size=3), eols=st.lists(_eols, min_size=1))
     def test_bytewise_feed_gives_the_same_events(self, specs: list[Spec], eols: list[str]) -> None:
         """Feeding one byte at a time equals feeding the stream whole."""
         stream = serialise(specs, eols).encode()
         assert feed_all(stream) == feed_bytewise(stream)
+
+
+# --- parse_json: json.loads, minus its per-call overhead. ----------------------------
+
+
+def outcome(decode: Any, text: str) -> tuple[str, Any]:
+    try:
+        return "ok", decode(text)
+    except ValueError as exc:
+        return type(exc).__name__, str(exc)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+class TestParseJson:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        value=_json,
+        before=st.sampled_from(["", " ", "\n", "\ufeff", "x"]),
+        after=st.sampled_from(["", " ", "\n", "x", "}", "{}"]),
+        cut=st.integers(0, 200),
+    )
+    def test_same_as_json_loads(self, value: Any, before: str, after: str, cut: int) -> None:
+        """On valid, padded, truncated or trailing-garbage text it returns or raises as json.loads."""
+        text = before + json.dumps(value) + after
+        for t in (text, text[:cut]):
+            assert outcome(json.loads, t) == outcome(parse_json, t)
+
+    @pytest.mark.parametrize("text", ["", "[DONE]", "NaN", '{"a" 1}', "1 2", " {}", "{} "])
+    def test_edge_cases(self, text: str) -> None:
+        """Empty text, sentinels, NaN, errors and whitespace behave as with json.loads."""
+        assert repr(outcome(json.loads, text)) == repr(outcome(parse_json, text))

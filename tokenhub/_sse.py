@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tokenhub.errors import TokenhubError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["DEFAULT_MAX_LINE", "SSEDecoder", "SSEError", "SSEEvent", "parse_json"]
 
@@ -24,7 +27,8 @@ _LF = 0x0A
 _CR = 0x0D
 
 
-_scan = json.JSONDecoder().scan_once
+# The decoder's C scanner (json.loads's own); typeshed does not declare the attribute.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _loads = json.loads
 
 
@@ -150,6 +154,18 @@ class SSEDecoder:
             return []
         # The held tail never holds a line terminator, so this tells about the whole block.
         cr = b"\r" in chunk
+        if (
+            not cr
+            and not self._dirty  # so no data, event type or retry is pending either
+            and not self._buf
+            and chunk.startswith(b"data: ")
+            and chunk.endswith(b"\n\n")
+            and chunk.find(b"\n", 6) == len(chunk) - 2
+            and len(chunk) <= self._max_line
+        ):
+            # The shape most chunks of an LLM stream have: one event of one data line, whole.
+            data = chunk[6:-2].decode("utf-8", "replace")
+            return [_new_event(SSEEvent, ("message", data, self._last_id, None))]
         end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) if cr else chunk.rfind(b"\n")
         buf = self._buf
         if end < 0:  # no line ends yet: keep the bytes

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 from tokenhub._models import ToolCall
 
 if TYPE_CHECKING:
-    from tokenhub._models import Chunk, Usage
+    from tokenhub._models import Chunk, ToolCallDelta, Usage
 
 __all__ = ["Partial"]
 
 
 class Partial:
     """What a stream has delivered so far: text, reasoning, tool calls and usage."""
+
+    __slots__ = ("_reasoning", "_text", "_tools", "last", "usage")
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -41,13 +43,20 @@ class Partial:
         )
 
     def add(self, chunk: Chunk) -> None:
-        """Take in one chunk."""
+        """Take in one chunk (this runs for every chunk: most carry text and nothing else)."""
         self.last = chunk
-        if chunk.text:
-            self._text.append(chunk.text)
+        text = chunk.text
+        if text:
+            self._text.append(text)
         if chunk.reasoning:
             self._reasoning.append(chunk.reasoning)
-        for d in chunk.tool_calls:
+        if chunk.tool_calls:
+            self._add_tools(chunk.tool_calls)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+    def _add_tools(self, deltas: tuple[ToolCallDelta, ...]) -> None:
+        for d in deltas:
             parts = self._tools.setdefault(d.index, ["", ""])
             if d.id:
                 parts[0] = d.id
@@ -55,5 +64,3 @@ class Partial:
                 parts[1] = d.name
             if d.arguments:
                 parts.append(d.arguments)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
