@@ -68,11 +68,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._schema",
             "tokenhub._checks",
             "tokenhub._config",
+            "tokenhub._assemble",
         ),
     ),
     (
         "faces",
         (
+            "tokenhub._stream",
             "tokenhub._hub",
             "tokenhub._sync",
             "tokenhub._admin",
