@@ -13,20 +13,28 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 import attrs
 
-from tokenhub._redact import get_logger
+from tokenhub._config import parse_config, parse_local
+from tokenhub._control import ENTRY_SECTIONS, Conflict, ControlPlane, apply, shareable
+from tokenhub._httpx import HttpxClient
+from tokenhub._redact import get_logger, register
+from tokenhub._secret import Secret
+from tokenhub._settings import VaultKey
 from tokenhub.errors import ConfigError, StoreBusyError, StoreError
+from tokenhub.providers import ProviderSettings
+from tokenhub.providers._registry import find_kind, kinds_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import anyio
     import httpx
 
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, StoreConfig, VaultConfig
-    from tokenhub._control import Change, ControlPlane
+    from tokenhub._control import Change
     from tokenhub._http import HttpClient
     from tokenhub._settings import KeySource
     from tokenhub._store import Store
@@ -54,11 +62,6 @@ def build_providers(
     With ``reuse`` (the current config and providers), a provider whose config
     did not change keeps its adapter and connection pool.
     """
-    from tokenhub._httpx import HttpxClient  # noqa: PLC0415
-    from tokenhub._settings import VaultKey  # noqa: PLC0415
-    from tokenhub.providers import ProviderSettings  # noqa: PLC0415
-    from tokenhub.providers._registry import find_kind  # noqa: PLC0415
-
     built: dict[str, Provider] = {}
     errors: list[tuple[str, str]] = []
     for name, p in parsed.providers.items():
@@ -135,7 +138,6 @@ def _literal_keys(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _changes(shared: Mapping[str, Any]) -> list[Change]:
-    from tokenhub._control import ENTRY_SECTIONS  # noqa: PLC0415
 
     out: list[Change] = []
     for section, value in shared.items():
@@ -147,8 +149,6 @@ def _changes(shared: Mapping[str, Any]) -> list[Change]:
 
 
 def _read_password(source: Mapping[str, str]) -> bytearray:
-    from tokenhub._redact import register  # noqa: PLC0415
-    from tokenhub._secret import Secret  # noqa: PLC0415
 
     if "env" in source:
         value = os.environ.get(source["env"])
@@ -210,9 +210,6 @@ class Source:
         current: tuple[HubConfig, Mapping[str, Provider]] | None = None,
     ) -> Built:
         """Validate ``shared`` exactly like ``from_config`` and build its providers."""
-        from tokenhub._config import parse_config  # noqa: PLC0415
-        from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
-
         full = self.full(shared)
         parsed = parse_config(
             full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
@@ -233,11 +230,6 @@ class Source:
         One change at a time per Hub; a write that finds the revision moved by
         another process re-reads and re-validates (optimistic concurrency).
         """
-        import anyio  # noqa: PLC0415
-        import anyio.to_thread  # noqa: PLC0415
-
-        from tokenhub._control import Conflict, apply  # noqa: PLC0415
-
         if self.lock is None:
             self.lock = anyio.Lock()
         keys = dict(self.literal_keys)
@@ -323,9 +315,6 @@ def assemble(
     The store is the source of truth: this config adds to it and updates it,
     after the merged result validated (nothing is written otherwise).
     """
-    from tokenhub._config import parse_config, parse_local  # noqa: PLC0415 - cattrs, first use
-    from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
-
     extra = dict(providers)
     store_cfg, vault_cfg = parse_local(config)
     if store_cfg is None:
@@ -334,7 +323,6 @@ def assemble(
         )
         built = build_providers(parsed, transport=transport, clock=clock, vault=None)
         return Assembly(parsed, {**built, **extra})
-    from tokenhub._control import ControlPlane, apply, shareable  # noqa: PLC0415
 
     opened, vault = _open_store(store_cfg, vault_cfg, clock)
     try:
