@@ -142,8 +142,10 @@ class OpenAIProvider(HTTPProvider):
         """Turn a 200 response body into a :class:`ChatResponse`."""
         if "error" in data and not data.get("choices"):
             raise self._error(call, self._classify_event(data), key, status=r.status)
-        choice = (data.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
+        choices = data.get("choices")
+        choice = choices[0] if choices else _EMPTY
+        message = choice.get("message") or _EMPTY
+        raw_tools = message.get("tool_calls")
         return call.response(
             text=message.get("content") or "",
             tool_calls=tuple(
@@ -152,8 +154,10 @@ class OpenAIProvider(HTTPProvider):
                     name=t["function"]["name"],
                     arguments=t["function"].get("arguments") or "",
                 )
-                for t in message.get("tool_calls") or ()
-            ),
+                for t in raw_tools
+            )
+            if raw_tools
+            else (),
             finish_reason=choice.get("finish_reason") or "stop",
             usage=_usage(data.get("usage")),
             upstream_model=data.get("model"),

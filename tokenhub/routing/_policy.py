@@ -102,7 +102,17 @@ class Policy:
 
     def effective_weights(self) -> Weights:
         """The custom weights if given, else the mode's profile, normalised."""
-        return _normalised(self.weights or MODES[self.mode])
+        if self.weights is not None:
+            return _normalised(self.weights)
+        profile = MODES[self.mode]
+        seen = _MODE_WEIGHTS.get(self.mode)
+        if seen is None or seen[0] is not profile:  # first use, or MODES was changed
+            seen = _MODE_WEIGHTS[self.mode] = (profile, profile.normalised())
+        return seen[1]
+
+
+#: mode -> (its profile in MODES, normalised), checked by identity: no attrs hash per request.
+_MODE_WEIGHTS: dict[str, tuple[Weights, Weights]] = {}
 
 
 @functools.lru_cache(maxsize=256)

@@ -83,11 +83,18 @@ class Router:
                 names = [pinned, *spec.fallbacks, *policy.fallbacks]
             else:
                 raise ModelNotFoundError(model, (*self.models, *self.aliases))
-            pool = [self.models[n] for n in dict.fromkeys(names)]
+            pool = (
+                [self.models[names[0]]]  # a pinned model without fallbacks, the common case
+                if len(names) == 1
+                else [self.models[n] for n in dict.fromkeys(names)]
+            )
+        capabilities = infer_capabilities(request)
+        if policy.require:
+            capabilities |= policy.require
+        if stream:
+            capabilities |= _STREAMING
         features = Features(
-            capabilities=infer_capabilities(request)
-            | policy.require
-            | (_STREAMING if stream else frozenset()),
+            capabilities=capabilities,
             prompt_tokens=estimate_prompt_tokens(request, self.count),
             max_tokens=request.max_tokens,
         )
