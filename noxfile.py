@@ -50,6 +50,7 @@ def bench(session: nox.Session) -> None:
     for script in (
         "import_time.py",
         "routing.py",
+        "hotpath.py",  # builds benchmarks/upstream.c for its bodies
         "estimator.py",
         "faults.py",
         "telemetry.py",
