@@ -208,8 +208,8 @@ def _exclusion(m: ModelInfo, f: Features, p: Policy, state: StateBackend, out: i
         p.providers is not None and m.provider not in p.providers
     ):
         return f"provider {m.provider!r} not allowed by policy"
-    missing = f.capabilities - m.capabilities
-    if missing:
+    if not f.capabilities <= m.capabilities:
+        missing = f.capabilities - m.capabilities
         return (
             f"missing capabilit{'y' if len(missing) == 1 else 'ies'}: {', '.join(sorted(missing))}"
         )
@@ -331,7 +331,7 @@ def rank(
     latencies = [lat for _, _, _, lat in passed if lat is not None]
     best_cost = min(costs) if costs else None
     best_latency = min(latencies) if latencies else None
-    top_weight = max(m.weight for m, _, _, _ in passed) or 1.0
+    top_weight = max([m.weight for m, _, _, _ in passed]) or 1.0
     scored: list[tuple[float, int, Candidate]] = []
     for m, out, cost, latency in passed:
         failure = state.failure_rate(m.name)
