@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import anyio
-    import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
     from tokenhub._control import Change, ControlPlane
-    from tokenhub._http import HttpClient
+    from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Hold, Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message, Tool
     from tokenhub._settings import KeySource
@@ -67,17 +66,18 @@ class _Model:
 def _build_providers(
     parsed: HubConfig,
     *,
-    transport: httpx.AsyncBaseTransport | None,
+    http: Callable[[HttpSettings], HttpClient] | None,
     clock: Clock,
     vault: Vault | None,
     reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
 ) -> dict[str, Provider]:
     """Build each configured provider's adapter, with its HTTP client and key source.
 
-    With ``reuse`` (the current config and providers), a provider whose config
-    did not change keeps its adapter and connection pool.
+    ``http`` builds every client when given; otherwise each provider's ``http``
+    entry chooses. With ``reuse`` (the current config and providers), a provider
+    whose config did not change keeps its adapter and connection pool.
     """
-    from tokenhub._httpx import HttpxClient  # noqa: PLC0415
+    from tokenhub._http import HttpSettings  # noqa: PLC0415
     from tokenhub._settings import VaultKey  # noqa: PLC0415
     from tokenhub.providers import ProviderSettings  # noqa: PLC0415
     from tokenhub.providers._registry import find_kind  # noqa: PLC0415
@@ -91,17 +91,20 @@ def _build_providers(
         factory = find_kind(p.kind)
         if factory is None:  # pragma: no cover - parse_config checked the kind
             raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-        if p.http == "aiohttp":
+        wanted = HttpSettings(p.timeouts, p.max_connections, name)
+        if http is not None:
+            client: HttpClient = http(wanted)
+        elif p.http == "aiohttp":
             try:
                 from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
             except ImportError:
                 errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
                 continue
-            http: HttpClient = AiohttpClient(timeouts=p.timeouts, max_connections=p.max_connections)
+            client = AiohttpClient(wanted)
         else:
-            http = HttpxClient(
-                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-            )
+            from tokenhub._httpx import HttpxClient  # noqa: PLC0415
+
+            client = HttpxClient(wanted)
         api_key: KeySource | None = p.api_key
         if isinstance(api_key, VaultKey) and vault is not None:
             from tokenhub._vault import VaultKeySource  # noqa: PLC0415
@@ -115,7 +118,7 @@ def _build_providers(
             headers=p.headers,
             timeouts=p.timeouts,
             options=p.options,
-            http=http,
+            http=client,
             clock=clock.wall,
         )
         try:
@@ -201,7 +204,7 @@ class _Source:
     local: dict[str, Any]  # the store and vault sections: never shared
     literal_keys: dict[str, str]  # keys written literally in this process's config
     extra: dict[str, Provider]
-    transport: httpx.AsyncBaseTransport | None
+    http: Callable[[HttpSettings], HttpClient] | None
     clock: Clock
     vault: Vault
     interval: float
@@ -240,7 +243,7 @@ class _Source:
             full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
         )
         built = _build_providers(
-            parsed, transport=self.transport, clock=self.clock, vault=self.vault, reuse=current
+            parsed, http=self.http, clock=self.clock, vault=self.vault, reuse=current
         )
         return parsed, {**built, **self.extra}
 
@@ -412,7 +415,7 @@ class Hub:
         config: Mapping[str, Any],
         *,
         providers: Mapping[str, Provider] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: Callable[[HttpSettings], HttpClient] | None = None,
         clock: Clock | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -421,8 +424,9 @@ class Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
         ``providers`` adds ready-made :class:`~tokenhub.providers.Provider`
-        instances that models may name; ``transport`` is an httpx transport used
-        by every built-in adapter (for tests, proxies or custom TLS); ``clock``
+        instances that models may name; ``http`` builds the HTTP client of every
+        built-in provider from its :class:`~tokenhub.http.HttpSettings` (proxies,
+        custom TLS, a mock transport in tests), in place of its ``http`` entry; ``clock``
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
         makes failover tests instant). ``tracer_provider`` and ``meter_provider``
         replace OpenTelemetry's global providers for this Hub's spans and metrics.
@@ -443,7 +447,7 @@ class Hub:
             parsed = parse_config(
                 config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
             )
-            built = _build_providers(parsed, transport=transport, clock=clock, vault=None)
+            built = _build_providers(parsed, http=http, clock=clock, vault=None)
             return cls(
                 parsed,
                 {**built, **extra},
@@ -460,7 +464,7 @@ class Hub:
                 local={k: config[k] for k in ("store", "vault") if k in config},
                 literal_keys=_literal_keys(config),
                 extra=extra,
-                transport=transport,
+                http=http,
                 clock=clock,
                 vault=vault,
                 interval=store_cfg.sync_interval,
