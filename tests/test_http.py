@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from anyio.from_thread import start_blocking_portal
 
 import tokenhub
 from tests.conftest import config_for
-from tokenhub import Hub
+from tokenhub import Hub, SyncHub
 from tokenhub.errors import ProviderError
 from tokenhub.http import (
     AiohttpClient,
@@ -25,13 +26,12 @@ from tokenhub.http import (
     Timeouts,
     TransportError,
 )
+from tokenhub.testing import FakeProvider
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
-
-    from tokenhub.testing import FakeProvider
 
 HELLO = [{"role": "user", "content": "Hello"}]
 CLIENTS: dict[str, Callable[[HttpSettings], HttpClient]] = {
@@ -158,6 +158,17 @@ class TestFactory:
             await hub.chat(HELLO, model="tiny")
         assert HttpSettings(Timeouts(), 2, "local") == factory.made[-1]
         assert [("json", fake.openai_base_url + "/chat/completions")] == factory.seen
+
+    def test_sync_hub_takes_it_too(self) -> None:
+        """``SyncHub.from_config(http=...)`` builds its clients with the factory."""
+        factory = Factory()
+        with (
+            start_blocking_portal() as portal,
+            portal.wrap_async_context_manager(FakeProvider()) as fake,
+            SyncHub.from_config(config_for(fake), http=factory) as hub,
+        ):
+            assert "echo: Hello" == hub.chat(HELLO, model="gpt-4o-mini").text
+            assert [("json", fake.openai_base_url + "/chat/completions")] == factory.seen
 
     def test_transport_is_no_longer_accepted(self) -> None:
         """``transport=`` is gone: passing it is a TypeError, not silently ignored."""
