@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._http",
             "tokenhub._httpx",
             "tokenhub._aiohttp",
+            "tokenhub.http",
             "tokenhub.providers",
             "tokenhub._store",
             "tokenhub._crypto",

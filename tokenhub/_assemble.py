@@ -19,6 +19,7 @@ import attrs
 
 from tokenhub._config import parse_config, parse_local
 from tokenhub._control import ENTRY_SECTIONS, Conflict, ControlPlane, apply, shareable
+from tokenhub._http import HttpSettings
 from tokenhub._httpx import HttpxClient
 from tokenhub._redact import get_logger, register
 from tokenhub._secret import Secret
@@ -28,9 +29,7 @@ from tokenhub.providers import ProviderSettings
 from tokenhub.providers._registry import find_kind, kinds_for
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    import httpx
+    from collections.abc import Callable, Sequence
 
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, StoreConfig, VaultConfig
@@ -52,15 +51,16 @@ Built = tuple["HubConfig", dict[str, "Provider"]]
 def build_providers(
     parsed: HubConfig,
     *,
-    transport: httpx.AsyncBaseTransport | None,
+    http: Callable[[HttpSettings], HttpClient] | None,
     clock: Clock,
     vault: Vault | None,
     reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
 ) -> dict[str, Provider]:
     """Build each configured provider's adapter, with its HTTP client and key source.
 
-    With ``reuse`` (the current config and providers), a provider whose config
-    did not change keeps its adapter and connection pool.
+    ``http`` builds every client when given; otherwise each provider's ``http``
+    entry chooses. With ``reuse`` (the current config and providers), a provider
+    whose config did not change keeps its adapter and connection pool.
     """
     built: dict[str, Provider] = {}
     errors: list[tuple[str, str]] = []
@@ -71,17 +71,18 @@ def build_providers(
         factory = find_kind(p.kind)
         if factory is None:  # pragma: no cover - parse_config checked the kind
             raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-        if p.http == "aiohttp":
+        wanted = HttpSettings(p.timeouts, p.max_connections, name)
+        if http is not None:
+            client: HttpClient = http(wanted)
+        elif p.http == "aiohttp":
             try:
                 from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
             except ImportError:
                 errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
                 continue
-            http: HttpClient = AiohttpClient(timeouts=p.timeouts, max_connections=p.max_connections)
+            client = AiohttpClient(wanted)
         else:
-            http = HttpxClient(
-                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-            )
+            client = HttpxClient(wanted)
         api_key: KeySource | None = p.api_key
         if isinstance(api_key, VaultKey) and vault is not None:
             from tokenhub._vault import VaultKeySource  # noqa: PLC0415
@@ -95,7 +96,7 @@ def build_providers(
             headers=p.headers,
             timeouts=p.timeouts,
             options=p.options,
-            http=http,
+            http=client,
             clock=clock.wall,
         )
         try:
@@ -178,7 +179,7 @@ class Source:
     local: dict[str, Any]  # the store and vault sections: never shared
     literal_keys: dict[str, str]  # keys written literally in this process's config
     extra: dict[str, Provider]
-    transport: httpx.AsyncBaseTransport | None
+    http: Callable[[HttpSettings], HttpClient] | None
     clock: Clock
     vault: Vault
     interval: float
@@ -215,7 +216,7 @@ class Source:
             full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
         )
         built = build_providers(
-            parsed, transport=self.transport, clock=self.clock, vault=self.vault, reuse=current
+            parsed, http=self.http, clock=self.clock, vault=self.vault, reuse=current
         )
         return parsed, {**built, **self.extra}
 
@@ -307,7 +308,7 @@ def assemble(
     config: Mapping[str, Any],
     *,
     providers: Mapping[str, Provider],
-    transport: httpx.AsyncBaseTransport | None,
+    http: Callable[[HttpSettings], HttpClient] | None,
     clock: Clock,
 ) -> Assembly:
     """Validate ``config`` and build its parts; with a store, merge ``config`` into it first.
@@ -321,7 +322,7 @@ def assemble(
         parsed = parse_config(
             config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
         )
-        built = build_providers(parsed, transport=transport, clock=clock, vault=None)
+        built = build_providers(parsed, http=http, clock=clock, vault=None)
         return Assembly(parsed, {**built, **extra})
 
     opened, vault = _open_store(store_cfg, vault_cfg, clock)
@@ -331,7 +332,7 @@ def assemble(
             local={k: config[k] for k in ("store", "vault") if k in config},
             literal_keys=_literal_keys(config),
             extra=extra,
-            transport=transport,
+            http=http,
             clock=clock,
             vault=vault,
             interval=store_cfg.sync_interval,

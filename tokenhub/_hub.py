@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
-    import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from tokenhub._clock import Clock
     from tokenhub._config import HubConfig, ModelConfig
     from tokenhub._control import Change
+    from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Message, Tool
     from tokenhub._store import Store
@@ -223,7 +223,7 @@ class Hub:
         config: Mapping[str, Any],
         *,
         providers: Mapping[str, Provider] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: Callable[[HttpSettings], HttpClient] | None = None,
         clock: Clock | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -232,8 +232,9 @@ class Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
         ``providers`` adds ready-made :class:`~tokenhub.providers.Provider`
-        instances that models may name; ``transport`` is an httpx transport used
-        by every built-in adapter (for tests, proxies or custom TLS); ``clock``
+        instances that models may name; ``http`` builds the HTTP client of every
+        built-in provider from its :class:`~tokenhub.http.HttpSettings` (proxies,
+        custom TLS, a mock transport in tests), in place of its ``http`` entry; ``clock``
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
         makes failover tests instant). ``tracer_provider`` and ``meter_provider``
         replace OpenTelemetry's global providers for this Hub's spans and metrics.
@@ -247,7 +248,7 @@ class Hub:
         clock = clock or SystemClock()
         if store is not None:
             config = {**config, "store": {**config.get("store", {}), "path": os.fspath(store)}}
-        parts = assemble(config, providers=providers or {}, transport=transport, clock=clock)
+        parts = assemble(config, providers=providers or {}, http=http, clock=clock)
         try:
             hub = cls(
                 parts.config,
