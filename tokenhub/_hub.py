@@ -373,7 +373,7 @@ class Hub:
                 default = getattr(m.provider, "default_base_url", None)
                 kind, base_url = p.kind, (p.base_urls[0] if p.base_urls else default)
             # Only adapters on tokenhub's HTTP layer apply timeouts.read to each read.
-            http = p is not None and isinstance(m.provider, HTTPProvider)
+            http = isinstance(m.provider, HTTPProvider)
             table[name] = Deployment(
                 name=name,
                 upstream=m.upstream,
@@ -383,7 +383,7 @@ class Hub:
                 base_url=base_url,
                 context_window=m.config.context_window,
                 prefill=self.capabilities(name).prefill,
-                read_timeout=p.timeouts.read if http and p is not None else None,
+                read_timeout=p.timeouts.read if p is not None and http else None,
                 max_output_tokens=m.config.max_output_tokens,
                 pricing=m.config.pricing,
             )

@@ -107,7 +107,7 @@ class Run:
         stream: bool,
     ) -> None:
         self.engine = engine
-        #: The table this request started with (a config installed meanwhile does not change it).
+        #: The table this request started with: a config installed meanwhile makes a new engine.
         self.deployments = engine.deployments
         self.request = request
         self.base_trace = trace
