@@ -172,7 +172,7 @@ class TestHub:
         assert "EchoProvider" == type(provider).__name__
         assert ("p", "echo", {"x": 1}) == (settings.name, settings.kind, settings.options)
         # A third-party adapter may not apply timeouts.read: streams keep their per-chunk guard.
-        assert hub._read_timeout("m") is None
+        assert hub._engine.deployments["m"].read_timeout is None
 
     def test_read_timeout_bound_only_for_tokenhub_http_adapters(self) -> None:
         """The engine relies on timeouts.read only for adapters on tokenhub's HTTP layer."""
@@ -187,11 +187,8 @@ class TestHub:
             "models": {"a": {"provider": "o"}, "b": {"provider": "mine"}},
         }
         hub = Hub.from_config(cfg, providers={"mine": EchoProvider()})
-        assert (7.0, None, None) == (
-            hub._read_timeout("a"),
-            hub._read_timeout("b"),
-            hub._read_timeout("nope"),
-        )
+        table = hub._engine.deployments
+        assert (7.0, None) == (table["a"].read_timeout, table["b"].read_timeout)
 
     def test_builtins_are_declared_as_entry_points(self) -> None:
         """The built-in adapters are registered in the same entry-point group third parties use."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
@@ -38,10 +39,12 @@ if TYPE_CHECKING:
     from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Message, Tool
+    from tokenhub._runtime import StateBackend
     from tokenhub._store import Store
     from tokenhub._vault import Vault
-    from tokenhub.providers import Call, Capabilities, Provider
+    from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
+    from tokenhub.routing._deployment import Deployment
 
 __all__ = ["ChatStream", "Hub"]
 
@@ -94,7 +97,9 @@ class Hub:
         self._store = store
         self._vault = vault
         self._request_ids = request_ids
-        self._state = RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
+        self._state: StateBackend = RuntimeState(
+            breaker=config.failover.breaker, clock=clock.monotonic
+        )
         self._telemetry = Telemetry(
             self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
@@ -131,18 +136,13 @@ class Hub:
         }
         self._state.breaker_settings = config.failover.breaker  # for models seen from now on
         engine = getattr(self, "_engine", None)
+        table = self._deployments()
         if engine is None or engine.settings != config.failover:
             self._engine = Engine(
-                config.failover,
-                self._state,
-                self._clock,
-                call=self._call,
-                windows=lambda name: self._models[name].config.context_window,
-                prefill=lambda name: self.capabilities(name).prefill,
-                describe=self._describe,
-                telemetry=self._telemetry,
-                read_timeout=self._read_timeout,
+                config.failover, self._state, self._clock, table, telemetry=self._telemetry
             )
+        else:  # same settings: the same retry budget, over the new table
+            self._engine = engine.using(table)
         if self._store is not None:
             from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
 
@@ -173,28 +173,35 @@ class Hub:
         assert self._second is not None  # opened with the first budget  # noqa: S101
         return self._second
 
-    def _read_timeout(self, name: str) -> float | None:
-        """The HTTP read timeout that bounds every wait of ``name``'s adapter, if known.
-
-        Only adapters on tokenhub's HTTP layer apply ``timeouts.read`` to each read;
-        for any other adapter (instances, third-party kinds) it is unknown: None.
-        """
+    def _deployments(self) -> Mapping[str, Deployment]:
+        """The engine's table: every model resolved against its provider, read-only."""
         from tokenhub.providers._base import HTTPProvider  # noqa: PLC0415
+        from tokenhub.routing._deployment import Deployment  # noqa: PLC0415
 
-        m = self._models.get(name)
-        if m is None or not isinstance(m.provider, HTTPProvider):
-            return None
-        p = self._config.providers.get(m.provider_name)
-        return None if p is None else p.timeouts.read
-
-    def _describe(self, name: str) -> tuple[str, str | None]:
-        """The provider kind (``gen_ai.provider.name``) and base URL behind ``name``."""
-        m = self._models[name]
-        p = self._config.providers.get(m.provider_name)
-        if p is None:  # a provider instance passed in: its name is all we know
-            return m.provider_name, None
-        default = getattr(m.provider, "default_base_url", None)
-        return p.kind, (p.base_urls[0] if p.base_urls else default)
+        table = {}
+        for name, m in self._models.items():
+            p = self._config.providers.get(m.provider_name)
+            if p is None:  # a provider instance passed in: its name is all we know
+                kind, base_url = m.provider_name, None
+            else:
+                default = getattr(m.provider, "default_base_url", None)
+                kind, base_url = p.kind, (p.base_urls[0] if p.base_urls else default)
+            # Only adapters on tokenhub's HTTP layer apply timeouts.read to each read.
+            http = isinstance(m.provider, HTTPProvider)
+            table[name] = Deployment(
+                name=name,
+                upstream=m.upstream,
+                provider_name=m.provider_name,
+                provider=m.provider,
+                kind=kind,
+                base_url=base_url,
+                context_window=m.config.context_window,
+                prefill=self.capabilities(name).prefill,
+                read_timeout=p.timeouts.read if p is not None and http else None,
+                max_output_tokens=m.config.max_output_tokens,
+                pricing=m.config.pricing,
+            )
+        return MappingProxyType(table)
 
     def _info(self, index: int, name: str) -> ModelInfo:
         m = self._models[name].config
@@ -377,6 +384,7 @@ class Hub:
             if m.provider_name == name:
                 self._models[key] = attrs.evolve(m, provider=provider)
                 self._router.models[key] = self._info(i, key)
+        self._engine = self._engine.using(self._deployments())
 
     def health(self) -> dict[str, Any]:
         """Return a snapshot of runtime health, as plain data.
@@ -436,29 +444,6 @@ class Hub:
             peek=peek,
         )
         return request, trace
-
-    def _call(
-        self,
-        name: str,
-        request: ChatRequest,
-        request_id: str,
-        observe_url: Callable[[str], None] | None = None,
-    ) -> tuple[Provider, Call]:
-        from tokenhub.providers import Call  # noqa: PLC0415 - cheap after the first call
-
-        m = self._models[name]
-        call = Call(
-            request=request,
-            model=m.name,
-            upstream=m.upstream,
-            provider=m.provider_name,
-            request_id=request_id,
-            max_output_tokens=m.config.max_output_tokens,
-            pricing=m.config.pricing,
-            observe=partial(self._state.observe_limits, m.name),
-            observe_url=observe_url,
-        )
-        return m.provider, call
 
     def explain(
         self,

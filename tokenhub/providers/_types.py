@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from tokenhub.errors import ErrorClass
 
 __all__ = ["Call", "Capabilities", "Classification", "Provider", "ProviderSettings"]
+
+#: The headers of a call that adds none: one shared, read-only mapping.
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -85,8 +89,8 @@ class Call:
     request_id: str
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
-    #: Extra headers for this attempt (the W3C ``traceparent`` when tracing).
-    headers: dict[str, str] = attrs.field(factory=dict)
+    #: Extra headers for this attempt (the W3C ``traceparent`` when tracing); read-only.
+    headers: Mapping[str, str] = NO_HEADERS
     #: Adapters pass every response's headers here (rate-limit state); may be ``None``.
     observe: Callable[[Mapping[str, str]], None] | None = attrs.field(
         default=None, repr=False, eq=False
