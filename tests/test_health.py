@@ -1,14 +1,15 @@
-"""The failover arithmetic on its own: breaker state machine, retry budget and backoff."""
+"""The failover arithmetic on its own: breaker state machine, retry budget and backoff.
+
+The runtime state built on it (cooldowns, credentials, averages) is tested in test_state.py.
+"""
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenhub._settings import BreakerSettings
 from tokenhub.routing._health import Breaker, RetryBudget, full_jitter, server_wait
-from tokenhub.routing._state import RuntimeState
 
 S = BreakerSettings()
 
@@ -109,57 +110,3 @@ class TestBackoff:
     def test_server_wait_never_shorter_than_the_hint(self, hint: float, draw: float) -> None:
         """A server's wait hint is honoured in full, stretched by at most 20 %."""
         assert hint <= server_wait(hint, draw) <= hint * 1.2
-
-
-class TestRuntimeState:
-    def test_blocks_and_snapshot(self) -> None:
-        """Cooldowns, open circuits and disabled credentials block and show in the snapshot."""
-        now = [0.0]
-        state = RuntimeState(clock=lambda: now[0])
-        state.cool_down("a", 10)
-        for _ in range(5):
-            state.record_failure("b")
-        state.disable_credential("p", "auth")
-        kinds = [
-            getattr(state.blocked(m, p), "kind", None)
-            for m, p in (("a", "q"), ("b", "q"), ("c", "p"))
-        ]
-        assert ["rate_limited", "circuit_open", "credential"] == kinds
-        snap = state.snapshot()
-        assert 10 == snap["models"]["a"]["rate_limited_for_s"]
-        assert "open" == snap["models"]["b"]["circuit"]
-        assert {"p": {"reason": "auth", "disabled_for_s": None}} == snap["credentials"]
-        now[0] = 31.0
-        assert state.blocked("a", "q") is None
-        assert "half_open" == state.snapshot()["models"]["b"]["circuit"]
-
-    def test_p95_of_first_token_times(self) -> None:
-        """Time-to-first-chunk samples give a p95 (the hedging delay's input)."""
-        state = RuntimeState()
-        for ms in range(1, 21):
-            state.record_success("a", latency_ms=ms, output_tokens=None, ttft_ms=float(ms))
-        assert 19.0 == state.ttft_p95_ms("a")
-        for _ in range(1000):
-            state.record_success("a", latency_ms=1, output_tokens=None, ttft_ms=1.0)
-        assert 1.0 == state.ttft_p95_ms("a")  # a rolling window of recent samples
-
-
-def test_state_changes_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """Circuits opening and closing and credentials leaving rotation are logged, without secrets."""
-    import logging
-
-    now = [0.0]
-    state = RuntimeState(clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="tokenhub.failover"):
-        for _ in range(5):
-            state.record_failure("m")
-        now[0] = 30.0
-        assert state.breaker("m").acquire(30.0)
-        state.record_success("m", latency_ms=1, output_tokens=None)
-        state.disable_credential("openai", "auth")
-    assert [
-        ("WARNING", "circuit of m opened for 30.0 s"),
-        ("INFO", "circuit of m closed"),
-        ("WARNING", "credential of openai taken out of rotation (auth)"),
-    ] == [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert "open" == caplog.records[0].circuit  # type: ignore[attr-defined]

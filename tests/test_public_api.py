@@ -9,6 +9,7 @@ import pytest
 
 import tokenhub
 import tokenhub.errors
+import tokenhub.http
 import tokenhub.providers
 import tokenhub.routing
 from tokenhub._sse import SSEError
@@ -47,8 +48,13 @@ def test_provider_names_are_the_documented_table() -> None:
     )
 
 
+def test_http_names_are_the_documented_ones() -> None:
+    """``tokenhub.http.__all__`` is the API reference's member list for the HTTP seam."""
+    assert sorted(_members("api.md", "tokenhub.http")) == sorted(tokenhub.http.__all__)
+
+
 @pytest.mark.parametrize(
-    "module", [tokenhub, tokenhub.errors, tokenhub.providers, tokenhub.routing]
+    "module", [tokenhub, tokenhub.errors, tokenhub.http, tokenhub.providers, tokenhub.routing]
 )
 def test_all_resolves(module: object) -> None:
     """Every name in each public module's ``__all__`` resolves (ruff keeps them sorted)."""

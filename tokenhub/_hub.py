@@ -1,12 +1,13 @@
-"""The Hub: the one entry object, and its streams."""
+"""The Hub: the one entry object.
+
+Its parts are built in :mod:`tokenhub._assemble`, its streams live in
+:mod:`tokenhub._stream`, and requests run in the failover engine.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
-from collections.abc import Mapping
-from contextlib import aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
@@ -15,36 +16,34 @@ import attrs
 from tokenhub._clock import SystemClock
 from tokenhub._redact import get_logger
 from tokenhub._request import CHAT_KEYS, request_from, unexpected_keyword
-from tokenhub.errors import ConfigError, ModelNotFoundError, StoreError
+from tokenhub._stream import ChatStream
+from tokenhub.errors import ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
 from tokenhub.routing._policy import ModelInfo
 from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
     from typing import Unpack
 
-    import anyio
-    import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
     from tokenhub._admin import Admin
+    from tokenhub._assemble import Source
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
-    from tokenhub._control import Change, ControlPlane
-    from tokenhub._http import HttpClient
-    from tokenhub._ledger import Hold, Ledger, RequestLog
-    from tokenhub._models import ChatRequest, ChatResponse, Chunk, Message
+    from tokenhub._config import HubConfig, ModelConfig
+    from tokenhub._control import Change
+    from tokenhub._http import HttpClient, HttpSettings
+    from tokenhub._ledger import Ledger, RequestLog
+    from tokenhub._models import ChatRequest, ChatResponse, Message
     from tokenhub._request import ChatOptions
-    from tokenhub._settings import KeySource
     from tokenhub._store import Store
     from tokenhub._vault import Vault
     from tokenhub.providers import Call, Capabilities, Provider
-    from tokenhub.routing import RouteTrace, _engine
-    from tokenhub.routing._engine import Engine
+    from tokenhub.routing import RouteTrace
 
 __all__ = ["ChatStream", "Hub"]
 
@@ -64,187 +63,6 @@ class _Model:
     provider_name: str
     provider: Provider
     config: ModelConfig
-
-
-def _build_providers(
-    parsed: HubConfig,
-    *,
-    transport: httpx.AsyncBaseTransport | None,
-    clock: Clock,
-    vault: Vault | None,
-    reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
-) -> dict[str, Provider]:
-    """Build each configured provider's adapter, with its HTTP client and key source.
-
-    With ``reuse`` (the current config and providers), a provider whose config
-    did not change keeps its adapter and connection pool.
-    """
-    from tokenhub._httpx import HttpxClient  # noqa: PLC0415
-    from tokenhub._settings import VaultKey  # noqa: PLC0415
-    from tokenhub.providers import ProviderSettings  # noqa: PLC0415
-    from tokenhub.providers._registry import find_kind  # noqa: PLC0415
-
-    built: dict[str, Provider] = {}
-    errors: list[tuple[str, str]] = []
-    for name, p in parsed.providers.items():
-        if reuse is not None and reuse[0].providers.get(name) == p and name in reuse[1]:
-            built[name] = reuse[1][name]
-            continue
-        factory = find_kind(p.kind)
-        if factory is None:  # pragma: no cover - parse_config checked the kind
-            raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-        if p.http == "aiohttp":
-            try:
-                from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
-            except ImportError:
-                errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
-                continue
-            http: HttpClient = AiohttpClient(timeouts=p.timeouts, max_connections=p.max_connections)
-        else:
-            http = HttpxClient(
-                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-            )
-        api_key: KeySource | None = p.api_key
-        if isinstance(api_key, VaultKey) and vault is not None:
-            from tokenhub._vault import VaultKeySource  # noqa: PLC0415
-
-            api_key = VaultKeySource(vault, api_key.vault)  # decrypted per request
-        settings = ProviderSettings(
-            name=name,
-            kind=p.kind,
-            base_urls=p.base_urls,
-            api_key=api_key,
-            headers=p.headers,
-            timeouts=p.timeouts,
-            options=p.options,
-            http=http,
-            clock=clock.wall,
-        )
-        try:
-            built[name] = factory(settings)
-        except ConfigError as exc:  # adapters report paths relative to their entry
-            errors.extend((f"providers.{name}.{path}", why) for path, why in exc.errors)
-    if errors:
-        raise ConfigError(errors)
-    return built
-
-
-def _open_store(cfg: StoreConfig, vault_cfg: VaultConfig, clock: Clock) -> tuple[Store, Vault]:
-    """Open the configured store and its vault; unlock it when a password source is set."""
-    from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
-    from tokenhub._vault import Vault  # noqa: PLC0415 - and PyNaCl with it
-
-    store = Store(cfg.path, busy_timeout=cfg.busy_timeout)
-    vault = Vault(store, auto_lock=vault_cfg.auto_lock, clock=clock.monotonic)
-    source = vault_cfg.password
-    if source is None:
-        return store, vault
-    try:
-        password = _read_password(source)
-        vault.unlock(password)
-    except BaseException:
-        store.close()
-        raise
-    return store, vault
-
-
-def _literal_keys(config: Mapping[str, Any]) -> dict[str, str]:
-    entries = config.get("providers")
-    if not isinstance(entries, Mapping):
-        return {}
-    return {
-        name: e["api_key"]
-        for name, e in entries.items()
-        if isinstance(e, Mapping) and isinstance(e.get("api_key"), str)
-    }
-
-
-def _changes(shared: Mapping[str, Any]) -> list[Change]:
-    from tokenhub._control import ENTRY_SECTIONS  # noqa: PLC0415
-
-    out: list[Change] = []
-    for section, value in shared.items():
-        if section in ENTRY_SECTIONS:
-            out.extend((section, name, entry) for name, entry in value.items())
-        else:
-            out.append((section, section, value))
-    return out
-
-
-def _read_password(source: Mapping[str, str]) -> bytearray:
-    from tokenhub._redact import register  # noqa: PLC0415
-    from tokenhub._secret import Secret  # noqa: PLC0415
-
-    if "env" in source:
-        value = os.environ.get(source["env"])
-        if not value:
-            raise ConfigError([("vault.password.env", f"{source['env']} is not set")])
-        register(Secret(value))
-        return bytearray(value.encode())
-    try:
-        with open(source["file"], "rb", buffering=0) as f:  # noqa: PTH123
-            # Read into a bytearray (never bytes) so that unlock can zero it.
-            data = bytearray(os.fstat(f.fileno()).st_size)
-            n = f.readinto(data) or 0
-    except OSError as exc:
-        raise ConfigError([("vault.password.file", f"cannot read it: {exc.strerror}")]) from None
-    while n and data[n - 1] in b"\r\n":
-        n -= 1
-    password = data[:n]
-    data[:] = bytes(len(data))
-    return password
-
-
-@attrs.define
-class _Source:
-    """Where a store-backed Hub's config comes from, and how to rebuild it after a change."""
-
-    control: ControlPlane
-    local: dict[str, Any]  # the store and vault sections: never shared
-    literal_keys: dict[str, str]  # keys written literally in this process's config
-    extra: dict[str, Provider]
-    transport: httpx.AsyncBaseTransport | None
-    clock: Clock
-    vault: Vault
-    interval: float
-    shared: dict[str, Any] = attrs.field(factory=dict)
-    revision: int = 0
-    synced: float = 0.0
-
-    def full(self, shared: Mapping[str, Any]) -> dict[str, Any]:
-        """``shared`` plus the local sections and this process's literal keys."""
-        out = {**shared, **self.local}
-        entries = shared.get("providers")
-        if isinstance(entries, Mapping):
-            out["providers"] = {
-                name: (
-                    {**entry, "api_key": self.literal_keys[name]}
-                    if name in self.literal_keys
-                    and isinstance(entry, Mapping)
-                    and "api_key" not in entry
-                    else entry
-                )
-                for name, entry in entries.items()
-            }
-        return out
-
-    def prepare(
-        self,
-        shared: Mapping[str, Any],
-        current: tuple[HubConfig, Mapping[str, Provider]] | None = None,
-    ) -> tuple[HubConfig, dict[str, Provider]]:
-        """Validate ``shared`` exactly like ``from_config`` and build its providers."""
-        from tokenhub._config import parse_config  # noqa: PLC0415
-        from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
-
-        full = self.full(shared)
-        parsed = parse_config(
-            full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
-        )
-        built = _build_providers(
-            parsed, transport=self.transport, clock=self.clock, vault=self.vault, reuse=current
-        )
-        return parsed, {**built, **self.extra}
 
 
 class Hub:
@@ -283,19 +101,17 @@ class Hub:
             self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
         # Set by from_config when there is a store: what it holds, and how to follow it.
-        self._source: _Source | None = None
-        self._admin_lock: anyio.Lock | None = None
+        self._source: Source | None = None
         self._retired: list[Provider] = []
         self._logs: RequestLog | None = None
         self._ledger: Ledger | None = None
-        self._second: Store | None = None  # for writes that wait (see _waiting_store)
-        self._second_lock = threading.Lock()
+        self._second: Store | None = None  # for budget writes that wait for the lock
         if store is not None and config.store is not None and config.store.logs.enabled:
             from tokenhub._ledger import RequestLog  # noqa: PLC0415
 
             logs = config.store.logs
             self._logs = RequestLog(
-                str(store.path),
+                store,
                 busy_timeout=config.store.busy_timeout,
                 buffer=logs.buffer,
                 retention_days=logs.retention_days,
@@ -332,10 +148,10 @@ class Hub:
         if self._store is not None:
             from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
 
+            if config.budgets and self._second is None:
+                self._second = self._store.sibling()
             budgets = (
-                Budgets(
-                    self._store, config.budgets, wall=self._clock.wall, waiting=self._waiting_store
-                )
+                Budgets(self._store, config.budgets, wall=self._clock.wall, waiting=self._waiting)
                 if config.budgets
                 else None
             )
@@ -354,15 +170,10 @@ class Hub:
             providers=self._providers,
         )
 
-    def _waiting_store(self) -> Store:
-        """A second connection to the store, for writes that wait for the lock (in threads)."""
-        with self._second_lock:
-            if self._second is None:
-                from tokenhub._store import Store  # noqa: PLC0415
-
-                main = self.store
-                self._second = Store(main.path, busy_timeout=main.busy_timeout)
-            return self._second
+    def _waiting(self) -> Store:
+        """The second connection, for budget writes that wait for the lock (in threads)."""
+        assert self._second is not None  # opened with the first budget  # noqa: S101
+        return self._second
 
     def _read_timeout(self, name: str) -> float | None:
         """The HTTP read timeout that bounds every wait of ``name``'s adapter, if known.
@@ -414,7 +225,7 @@ class Hub:
         config: Mapping[str, Any],
         *,
         providers: Mapping[str, Provider] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: Callable[[HttpSettings], HttpClient] | None = None,
         clock: Clock | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -423,8 +234,9 @@ class Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
         ``providers`` adds ready-made :class:`~tokenhub.providers.Provider`
-        instances that models may name; ``transport`` is an httpx transport used
-        by every built-in adapter (for tests, proxies or custom TLS); ``clock``
+        instances that models may name; ``http`` builds the HTTP client of every
+        built-in provider from its :class:`~tokenhub.http.HttpSettings` (proxies,
+        custom TLS, a mock transport in tests), in place of its ``http`` entry; ``clock``
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
         makes failover tests instant). ``tracer_provider`` and ``meter_provider``
         replace OpenTelemetry's global providers for this Hub's spans and metrics.
@@ -433,59 +245,26 @@ class Hub:
 
         Raises :class:`~tokenhub.errors.ConfigError` listing every problem.
         """
-        from tokenhub._config import parse_config, parse_local  # noqa: PLC0415 - cattrs, first use
-        from tokenhub.providers._registry import kinds_for  # noqa: PLC0415
+        from tokenhub._assemble import assemble  # noqa: PLC0415 - cattrs, first use
 
         clock = clock or SystemClock()
-        extra = dict(providers or {})
         if store is not None:
             config = {**config, "store": {**config.get("store", {}), "path": os.fspath(store)}}
-        store_cfg, vault_cfg = parse_local(config)
-        if store_cfg is None:
-            parsed = parse_config(
-                config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
-            )
-            built = _build_providers(parsed, transport=transport, clock=clock, vault=None)
-            return cls(
-                parsed,
-                {**built, **extra},
-                clock=clock,
-                tracer_provider=tracer_provider,
-                meter_provider=meter_provider,
-            )
-        from tokenhub._control import ControlPlane, apply, shareable  # noqa: PLC0415
-
-        opened, vault = _open_store(store_cfg, vault_cfg, clock)
+        parts = assemble(config, providers=providers or {}, http=http, clock=clock)
         try:
-            source = _Source(
-                control=ControlPlane(opened),
-                local={k: config[k] for k in ("store", "vault") if k in config},
-                literal_keys=_literal_keys(config),
-                extra=extra,
-                transport=transport,
-                clock=clock,
-                vault=vault,
-                interval=store_cfg.sync_interval,
-            )
-            # The store is the source of truth; this config adds to it and updates it.
-            mine = shareable(config)
-            shared = apply(source.control.read(), _changes(mine))
-            parsed, built = source.prepare(shared)  # validated before anything is written
-            source.revision = source.control.import_config(mine)
-            source.shared, source.synced = shared, clock.monotonic()
             hub = cls(
-                parsed,
-                built,
+                parts.config,
+                parts.providers,
                 clock=clock,
                 tracer_provider=tracer_provider,
                 meter_provider=meter_provider,
-                store=opened,
-                vault=vault,
+                store=parts.store,
+                vault=parts.vault,
             )
         except BaseException:
-            opened.close()
+            parts.close()
             raise
-        hub._source = source
+        hub._source = parts.source
         return hub
 
     @classmethod
@@ -544,72 +323,16 @@ class Hub:
         return self._source.shared if self._source is not None else {}
 
     async def _change(self, changes: Sequence[Change], action: str) -> None:
-        """Validate against the latest stored config, persist, and apply an admin change.
-
-        One change at a time per Hub; a write that finds the revision moved by
-        another process re-reads and re-validates (optimistic concurrency).
-        """
-        import anyio  # noqa: PLC0415
-        import anyio.to_thread  # noqa: PLC0415
-
-        from tokenhub._control import Conflict, apply  # noqa: PLC0415
-
-        source = self._source
-        if source is None:  # pragma: no cover - Admin needs a store
+        """Validate against the latest stored config, persist, and apply an admin change."""
+        if self._source is None:  # pragma: no cover - Admin needs a store
             raise StoreError("this Hub has no store")
-        if self._admin_lock is None:
-            self._admin_lock = anyio.Lock()
-        keys = dict(source.literal_keys)
-        for section, name, value in changes:
-            if section == "providers":
-                key = value.get("api_key") if isinstance(value, Mapping) else None
-                if isinstance(key, str):
-                    keys[name] = key
-                else:
-                    keys.pop(name, None)
-        async with self._admin_lock:
-            for _ in range(10):
-                revision, stored = await anyio.to_thread.run_sync(source.control.snapshot)
-                shared = apply(stored, changes)
-                saved, source.literal_keys = source.literal_keys, keys
-                try:
-                    parsed, built = source.prepare(shared, (self._config, self._providers))
-                except BaseException:
-                    source.literal_keys = saved
-                    raise
-                try:
-                    write = partial(source.control.write, changes, action, expect=revision)
-                    new = await anyio.to_thread.run_sync(write)
-                except Conflict:
-                    source.literal_keys = saved
-                    continue
-                source.shared, source.revision = shared, new
-                self._install(parsed, built)
-                return
-        raise StoreError("the store's config kept changing under this change; try again")
+        self._install(*await self._source.change(changes, action, (self._config, self._providers)))
 
-    def _sync(self, source: _Source) -> None:
+    def _sync(self, source: Source) -> None:
         """Follow changes other processes made to the store (at most every ``sync_interval``)."""
-        now = self._clock.monotonic()
-        if now - source.synced < source.interval:
-            return
-        source.synced = now
-        from tokenhub.errors import StoreBusyError  # noqa: PLC0415
-
-        try:
-            if source.control.revision(wait=False) == source.revision:
-                return
-        except StoreBusyError:  # a worker thread holds the connection: poll again later
-            return
-        revision, shared = source.control.snapshot()
-        try:
-            parsed, built = source.prepare(shared, (self._config, self._providers))
-        except ConfigError as exc:
-            log.warning("ignoring the store's config revision %d: %s", revision, exc)
-        else:
-            self._install(parsed, built)
-            source.shared = shared
-        source.revision = revision
+        built = source.poll((self._config, self._providers))
+        if built is not None:
+            self._install(*built)
 
     @property
     def vault(self) -> Vault:
@@ -802,42 +525,17 @@ class Hub:
 
         if self._ledger is None:
             return await chat(self._engine, request, trace, timeout)
-        return await self._accounted(self._ledger, request, trace, caller, timeout)
-
-    async def _accounted(
-        self,
-        ledger: Ledger,
-        request: ChatRequest,
-        trace: RouteTrace,
-        caller: str | None,
-        timeout: float | None,
-    ) -> ChatResponse:
-        """:meth:`chat` with budgets checked and settled and the request logged."""
-        from tokenhub.routing._engine import chat  # noqa: PLC0415
-
-        wall, started = self._clock.wall(), self._clock.monotonic()
-        hold = response = error = None
+        entry = self._ledger.entry(request, trace, caller, self._clock, stream=False)
+        await entry.admit()
+        response = error = None
         try:
-            hold = await ledger.admit(trace, caller)
             response = await chat(self._engine, request, trace, timeout)
         except BaseException as exc:
             error = exc
             raise
         finally:
             final = response.trace if response is not None else getattr(error, "trace", None)
-            final = final or trace
-            await ledger.finish(hold, final, caller, response)
-            ledger.record(
-                request,
-                final,
-                caller=caller,
-                started_at=wall,
-                latency_ms=(self._clock.monotonic() - started) * 1000,
-                response=response,
-                error=error,
-                ttft_ms=None,
-                stream=False,
-            )
+            await entry.close(final or trace, response, error)
         return response
 
     def stream(
@@ -868,141 +566,4 @@ class Hub:
             ledger=self._ledger,
             caller=caller,
             clock=self._clock,
-        )
-
-
-class ChatStream:
-    """A streaming answer: iterate it once for chunks; then read :attr:`response`.
-
-    If the stream breaks after chunks have been delivered, iteration raises
-    :class:`~tokenhub.errors.StreamInterrupted` carrying the partial answer:
-    a truncated answer is never reported as a success.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        request: ChatRequest,
-        trace: RouteTrace,
-        timeout: float | None,
-        *,
-        ledger: Ledger | None = None,
-        caller: str | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        self._engine = engine
-        self._request = request
-        self._trace = trace
-        self._timeout = timeout
-        from tokenhub.routing._partial import Partial  # noqa: PLC0415 - loaded with the first Hub
-
-        self._partial = Partial()
-        self._run: _engine.Run | None = None
-        self._iterator: AsyncIterator[Chunk] | None = None
-        self._response: ChatResponse | None = None
-        # Budgets and request logs, when the Hub keeps them.
-        self._ledger, self._caller = ledger, caller
-        self._clock: Clock = clock or SystemClock()
-        self._started = self._wall = 0.0
-        self._first: float | None = None
-
-    @property
-    def request_id(self) -> str:
-        """The request id, known before the first chunk."""
-        return self._trace.request_id
-
-    @property
-    def trace(self) -> RouteTrace:
-        """The route: candidates, exclusions, and the attempts made so far."""
-        return self._trace if self._run is None else self._run.trace
-
-    @property
-    def response(self) -> ChatResponse:
-        """The whole answer, once the stream has ended normally."""
-        if self._response is None:
-            raise RuntimeError("the stream has not finished")
-        return self._response
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        if self._iterator is None:
-            self._iterator = self._iterate()
-        return self._iterator
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the stream and release its connection."""
-        it = self._iterator
-        if it is not None and hasattr(it, "aclose"):
-            await it.aclose()
-
-    async def _iterate(self) -> AsyncGenerator[Chunk]:
-        from tokenhub.routing._engine import stream, with_trace  # noqa: PLC0415 - first Hub
-
-        partial = self._partial
-        ledger = self._ledger
-        hold = None
-        if ledger is not None:
-            self._wall, self._started = self._clock.wall(), self._clock.monotonic()
-            try:
-                hold = await ledger.admit(self._trace, self._caller)
-            except BaseException as exc:
-                self._account(ledger, None, exc)
-                raise
-        source = stream(self._engine, self._request, self._trace, self._timeout, partial)
-        call = None
-        try:
-            async with aclosing(source) as chunks:
-                async for chunk, run, attempt_call in chunks:
-                    self._run, call = run, attempt_call
-                    if ledger is not None and self._first is None:
-                        self._first = self._clock.monotonic()
-                    yield chunk
-        except BaseException as exc:
-            if ledger is not None:  # an error, a cancellation or an early close
-                self._account(ledger, hold, exc)
-            raise
-        last = partial.last
-        if call is None or last is None or last.finish_reason is None:  # pragma: no cover
-            raise AssertionError("the engine ended a stream without its finish")
-        response = call.response(
-            text=partial.text,
-            tool_calls=partial.tool_calls,
-            finish_reason=last.finish_reason,
-            usage=partial.usage,
-            upstream_model=last.upstream_model,
-            response_id=last.response_id,
-            created=last.created or None,
-            reasoning=partial.reasoning,
-        )
-        self._response = with_trace(response, self.trace)
-        if ledger is not None:
-            await ledger.finish(hold, self.trace, self._caller, self._response)
-            self._record(ledger, None)
-
-    def _account(self, ledger: Ledger, hold: Hold | None, error: BaseException) -> None:
-        """Settle and log a stream that ended early; synchronous, as a closing generator must be."""
-        ledger.finish_now(hold, self.trace, self._caller, self._response)
-        self._record(ledger, error)
-
-    def _record(self, ledger: Ledger, error: BaseException | None) -> None:
-        ledger.record(
-            self._request,
-            self.trace,
-            caller=self._caller,
-            started_at=self._wall,
-            latency_ms=(self._clock.monotonic() - self._started) * 1000,
-            response=self._response,
-            error=error,
-            ttft_ms=None if self._first is None else (self._first - self._started) * 1000,
-            stream=True,
         )

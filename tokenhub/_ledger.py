@@ -33,11 +33,12 @@ from tokenhub.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from tokenhub._clock import Clock
     from tokenhub._models import ChatRequest, ChatResponse, RouteTrace
     from tokenhub._settings import Budget
     from tokenhub._storage import StoreBackend
 
-__all__ = ["Budgets", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
+__all__ = ["Budgets", "Entry", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
 
 log = get_logger("tokenhub.store")
 
@@ -445,3 +446,97 @@ class Ledger:
         """Queue the request's log row (no-op without request logs)."""
         if self.logs is not None:
             self.logs.record(log_row(request, trace, content=self.content, **fields))
+
+    def entry(
+        self,
+        request: ChatRequest,
+        trace: RouteTrace,
+        caller: str | None,
+        clock: Clock,
+        *,
+        stream: bool,
+    ) -> Entry:
+        """Start the accounting of one request (chat and stream share it)."""
+        return Entry(self, request, trace, caller, clock, stream=stream)
+
+
+class Entry:
+    """One request's accounting: its budget hold, its times and, at the end, its log row.
+
+    ``admit`` before sending; ``first_chunk`` when a stream delivers; then exactly
+    one of ``close`` (awaitable, shielded) or ``close_now`` (synchronous, for a
+    stream closed early from a generator's ``finally``).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_first",
+        "_hold",
+        "_ledger",
+        "_request",
+        "_started",
+        "_stream",
+        "_wall",
+        "caller",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        request: ChatRequest,
+        trace: RouteTrace,
+        caller: str | None,
+        clock: Clock,
+        *,
+        stream: bool,
+    ) -> None:
+        self._ledger, self._request, self.trace, self.caller = ledger, request, trace, caller
+        self._clock, self._stream = clock, stream
+        self._wall, self._started = clock.wall(), clock.monotonic()
+        self._first: float | None = None
+        self._hold: Hold | None = None
+
+    async def admit(self) -> None:
+        """Reserve the estimate under every applicable budget; a refusal is logged and raised."""
+        try:
+            self._hold = await self._ledger.admit(self.trace, self.caller)
+        except BaseException as exc:
+            self.close_now(self.trace, None, exc)
+            raise
+
+    def first_chunk(self) -> None:
+        """Note the time of a stream's first chunk (its time to first token)."""
+        if self._first is None:
+            self._first = self._clock.monotonic()
+
+    async def close(
+        self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
+    ) -> None:
+        """Settle the hold with the actual cost and queue the log row."""
+        await self._ledger.finish(self._hold, trace, self.caller, response)
+        self._record(trace, response, error)
+
+    def close_now(
+        self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
+    ) -> None:
+        """:meth:`close` from synchronous code."""
+        self._ledger.finish_now(self._hold, trace, self.caller, response)
+        self._record(trace, response, error)
+
+    def _record(
+        self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
+    ) -> None:
+        self._hold = None
+        first, started = self._first, self._started
+        self._ledger.record(
+            self._request,
+            trace,
+            caller=self.caller,
+            started_at=self._wall,
+            latency_ms=(self._clock.monotonic() - started) * 1000,
+            response=response,
+            error=error,
+            ttft_ms=None if first is None else (first - started) * 1000,
+            stream=self._stream,
+        )

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
     from tokenhub._models import Candidate, ChatRequest, RouteTrace, Usage
+    from tokenhub._runtime import StateBackend
     from tokenhub.providers import Call
-    from tokenhub.routing._state import RuntimeState
 
 __all__ = ["AttemptSpan", "Telemetry"]
 
@@ -53,7 +53,7 @@ class Telemetry:
 
     def __init__(
         self,
-        state: RuntimeState,
+        state: StateBackend,
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,

@@ -107,6 +107,8 @@ class RetryBudget:
     """A token bucket shared by all of a Hub's requests: each adds ``ratio``, each retry spends one.
 
     Retries (and hedges) therefore never exceed ``ratio`` of the traffic plus ``burst``.
+    It is per process on purpose, outside the state seam (``tokenhub._runtime`` says why):
+    replicas that each keep the ratio keep it together.
     """
 
     __slots__ = ("_tokens", "burst", "ratio")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from tokenhub._models import ChatRequest
-    from tokenhub.routing._state import Block, RuntimeState
+    from tokenhub._runtime import Block, StateBackend
 
 __all__ = [
     "CAPABILITIES",
@@ -188,7 +188,7 @@ def infer_capabilities(request: ChatRequest) -> frozenset[str]:
     return frozenset(caps)
 
 
-def _exclusion(m: ModelInfo, f: Features, p: Policy, state: RuntimeState, out: int) -> str | None:
+def _exclusion(m: ModelInfo, f: Features, p: Policy, state: StateBackend, out: int) -> str | None:
     """Return why ``m`` is filtered out, or ``None`` when it passes every constraint."""
     if not m.enabled:
         return "disabled"
@@ -254,7 +254,7 @@ def _cost(m: ModelInfo, prompt: int, out: int) -> float | None:
     return (prompt * m.input_price + out * m.output_price) / 1_000_000
 
 
-def _output_tokens(m: ModelInfo, f: Features, state: RuntimeState) -> int:
+def _output_tokens(m: ModelInfo, f: Features, state: StateBackend) -> int:
     if f.max_tokens is not None:
         return f.max_tokens
     if m.output_tokens is not None:
@@ -276,7 +276,7 @@ def rank(
     models: Sequence[ModelInfo],
     features: Features,
     policy: Policy,
-    state: RuntimeState,
+    state: StateBackend,
     *,
     ordered: bool,
     seed: str,

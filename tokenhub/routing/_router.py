@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from tokenhub._models import ChatRequest
+    from tokenhub._runtime import StateBackend
     from tokenhub.routing._policy import Alias, ModelInfo, Policy
-    from tokenhub.routing._state import RuntimeState
 
 __all__ = ["Router"]
 
@@ -29,7 +29,7 @@ class Router:
         models: Mapping[str, ModelInfo],
         policy: Policy,
         aliases: Mapping[str, Alias],
-        state: RuntimeState,
+        state: StateBackend,
         count: Callable[[str], float],
         *,
         providers: Iterable[str] = (),

@@ -1,7 +1,9 @@
-"""Runtime state: health, latency, rate-limit cooldowns and credentials, per deployment.
+"""The in-memory state backend: health, latency, cooldowns and credentials, per deployment.
 
 Ephemeral and rebuilt from traffic. The scorer reads averages from it; the
-router skips what it says is blocked; the failover engine feeds it.
+router skips what it says is blocked; the failover engine feeds it. It
+implements :class:`tokenhub._runtime.StateBackend`, and a shared backend can use
+it as its local view.
 """
 
 from __future__ import annotations
@@ -9,18 +11,17 @@ from __future__ import annotations
 import collections
 import math
 import time
-from typing import TYPE_CHECKING, Any, Literal
-
-import attrs
+from typing import TYPE_CHECKING, Any
 
 from tokenhub._redact import get_logger
+from tokenhub._runtime import Block
 from tokenhub._settings import BreakerSettings
 from tokenhub.routing._health import Breaker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Block", "RuntimeState"]
+__all__ = ["RuntimeState"]
 
 _log = get_logger("tokenhub.failover")
 
@@ -29,15 +30,6 @@ _REMAINING = {
     "requests": ("x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"),
     "tokens": ("x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"),
 }
-
-
-@attrs.frozen
-class Block:
-    """Why a deployment must not be tried now, and until when (monotonic seconds)."""
-
-    kind: Literal["circuit_open", "rate_limited", "credential"]
-    until: float
-    reason: str
 
 
 class _Stats:
@@ -71,7 +63,10 @@ def _p95(samples: collections.deque[float]) -> float | None:
 
 
 class RuntimeState:
-    """Per-deployment averages, breakers and cooldowns, and per-provider credential blocks."""
+    """Per-deployment averages, breakers and cooldowns, and per-provider credential blocks.
+
+    The in-memory :class:`~tokenhub._runtime.StateBackend`, for one process.
+    """
 
     def __init__(
         self,
@@ -95,8 +90,19 @@ class RuntimeState:
         return s
 
     def breaker(self, model: str) -> Breaker:
-        """The circuit breaker of ``model``."""
+        """The circuit breaker of ``model`` (in-process only: not part of the protocol).
+
+        Kept until the engine admits through :meth:`acquire` and :meth:`force_probe`.
+        """
         return self._get(model).breaker
+
+    def acquire(self, model: str) -> bool:
+        """Take the right to send one request to ``model`` now (one probe when half-open)."""
+        return self._get(model).breaker.acquire(self.clock())
+
+    def force_probe(self, model: str) -> None:
+        """Send a probe to ``model`` although its circuit is open (every candidate was blocked)."""
+        self._get(model).breaker.force_probe()
 
     # --- feeding ------------------------------------------------------------------------------
 

@@ -1,0 +1,348 @@
+"""Assembly: a Hub's parts built from its config, and the store-backed config it follows.
+
+The Hub facade stays thin: this module builds the provider adapters (with their
+HTTP clients and key sources), opens the store and its vault, and keeps the
+config that lives in the store (:class:`Source`): validating admin changes
+against the latest stored revision, and following changes other processes made.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from tokenhub._config import parse_config, parse_local
+from tokenhub._control import ENTRY_SECTIONS, Conflict, ControlPlane, apply, shareable
+from tokenhub._http import HttpSettings
+from tokenhub._httpx import HttpxClient
+from tokenhub._redact import get_logger, register
+from tokenhub._secret import Secret
+from tokenhub._settings import VaultKey
+from tokenhub.errors import ConfigError, StoreBusyError, StoreError
+from tokenhub.providers import ProviderSettings
+from tokenhub.providers._registry import find_kind, kinds_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from tokenhub._clock import Clock
+    from tokenhub._config import HubConfig, StoreConfig, VaultConfig
+    from tokenhub._control import Change
+    from tokenhub._http import HttpClient
+    from tokenhub._settings import KeySource
+    from tokenhub._store import Store
+    from tokenhub._vault import Vault
+    from tokenhub.providers import Provider
+
+__all__ = ["Assembly", "Source", "assemble", "build_providers"]
+
+log = get_logger("tokenhub.hub")
+
+#: A config and the providers built for it: what a Hub installs.
+Built = tuple["HubConfig", dict[str, "Provider"]]
+
+
+def build_providers(
+    parsed: HubConfig,
+    *,
+    http: Callable[[HttpSettings], HttpClient] | None,
+    clock: Clock,
+    vault: Vault | None,
+    reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
+) -> dict[str, Provider]:
+    """Build each configured provider's adapter, with its HTTP client and key source.
+
+    ``http`` builds every client when given; otherwise each provider's ``http``
+    entry chooses. With ``reuse`` (the current config and providers), a provider
+    whose config did not change keeps its adapter and connection pool.
+    """
+    built: dict[str, Provider] = {}
+    errors: list[tuple[str, str]] = []
+    for name, p in parsed.providers.items():
+        if reuse is not None and reuse[0].providers.get(name) == p and name in reuse[1]:
+            built[name] = reuse[1][name]
+            continue
+        factory = find_kind(p.kind)
+        if factory is None:  # pragma: no cover - parse_config checked the kind
+            raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
+        wanted = HttpSettings(p.timeouts, p.max_connections, name)
+        if http is not None:
+            client: HttpClient = http(wanted)
+        elif p.http == "aiohttp":
+            try:
+                from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
+            except ImportError:
+                errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
+                continue
+            client = AiohttpClient(wanted)
+        else:
+            client = HttpxClient(wanted)
+        api_key: KeySource | None = p.api_key
+        if isinstance(api_key, VaultKey) and vault is not None:
+            from tokenhub._vault import VaultKeySource  # noqa: PLC0415
+
+            api_key = VaultKeySource(vault, api_key.vault)  # decrypted per request
+        settings = ProviderSettings(
+            name=name,
+            kind=p.kind,
+            base_urls=p.base_urls,
+            api_key=api_key,
+            headers=p.headers,
+            timeouts=p.timeouts,
+            options=p.options,
+            http=client,
+            clock=clock.wall,
+        )
+        try:
+            built[name] = factory(settings)
+        except ConfigError as exc:  # adapters report paths relative to their entry
+            errors.extend((f"providers.{name}.{path}", why) for path, why in exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return built
+
+
+def _open_store(cfg: StoreConfig, vault_cfg: VaultConfig, clock: Clock) -> tuple[Store, Vault]:
+    """Open the configured store and its vault; unlock it when a password source is set."""
+    from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
+    from tokenhub._vault import Vault  # noqa: PLC0415 - and PyNaCl with it
+
+    store = Store(cfg.path, busy_timeout=cfg.busy_timeout)
+    vault = Vault(store, auto_lock=vault_cfg.auto_lock, clock=clock.monotonic)
+    source = vault_cfg.password
+    if source is None:
+        return store, vault
+    try:
+        password = _read_password(source)
+        vault.unlock(password)
+    except BaseException:
+        store.close()
+        raise
+    return store, vault
+
+
+def _literal_keys(config: Mapping[str, Any]) -> dict[str, str]:
+    entries = config.get("providers")
+    if not isinstance(entries, Mapping):
+        return {}
+    return {
+        name: e["api_key"]
+        for name, e in entries.items()
+        if isinstance(e, Mapping) and isinstance(e.get("api_key"), str)
+    }
+
+
+def _changes(shared: Mapping[str, Any]) -> list[Change]:
+
+    out: list[Change] = []
+    for section, value in shared.items():
+        if section in ENTRY_SECTIONS:
+            out.extend((section, name, entry) for name, entry in value.items())
+        else:
+            out.append((section, section, value))
+    return out
+
+
+def _read_password(source: Mapping[str, str]) -> bytearray:
+
+    if "env" in source:
+        value = os.environ.get(source["env"])
+        if not value:
+            raise ConfigError([("vault.password.env", f"{source['env']} is not set")])
+        register(Secret(value))
+        return bytearray(value.encode())
+    try:
+        with open(source["file"], "rb", buffering=0) as f:  # noqa: PTH123
+            # Read into a bytearray (never bytes) so that unlock can zero it.
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            n = f.readinto(data) or 0
+    except OSError as exc:
+        raise ConfigError([("vault.password.file", f"cannot read it: {exc.strerror}")]) from None
+    while n and data[n - 1] in b"\r\n":
+        n -= 1
+    password = data[:n]
+    data[:] = bytes(len(data))
+    return password
+
+
+@attrs.define
+class Source:
+    """Where a store-backed Hub's config comes from, and how to rebuild it after a change."""
+
+    control: ControlPlane
+    local: dict[str, Any]  # the store and vault sections: never shared
+    literal_keys: dict[str, str]  # keys written literally in this process's config
+    extra: dict[str, Provider]
+    http: Callable[[HttpSettings], HttpClient] | None
+    clock: Clock
+    vault: Vault
+    interval: float
+    shared: dict[str, Any] = attrs.field(factory=dict)
+    revision: int = 0
+    synced: float = 0.0
+    lock: anyio.Lock | None = None  # one admin change at a time
+
+    def full(self, shared: Mapping[str, Any]) -> dict[str, Any]:
+        """``shared`` plus the local sections and this process's literal keys."""
+        out = {**shared, **self.local}
+        entries = shared.get("providers")
+        if isinstance(entries, Mapping):
+            out["providers"] = {
+                name: (
+                    {**entry, "api_key": self.literal_keys[name]}
+                    if name in self.literal_keys
+                    and isinstance(entry, Mapping)
+                    and "api_key" not in entry
+                    else entry
+                )
+                for name, entry in entries.items()
+            }
+        return out
+
+    def prepare(
+        self,
+        shared: Mapping[str, Any],
+        current: tuple[HubConfig, Mapping[str, Provider]] | None = None,
+    ) -> Built:
+        """Validate ``shared`` exactly like ``from_config`` and build its providers."""
+        full = self.full(shared)
+        parsed = parse_config(
+            full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
+        )
+        built = build_providers(
+            parsed, http=self.http, clock=self.clock, vault=self.vault, reuse=current
+        )
+        return parsed, {**built, **self.extra}
+
+    async def change(
+        self,
+        changes: Sequence[Change],
+        action: str,
+        current: tuple[HubConfig, Mapping[str, Provider]],
+    ) -> Built:
+        """Validate ``changes`` against the latest stored config, persist them; return the result.
+
+        One change at a time per Hub; a write that finds the revision moved by
+        another process re-reads and re-validates (optimistic concurrency).
+        """
+        if self.lock is None:
+            self.lock = anyio.Lock()
+        keys = dict(self.literal_keys)
+        for section, name, value in changes:
+            if section == "providers":
+                key = value.get("api_key") if isinstance(value, Mapping) else None
+                if isinstance(key, str):
+                    keys[name] = key
+                else:
+                    keys.pop(name, None)
+        async with self.lock:
+            for _ in range(10):
+                revision, stored = await anyio.to_thread.run_sync(self.control.snapshot)
+                shared = apply(stored, changes)
+                saved, self.literal_keys = self.literal_keys, keys
+                try:
+                    built = self.prepare(shared, current)
+                except BaseException:
+                    self.literal_keys = saved
+                    raise
+                try:
+                    write = partial(self.control.write, changes, action, expect=revision)
+                    new = await anyio.to_thread.run_sync(write)
+                except Conflict:
+                    self.literal_keys = saved
+                    continue
+                self.shared, self.revision = shared, new
+                return built
+        raise StoreError("the store's config kept changing under this change; try again")
+
+    def poll(self, current: tuple[HubConfig, Mapping[str, Provider]]) -> Built | None:
+        """The config other processes stored since the last look (at most every ``interval``).
+
+        ``None`` when nothing changed, when it is too early to look, when the
+        store is busy (a worker thread holds the connection: look again later),
+        or when the stored revision does not validate (it is logged and skipped).
+        """
+        now = self.clock.monotonic()
+        if now - self.synced < self.interval:
+            return None
+        self.synced = now
+        try:
+            if self.control.revision(wait=False) == self.revision:
+                return None
+        except StoreBusyError:
+            return None
+        revision, shared = self.control.snapshot()
+        self.revision = revision
+        try:
+            built = self.prepare(shared, current)
+        except ConfigError as exc:
+            log.warning("ignoring the store's config revision %d: %s", revision, exc)
+            return None
+        self.shared = shared
+        return built
+
+
+@attrs.frozen
+class Assembly:
+    """What :func:`assemble` built: the config, its providers, and the store's parts if any."""
+
+    config: HubConfig
+    providers: dict[str, Provider]
+    store: Store | None = None
+    vault: Vault | None = None
+    source: Source | None = None
+
+    def close(self) -> None:
+        """Close the store (when the Hub could not be built around it)."""
+        if self.store is not None:
+            self.store.close()
+
+
+def assemble(
+    config: Mapping[str, Any],
+    *,
+    providers: Mapping[str, Provider],
+    http: Callable[[HttpSettings], HttpClient] | None,
+    clock: Clock,
+) -> Assembly:
+    """Validate ``config`` and build its parts; with a store, merge ``config`` into it first.
+
+    The store is the source of truth: this config adds to it and updates it,
+    after the merged result validated (nothing is written otherwise).
+    """
+    extra = dict(providers)
+    store_cfg, vault_cfg = parse_local(config)
+    if store_cfg is None:
+        parsed = parse_config(
+            config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
+        )
+        built = build_providers(parsed, http=http, clock=clock, vault=None)
+        return Assembly(parsed, {**built, **extra})
+
+    opened, vault = _open_store(store_cfg, vault_cfg, clock)
+    try:
+        source = Source(
+            control=ControlPlane(opened),
+            local={k: config[k] for k in ("store", "vault") if k in config},
+            literal_keys=_literal_keys(config),
+            extra=extra,
+            http=http,
+            clock=clock,
+            vault=vault,
+            interval=store_cfg.sync_interval,
+        )
+        mine = shareable(config)
+        shared = apply(source.control.read(), _changes(mine))
+        parsed, built = source.prepare(shared)  # validated before anything is written
+        source.revision = source.control.import_config(mine)
+        source.shared, source.synced = shared, clock.monotonic()
+    except BaseException:
+        opened.close()
+        raise
+    return Assembly(parsed, built, opened, vault, source)
