@@ -69,3 +69,10 @@ def test_every_error_is_a_tokenhub_error() -> None:
     classes = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
     assert all(issubclass(c, tokenhub.TokenhubError) for c in [*classes, SSEError])
     assert issubclass(tokenhub.errors.StoreBusyError, tokenhub.errors.StoreError)
+
+
+def test_chat_options_are_the_documented_envelope() -> None:
+    """``tokenhub.ChatOptions`` has exactly the arguments of docs/requests.md's envelope table."""
+    table = (DOCS / "requests.md").read_text().split("| Argument | Type | Meaning |", 1)[1]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table.split("\n\n")[0], re.MULTILINE))
+    assert documented - {"messages"} == set(tokenhub.ChatOptions.__optional_keys__)

@@ -16,7 +16,7 @@ import attrs
 
 from tokenhub._clock import SystemClock
 from tokenhub._redact import get_logger
-from tokenhub._request import build_request
+from tokenhub._request import CHAT_KEYS, request_from, unexpected_keyword
 from tokenhub._stream import ChatStream
 from tokenhub.errors import ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
@@ -27,6 +27,7 @@ from tokenhub.routing._state import RuntimeState
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
+    from typing import Unpack
 
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from tokenhub._control import Change
     from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Ledger, RequestLog
-    from tokenhub._models import ChatRequest, ChatResponse, Message, Tool
+    from tokenhub._models import ChatRequest, ChatResponse, Message
+    from tokenhub._request import ChatOptions
     from tokenhub._runtime import StateBackend
     from tokenhub._store import Store
     from tokenhub._vault import Vault
@@ -425,20 +427,27 @@ class Hub:
             self._store.close()
 
     def _plan(
-        self, args: dict[str, Any], *, stream: bool = False, peek: bool = False
+        self,
+        method: str,
+        messages: Sequence[Mapping[str, Any] | Message],
+        options: ChatOptions,
+        *,
+        stream: bool = False,
+        peek: bool = False,
     ) -> tuple[ChatRequest, RouteTrace]:
-        """Validate a call's arguments (the caller's ``locals()``) and rank its candidates."""
+        """Validate a call's messages and options and rank its candidates."""
+        if not CHAT_KEYS.issuperset(options):
+            raise unexpected_keyword(f"Hub.{method}", options, CHAT_KEYS)
         if self._source is not None:
             self._sync(self._source)
-        params = {k: v for k, v in args.items() if k not in _ROUTING_ARGS}
-        request = build_request(**params)
-        request_id = args["request_id"] or self._request_ids()
-        policy = self._router.policy_for(args["policy"])
+        request = request_from(messages, options)
+        request_id = options.get("request_id") or self._request_ids()
+        policy = self._router.policy_for(options.get("policy"))
         trace = self._router.plan(
             request,
-            model=args["model"],
+            model=options.get("model"),
             policy=policy,
-            caller=args["caller"],
+            caller=options.get("caller"),
             request_id=request_id,
             stream=stream,
             peek=peek,
@@ -448,65 +457,39 @@ class Hub:
     def explain(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> RouteTrace:
         """Return the route :meth:`chat` would take for these arguments, sending nothing.
 
+        Takes the same options as :meth:`chat` (:class:`~tokenhub.ChatOptions`).
         The candidates are in the order the Hub would try them: for the same
         ``request_id`` when exploration or a request-sticky alias is involved,
         and for the next request of a round-robin alias (``random`` aliases
         cannot be predicted). Runtime state (open circuits, cooldowns) is as now.
         """
-        return self._plan(locals(), peek=True)[1]
+        return self._plan("explain", messages, options, peek=True)[1]
 
     async def chat(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Send a chat request and return the whole answer.
+
+        The keyword options are the keys of :class:`~tokenhub.ChatOptions`, each
+        documented there: ``model``, ``policy``, ``caller``, ``request_id`` and
+        ``timeout`` steer routing; ``tools``, ``tool_choice``,
+        ``parallel_tool_calls``, ``response_format``, ``temperature``, ``top_p``,
+        ``max_tokens``, ``stop``, ``seed``, ``user``, ``metadata`` and
+        ``extra_body`` follow OpenAI's Chat Completions API. An unknown keyword
+        raises :class:`TypeError`.
 
         ``model`` names a model or an alias (tried first, then the policy's
         fallbacks); without it the routing ``policy`` (config ``routing``
         overridden by this argument's keys) ranks every model. ``caller`` names
-        who is asking (user, tenant), for sticky aliases. The other arguments
-        follow OpenAI's Chat Completions API; ``extra_body`` is merged into the
-        provider's request body as is. ``request_id`` is generated when not given
-        and sent upstream as ``X-Request-ID``.
+        who is asking (user, tenant), for sticky aliases. ``extra_body`` is merged
+        into the provider's request body as is. ``request_id`` is generated when
+        not given and sent upstream as ``X-Request-ID``.
 
         When a candidate fails for a reason another model may not share (rate
         limit, overload, outage, timeout, auth or quota, context size, a request
@@ -521,7 +504,8 @@ class Hub:
         :class:`~tokenhub.errors.NoRouteError` before any I/O, and the last
         candidate's :class:`~tokenhub.errors.ProviderError` when all fail.
         """
-        request, trace = self._plan(locals())  # first: locals() must hold only the arguments
+        caller, timeout = options.get("caller"), options.get("timeout")
+        request, trace = self._plan("chat", messages, options)
         from tokenhub.routing._engine import chat  # noqa: PLC0415 - loaded with the first Hub
 
         if self._ledger is None:
@@ -542,39 +526,23 @@ class Hub:
     def stream(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatStream:
         """Start a streaming chat request; iterate the result for its chunks.
 
-        Takes the same arguments as :meth:`chat`. The request is validated and
-        routed here, before any I/O; it is sent when iteration starts. A candidate
-        that fails before its first chunk is replaced by the next one, invisibly;
-        once a chunk has been delivered the stream is committed to that model.
-        After the stream ends, :attr:`ChatStream.response` holds the whole answer.
-        Use ``async with`` to release the connection early::
+        Takes the same options as :meth:`chat` (:class:`~tokenhub.ChatOptions`).
+        The request is validated and routed here, before any I/O; it is sent when
+        iteration starts. A candidate that fails before its first chunk is replaced
+        by the next one, invisibly; once a chunk has been delivered the stream is
+        committed to that model. After the stream ends, :attr:`ChatStream.response`
+        holds the whole answer. Use ``async with`` to release the connection early::
 
             async with hub.stream(messages, model="claude-haiku") as stream:
                 async for chunk in stream:
                     print(chunk.text, end="")
         """
-        request, trace = self._plan(locals(), stream=True)
+        caller, timeout = options.get("caller"), options.get("timeout")
+        request, trace = self._plan("stream", messages, options, stream=True)
         return ChatStream(
             self._engine,
             request,
@@ -584,6 +552,3 @@ class Hub:
             caller=caller,
             clock=self._clock,
         )
-
-
-_ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id", "timeout"})
