@@ -167,7 +167,7 @@ class TestHub:
                 "models": {"m": {"provider": "p"}},
             }
         )
-        provider: Any = hub._models["m"].provider
+        provider: Any = hub._engine.deployments["m"].provider
         settings = provider.settings
         assert "EchoProvider" == type(provider).__name__
         assert ("p", "echo", {"x": 1}) == (settings.name, settings.kind, settings.options)

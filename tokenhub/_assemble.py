@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,21 +27,31 @@ from tokenhub._secret import Secret
 from tokenhub._settings import VaultKey
 from tokenhub.errors import ConfigError, StoreBusyError, StoreError
 from tokenhub.providers import ProviderSettings
+from tokenhub.providers._base import HTTPProvider
 from tokenhub.providers._registry import find_kind, kinds_for
+from tokenhub.routing._deployment import Deployment
+from tokenhub.routing._policy import ModelInfo
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, StoreConfig, VaultConfig
+    from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
     from tokenhub._control import Change
     from tokenhub._http import HttpClient
     from tokenhub._settings import KeySource
     from tokenhub._store import Store
     from tokenhub._vault import Vault
-    from tokenhub.providers import Provider
+    from tokenhub.providers import Capabilities, Provider
 
-__all__ = ["Assembly", "Source", "assemble", "build_providers"]
+__all__ = [
+    "Assembly",
+    "Source",
+    "assemble",
+    "build_providers",
+    "capabilities_of",
+    "routing_table",
+]
 
 log = get_logger("tokenhub.hub")
 
@@ -346,3 +357,72 @@ def assemble(
         opened.close()
         raise
     return Assembly(parsed, built, opened, vault, source)
+
+
+_FLAGS = ("streaming", "tools", "vision", "json_schema", "prefill")
+
+
+def capabilities_of(provider: Provider, upstream: str, m: ModelConfig) -> Capabilities:
+    """What a model can do: its adapter's defaults, replaced by its configured list and window."""
+    caps = provider.capabilities(upstream)
+    named = m.capabilities
+    if named is not None:
+        caps = attrs.evolve(
+            caps,
+            tools="tools" in named,
+            vision="vision" in named,
+            json_schema="json_schema" in named,
+            prefill="prefill" in named,
+        )
+    if m.context_window is not None:
+        caps = attrs.evolve(caps, max_context=m.context_window)
+    return caps
+
+
+def routing_table(
+    config: HubConfig, providers: Mapping[str, Provider]
+) -> tuple[Mapping[str, Deployment], dict[str, ModelInfo]]:
+    """The engine's read-only table of deployments and the router's view of every model."""
+    table: dict[str, Deployment] = {}
+    infos: dict[str, ModelInfo] = {}
+    for index, (name, m) in enumerate(config.models.items()):
+        provider, upstream = providers[m.provider], m.upstream or name
+        caps = capabilities_of(provider, upstream, m)
+        p = config.providers.get(m.provider)
+        if p is None:  # a provider instance passed in: its name is all we know
+            kind, base_url = m.provider, None
+        else:
+            default = getattr(provider, "default_base_url", None)
+            kind, base_url = p.kind, (p.base_urls[0] if p.base_urls else default)
+        # Only adapters on tokenhub's HTTP layer apply timeouts.read to each read.
+        http = p is not None and isinstance(provider, HTTPProvider)
+        table[name] = Deployment(
+            name=name,
+            upstream=upstream,
+            provider_name=m.provider,
+            provider=provider,
+            kind=kind,
+            base_url=base_url,
+            context_window=m.context_window,
+            prefill=caps.prefill,
+            read_timeout=p.timeouts.read if p is not None and http else None,
+            max_output_tokens=m.max_output_tokens,
+            pricing=m.pricing,
+        )
+        infos[name] = ModelInfo(
+            name=name,
+            provider=m.provider,
+            index=index,
+            capabilities=frozenset(f for f in _FLAGS if getattr(caps, f)),
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            input_price=m.pricing.input if m.pricing else None,
+            output_price=m.pricing.output if m.pricing else None,
+            quality=0.5 if m.quality is None else m.quality,
+            tags=m.tags,
+            enabled=m.enabled,
+            weight=m.weight,
+            latency_ms=m.latency_ms,
+            output_tokens=m.output_tokens,
+        )
+    return MappingProxyType(table), infos

@@ -9,10 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from functools import partial
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
-
-import attrs
 
 from tokenhub._clock import SystemClock
 from tokenhub._redact import get_logger
@@ -20,7 +17,6 @@ from tokenhub._request import CHAT_KEYS, request_from, unexpected_keyword
 from tokenhub._stream import ChatStream
 from tokenhub.errors import ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
-from tokenhub.routing._policy import ModelInfo
 from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
 
@@ -35,7 +31,7 @@ if TYPE_CHECKING:
     from tokenhub._admin import Admin
     from tokenhub._assemble import Source
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, ModelConfig
+    from tokenhub._config import HubConfig
     from tokenhub._control import Change
     from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Ledger, RequestLog
@@ -46,7 +42,6 @@ if TYPE_CHECKING:
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
-    from tokenhub.routing._deployment import Deployment
 
 __all__ = ["ChatStream", "Hub"]
 
@@ -55,17 +50,6 @@ log = get_logger("tokenhub.hub")
 
 def _new_request_id() -> str:
     return os.urandom(12).hex()
-
-
-@attrs.frozen
-class _Model:
-    """A configured model, resolved against its provider for the hot path."""
-
-    name: str
-    upstream: str
-    provider_name: str
-    provider: Provider
-    config: ModelConfig
 
 
 class Hub:
@@ -126,19 +110,16 @@ class Hub:
 
     def _install(self, config: HubConfig, providers: Mapping[str, Provider]) -> None:
         """Switch to ``config``; requests in flight keep the objects they already hold."""
-        from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
+        from tokenhub._assemble import routing_table  # noqa: PLC0415 - loaded with the first Hub
+        from tokenhub.routing._engine import Engine  # noqa: PLC0415
 
         old = getattr(self, "_providers", {})
         self._retired.extend(p for name, p in old.items() if providers.get(name) is not p)
         self._config = config
         self._providers: dict[str, Provider] = dict(providers)
-        self._models: dict[str, _Model] = {
-            name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
-            for name, m in config.models.items()
-        }
         self._state.breaker_settings = config.failover.breaker  # for models seen from now on
         engine = getattr(self, "_engine", None)
-        table = self._deployments()
+        table, infos = routing_table(config, self._providers)
         if engine is None or engine.settings != config.failover:
             self._engine = Engine(
                 config.failover, self._state, self._clock, table, telemetry=self._telemetry
@@ -162,7 +143,7 @@ class Hub:
                 else None
             )
         self._router = Router(
-            {name: self._info(i, name) for i, name in enumerate(self._models)},
+            infos,
             config.routing,
             config.aliases,
             self._state,
@@ -174,57 +155,6 @@ class Hub:
         """The second connection, for budget writes that wait for the lock (in threads)."""
         assert self._second is not None  # opened with the first budget  # noqa: S101
         return self._second
-
-    def _deployments(self) -> Mapping[str, Deployment]:
-        """The engine's table: every model resolved against its provider, read-only."""
-        from tokenhub.providers._base import HTTPProvider  # noqa: PLC0415
-        from tokenhub.routing._deployment import Deployment  # noqa: PLC0415
-
-        table = {}
-        for name, m in self._models.items():
-            p = self._config.providers.get(m.provider_name)
-            if p is None:  # a provider instance passed in: its name is all we know
-                kind, base_url = m.provider_name, None
-            else:
-                default = getattr(m.provider, "default_base_url", None)
-                kind, base_url = p.kind, (p.base_urls[0] if p.base_urls else default)
-            # Only adapters on tokenhub's HTTP layer apply timeouts.read to each read.
-            http = isinstance(m.provider, HTTPProvider)
-            table[name] = Deployment(
-                name=name,
-                upstream=m.upstream,
-                provider_name=m.provider_name,
-                provider=m.provider,
-                kind=kind,
-                base_url=base_url,
-                context_window=m.config.context_window,
-                prefill=self.capabilities(name).prefill,
-                read_timeout=p.timeouts.read if p is not None and http else None,
-                max_output_tokens=m.config.max_output_tokens,
-                pricing=m.config.pricing,
-            )
-        return MappingProxyType(table)
-
-    def _info(self, index: int, name: str) -> ModelInfo:
-        m = self._models[name].config
-        caps = self.capabilities(name)
-        flags = ("streaming", "tools", "vision", "json_schema", "prefill")
-        return ModelInfo(
-            name=name,
-            provider=m.provider,
-            index=index,
-            capabilities=frozenset(f for f in flags if getattr(caps, f)),
-            context_window=m.context_window,
-            max_output_tokens=m.max_output_tokens,
-            input_price=m.pricing.input if m.pricing else None,
-            output_price=m.pricing.output if m.pricing else None,
-            quality=0.5 if m.quality is None else m.quality,
-            tags=m.tags,
-            enabled=m.enabled,
-            weight=m.weight,
-            latency_ms=m.latency_ms,
-            output_tokens=m.output_tokens,
-        )
 
     @classmethod
     def from_config(
@@ -351,7 +281,7 @@ class Hub:
     @property
     def models(self) -> tuple[str, ...]:
         """The configured model names."""
-        return tuple(self._models)
+        return tuple(self._config.models)
 
     def capabilities(self, model: str) -> Capabilities:
         """Describe what ``model`` can do.
@@ -359,34 +289,26 @@ class Hub:
         A model's configured ``capabilities`` list replaces its adapter's
         defaults; its ``context_window`` sets ``max_context``.
         """
-        m = self._models.get(model)
-        if m is None:
-            raise ModelNotFoundError(model, tuple(self._models))
-        caps = m.provider.capabilities(m.upstream)
-        named = m.config.capabilities
-        if named is not None:
-            caps = attrs.evolve(
-                caps,
-                tools="tools" in named,
-                vision="vision" in named,
-                json_schema="json_schema" in named,
-                prefill="prefill" in named,
-            )
-        if m.config.context_window is not None:
-            caps = attrs.evolve(caps, max_context=m.config.context_window)
-        return caps
+        from tokenhub._assemble import capabilities_of  # noqa: PLC0415
+
+        d = self._engine.deployments.get(model)
+        if d is None:
+            raise ModelNotFoundError(model, self.models)
+        return capabilities_of(d.provider, d.upstream, self._config.models[model])
 
     def add_provider(self, name: str, provider: Provider) -> None:
         """Register ``provider`` under ``name``, replacing a provider of that name.
 
         Models configured with ``"provider": name`` use it from the next request on.
         """
+        from tokenhub._assemble import routing_table  # noqa: PLC0415
+
         self._providers[name] = provider
-        for i, (key, m) in enumerate(self._models.items()):
-            if m.provider_name == name:
-                self._models[key] = attrs.evolve(m, provider=provider)
-                self._router.models[key] = self._info(i, key)
-        self._engine = self._engine.using(self._deployments())
+        table, infos = routing_table(self._config, self._providers)
+        self._engine = self._engine.using(table)
+        for key, d in table.items():
+            if d.provider_name == name:
+                self._router.models[key] = infos[key]
 
     def health(self) -> dict[str, Any]:
         """Return a snapshot of runtime health, as plain data.
