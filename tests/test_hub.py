@@ -15,7 +15,7 @@ from anyio.from_thread import start_blocking_portal
 
 import tokenhub
 from tests.conftest import config_for
-from tokenhub import ChatResponse, Chunk, Hub, Message, SyncHub, ToolCallDelta, Usage
+from tokenhub import ChatOptions, ChatResponse, Chunk, Hub, Message, SyncHub, ToolCallDelta, Usage
 from tokenhub._models import ChatRequest
 from tokenhub.errors import ErrorClass, ModelNotFoundError, RateLimitError, RequestError
 from tokenhub.providers import (
@@ -167,12 +167,12 @@ class TestHub:
                 "models": {"m": {"provider": "p"}},
             }
         )
-        provider: Any = hub._models["m"].provider
+        provider: Any = hub._engine.deployments["m"].provider
         settings = provider.settings
         assert "EchoProvider" == type(provider).__name__
         assert ("p", "echo", {"x": 1}) == (settings.name, settings.kind, settings.options)
         # A third-party adapter may not apply timeouts.read: streams keep their per-chunk guard.
-        assert hub._read_timeout("m") is None
+        assert hub._engine.deployments["m"].read_timeout is None
 
     def test_read_timeout_bound_only_for_tokenhub_http_adapters(self) -> None:
         """The engine relies on timeouts.read only for adapters on tokenhub's HTTP layer."""
@@ -187,11 +187,8 @@ class TestHub:
             "models": {"a": {"provider": "o"}, "b": {"provider": "mine"}},
         }
         hub = Hub.from_config(cfg, providers={"mine": EchoProvider()})
-        assert (7.0, None, None) == (
-            hub._read_timeout("a"),
-            hub._read_timeout("b"),
-            hub._read_timeout("nope"),
-        )
+        table = hub._engine.deployments
+        assert (7.0, None) == (table["a"].read_timeout, table["b"].read_timeout)
 
     def test_builtins_are_declared_as_entry_points(self) -> None:
         """The built-in adapters are registered in the same entry-point group third parties use."""
@@ -324,6 +321,79 @@ class TestSyncHub:
                 )
             finally:
                 hub.close()
+
+
+class TestChatOptions:
+    # Each misspelt call carries `type: ignore[call-arg]`: mypy strict (warn_unused_ignores) fails
+    # if the ignore is unused, so these lines also prove that a type checker rejects the key.
+    @pytest.mark.anyio
+    async def test_unknown_keyword_raises_type_error_before_any_io(
+        self, fake: FakeProvider
+    ) -> None:
+        """chat, stream and explain reject a misspelt keyword with TypeError naming it, sending nothing."""
+        async with Hub.from_config(config_for(fake)) as hub:
+            with pytest.raises(
+                TypeError, match=r"^Hub\.chat\(\) got an unexpected keyword argument 'temprature'$"
+            ):
+                await hub.chat(HELLO, model="gpt-4o-mini", temprature=0.2)  # type: ignore[call-arg]
+            with pytest.raises(
+                TypeError, match=r"^Hub\.stream\(\) got an unexpected keyword argument 'max_token'$"
+            ):
+                hub.stream(HELLO, max_token=5)  # type: ignore[call-arg]
+            with pytest.raises(
+                TypeError, match=r"^Hub\.explain\(\) got an unexpected keyword argument 'modle'$"
+            ):
+                hub.explain(HELLO, modle="gpt-4o-mini")  # type: ignore[call-arg]
+        assert [] == fake.requests
+
+    def test_sync_facade_rejects_unknown_keywords(self) -> None:
+        """SyncHub's chat, stream and explain raise the same TypeError, naming their own method."""
+        with SyncHub.from_config(
+            {"providers": {"o": {"kind": "openai"}}, "models": {"m": {"provider": "o"}}}
+        ) as hub:
+            with pytest.raises(TypeError, match=r"^SyncHub\.chat\(\) .* 'temprature'$"):
+                hub.chat(HELLO, temprature=0.2)  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match=r"^SyncHub\.stream\(\) .* 'top_k'$"):
+                hub.stream(HELLO, top_k=5)  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match=r"^SyncHub\.explain\(\) .* 'modle'$"):
+                hub.explain(HELLO, modle="m")  # type: ignore[call-arg]
+            assert "m" == hub.explain(HELLO, model="m").candidates[0].model
+
+    @pytest.mark.anyio
+    async def test_a_value_of_the_wrong_type_is_a_request_error(self, fake: FakeProvider) -> None:
+        """A known keyword with a bad value still raises RequestError naming it (mypy rejects it too)."""
+        async with Hub.from_config(config_for(fake)) as hub:
+            with pytest.raises(RequestError, match="temperature: expected a number, got 'hot'"):
+                hub.explain(HELLO, temperature="hot")  # type: ignore[arg-type]
+        assert [] == fake.requests
+
+    @pytest.mark.anyio
+    async def test_a_typed_options_dict_is_passed_through(self, fake: FakeProvider) -> None:
+        """A ChatOptions dict passed as **options routes and shapes the request like keywords."""
+        options: ChatOptions = {
+            "model": "llama-8b",
+            "request_id": "req-1",
+            "temperature": 0.2,
+            "max_tokens": 7,
+            "metadata": {"k": "v"},
+        }
+        async with Hub.from_config(config_for(fake)) as hub:
+            assert "llama-8b" == hub.explain(HELLO, **options).candidates[0].model
+            r = await hub.chat(HELLO, **options)
+            async with hub.stream(HELLO, **options) as stream:
+                assert "echo: Hello" == "".join([c.text async for c in stream])
+        assert ("llama-8b", "req-1", "echo: Hello") == (r.model, r.request_id, r.text)
+        bodies = [q.body for q in fake.requests]
+        assert [(0.2, 7, False), (0.2, 7, True)] == [
+            (b["temperature"], b["max_tokens"], b.get("stream", False)) for b in bodies
+        ]
+        assert ["req-1", "req-1"] == [q.headers["x-request-id"] for q in fake.requests]
+        assert all("metadata" not in b for b in bodies)
+
+    def test_help_points_to_the_options(self) -> None:
+        """The docstrings of chat, stream and explain, async and sync, name ChatOptions."""
+        methods = [Hub.chat, Hub.stream, Hub.explain, SyncHub.chat, SyncHub.stream, SyncHub.explain]
+        assert all("ChatOptions" in (m.__doc__ or "") for m in methods)
 
 
 class TestImport:

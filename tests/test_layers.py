@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub.routing._partial",
             "tokenhub.routing._router",
             "tokenhub.routing._checks",
+            "tokenhub.routing._decide",
         ),
     ),
     (
@@ -51,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._http",
             "tokenhub._httpx",
             "tokenhub._aiohttp",
+            "tokenhub.http",
             "tokenhub.providers",
             "tokenhub._store",
             "tokenhub._crypto",
@@ -58,11 +60,15 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._telemetry",
             "tokenhub._logs",
             "tokenhub.routing._state",
+            "tokenhub.routing._deployment",
         ),
     ),
     (
         "machinery",
         (
+            "tokenhub.routing._run",
+            "tokenhub.routing._attempts",
+            "tokenhub.routing._streaming",
             "tokenhub.routing._engine",
             "tokenhub._ledger",
             "tokenhub._control",

@@ -76,6 +76,29 @@ class TestRequestLogs:
         data = b"".join(p.read_bytes() for p in db.parent.glob("hub.db*"))
         assert b"7f00d" not in data
 
+    async def test_chat_and_stream_account_alike(self, fake: FakeProvider, db: Path) -> None:
+        """A chat and a stream with the same answer log the same row (but stream and TTFT) and spend alike."""
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True}}
+        cfg["budgets"] = [{"scope": "caller", "key": "*", "period": "day", "usd": 1.0}]
+        fake.default(None, Reply(text="same answer", usage=(40, 7)))
+        async with Hub.from_config(cfg) as hub:
+            await hub.chat(HELLO, model="gpt-4o-mini", caller="a", request_id="c")
+            async with hub.stream(HELLO, model="gpt-4o-mini", caller="b", request_id="s") as s:
+                async for _ in s:
+                    pass
+        rows = {r["request_id"]: r for r in logged(db)}
+        varying = {"id", "request_id", "caller", "at", "latency_ms", "ttft_ms", "stream"}
+        same = {k: v for k, v in rows["c"].items() if k not in varying}
+        assert same == {k: v for k, v in rows["s"].items() if k not in varying}
+        assert (0, 1) == (rows["c"]["stream"], rows["s"]["stream"])
+        assert rows["c"]["ttft_ms"] is None
+        assert rows["s"]["ttft_ms"] is not None
+        with Store(db) as st:
+            spend = {r["key"]: (r["usd"], r["reserved"]) for r in st.query("SELECT * FROM spend")}
+        assert spend["a"] == pytest.approx(spend["b"])
+        assert spend["a"][0] > 0
+
     async def test_content_logging_is_opt_in_and_scrubbed(
         self, fake: FakeProvider, db: Path
     ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 import tokenhub
 import tokenhub.errors
+import tokenhub.http
 import tokenhub.providers
 import tokenhub.routing
 from tokenhub._sse import SSEError
@@ -47,8 +48,13 @@ def test_provider_names_are_the_documented_table() -> None:
     )
 
 
+def test_http_names_are_the_documented_ones() -> None:
+    """``tokenhub.http.__all__`` is the API reference's member list for the HTTP seam."""
+    assert sorted(_members("api.md", "tokenhub.http")) == sorted(tokenhub.http.__all__)
+
+
 @pytest.mark.parametrize(
-    "module", [tokenhub, tokenhub.errors, tokenhub.providers, tokenhub.routing]
+    "module", [tokenhub, tokenhub.errors, tokenhub.http, tokenhub.providers, tokenhub.routing]
 )
 def test_all_resolves(module: object) -> None:
     """Every name in each public module's ``__all__`` resolves (ruff keeps them sorted)."""
@@ -63,3 +69,10 @@ def test_every_error_is_a_tokenhub_error() -> None:
     classes = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
     assert all(issubclass(c, tokenhub.TokenhubError) for c in [*classes, SSEError])
     assert issubclass(tokenhub.errors.StoreBusyError, tokenhub.errors.StoreError)
+
+
+def test_chat_options_are_the_documented_envelope() -> None:
+    """``tokenhub.ChatOptions`` has exactly the arguments of docs/requests.md's envelope table."""
+    table = (DOCS / "requests.md").read_text().split("| Argument | Type | Meaning |", 1)[1]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table.split("\n\n")[0], re.MULTILINE))
+    assert documented - {"messages"} == set(tokenhub.ChatOptions.__optional_keys__)

@@ -8,7 +8,7 @@ import pytest
 
 from tokenhub import Message, ToolCall
 from tokenhub._models import ImagePart, ResponseFormat, TextPart, ToolChoice
-from tokenhub._request import build_request
+from tokenhub._request import ChatOptions, RequestOptions, build_request
 from tokenhub.errors import RequestError
 
 USER = {"role": "user", "content": "hi"}
@@ -237,3 +237,30 @@ class TestInvalid:
             ValueError, match=r"messages\[0\].role: unknown role .*temperature: must be between"
         ):
             build_request([{"role": "bot"}], temperature=9)
+
+
+class TestOptions:
+    def test_unknown_keyword_is_a_type_error(self) -> None:
+        """An unknown keyword raises TypeError naming it, as a written-out signature would."""
+        with pytest.raises(
+            TypeError, match=r"^build_request\(\) got an unexpected keyword argument 'temprature'$"
+        ):
+            build_request([USER], temprature=0.2)  # type: ignore[call-arg]
+
+    def test_routing_options_are_not_request_options(self) -> None:
+        """build_request takes the request options only: a routing key such as model is unknown."""
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'model'$"):
+            build_request([USER], model="gpt-4o-mini")  # type: ignore[call-arg]
+
+    def test_chat_options_are_the_request_options_plus_routing(self) -> None:
+        """ChatOptions holds every request option plus the five routing ones, all optional."""
+        routing = {"model", "policy", "caller", "request_id", "timeout"}
+        assert RequestOptions.__optional_keys__ | routing == ChatOptions.__optional_keys__
+        assert 17 == len(ChatOptions.__optional_keys__)
+        assert frozenset() == ChatOptions.__required_keys__
+
+    def test_a_typed_options_dict_is_accepted(self) -> None:
+        """A dict typed RequestOptions unpacks into build_request like written-out keywords."""
+        options: RequestOptions = {"temperature": 0.5, "stop": "END", "max_tokens": 3}
+        r = build_request([USER], **options)
+        assert (0.5, ("END",), 3) == (r.temperature, r.stop, r.max_tokens)

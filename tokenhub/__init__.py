@@ -24,6 +24,7 @@ from tokenhub._models import Tool as Tool
 from tokenhub._models import ToolCall as ToolCall
 from tokenhub._models import ToolCallDelta as ToolCallDelta
 from tokenhub._models import Usage as Usage
+from tokenhub._request import ChatOptions as ChatOptions
 from tokenhub._secret import Secret as Secret
 from tokenhub._sync import SyncChatStream as SyncChatStream
 from tokenhub._sync import SyncHub as SyncHub
@@ -38,6 +39,7 @@ if _TYPE_CHECKING:
 _logging.getLogger("tokenhub").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "ChatOptions",
     "ChatResponse",
     "ChatStream",
     "Chunk",

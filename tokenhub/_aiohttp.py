@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 import anyio
 
-from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, TransportError
+from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, HttpSettings
 from tokenhub._sse import SSEDecoder
+from tokenhub.errors import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
     from tokenhub._http import HttpStream
-    from tokenhub._settings import Timeouts
     from tokenhub._sse import SSEEvent
 
 __all__ = ["AiohttpClient"]
@@ -85,9 +85,14 @@ class _AiohttpStream:
 
 
 class AiohttpClient:
-    """An :class:`~tokenhub._http.HttpClient` on one pooled ``aiohttp.ClientSession``."""
+    """A :class:`~tokenhub.http.HttpClient` on one pooled ``aiohttp.ClientSession`` (asyncio only).
 
-    def __init__(self, *, timeouts: Timeouts, max_connections: int = 100) -> None:
+    The session is created on first use, with ``settings``' timeouts and pool size.
+    """
+
+    def __init__(self, settings: HttpSettings = HttpSettings()) -> None:  # noqa: B008 - frozen
+        self.settings = settings
+        timeouts = settings.timeouts
         # aiohttp bounds waiting for a pooled connection and opening one together (`connect`):
         # the sum of the two limits; `sock_connect` still bounds the TCP connect alone.
         self._timeout = aiohttp.ClientTimeout(
@@ -96,7 +101,7 @@ class AiohttpClient:
             sock_connect=timeouts.connect,
             sock_read=timeouts.read,
         )
-        self._max_connections = max_connections
+        self._max_connections = settings.max_connections
         self._session: aiohttp.ClientSession | None = None
 
     def _get(self) -> aiohttp.ClientSession:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,29 +20,38 @@ import attrs
 
 from tokenhub._config import parse_config, parse_local
 from tokenhub._control import ENTRY_SECTIONS, Conflict, ControlPlane, apply, shareable
+from tokenhub._http import HttpSettings
 from tokenhub._httpx import HttpxClient
 from tokenhub._redact import get_logger, register
 from tokenhub._secret import Secret
 from tokenhub._settings import VaultKey
 from tokenhub.errors import ConfigError, StoreBusyError, StoreError
 from tokenhub.providers import ProviderSettings
+from tokenhub.providers._base import HTTPProvider
 from tokenhub.providers._registry import find_kind, kinds_for
+from tokenhub.routing._deployment import Deployment
+from tokenhub.routing._policy import ModelInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    import httpx
+    from collections.abc import Callable, Sequence
 
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, StoreConfig, VaultConfig
+    from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
     from tokenhub._control import Change
     from tokenhub._http import HttpClient
     from tokenhub._settings import KeySource
     from tokenhub._store import Store
     from tokenhub._vault import Vault
-    from tokenhub.providers import Provider
+    from tokenhub.providers import Capabilities, Provider
 
-__all__ = ["Assembly", "Source", "assemble", "build_providers"]
+__all__ = [
+    "Assembly",
+    "Source",
+    "assemble",
+    "build_providers",
+    "capabilities_of",
+    "routing_table",
+]
 
 log = get_logger("tokenhub.hub")
 
@@ -52,15 +62,16 @@ Built = tuple["HubConfig", dict[str, "Provider"]]
 def build_providers(
     parsed: HubConfig,
     *,
-    transport: httpx.AsyncBaseTransport | None,
+    http: Callable[[HttpSettings], HttpClient] | None,
     clock: Clock,
     vault: Vault | None,
     reuse: tuple[HubConfig, Mapping[str, Provider]] | None = None,
 ) -> dict[str, Provider]:
     """Build each configured provider's adapter, with its HTTP client and key source.
 
-    With ``reuse`` (the current config and providers), a provider whose config
-    did not change keeps its adapter and connection pool.
+    ``http`` builds every client when given; otherwise each provider's ``http``
+    entry chooses. With ``reuse`` (the current config and providers), a provider
+    whose config did not change keeps its adapter and connection pool.
     """
     built: dict[str, Provider] = {}
     errors: list[tuple[str, str]] = []
@@ -71,17 +82,18 @@ def build_providers(
         factory = find_kind(p.kind)
         if factory is None:  # pragma: no cover - parse_config checked the kind
             raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-        if p.http == "aiohttp":
+        wanted = HttpSettings(p.timeouts, p.max_connections, name)
+        if http is not None:
+            client: HttpClient = http(wanted)
+        elif p.http == "aiohttp":
             try:
                 from tokenhub._aiohttp import AiohttpClient  # noqa: PLC0415 - an extra
             except ImportError:
                 errors.append((f"providers.{name}.http", "needs aiohttp: tokenhub[aiohttp]"))
                 continue
-            http: HttpClient = AiohttpClient(timeouts=p.timeouts, max_connections=p.max_connections)
+            client = AiohttpClient(wanted)
         else:
-            http = HttpxClient(
-                timeouts=p.timeouts, max_connections=p.max_connections, transport=transport
-            )
+            client = HttpxClient(wanted)
         api_key: KeySource | None = p.api_key
         if isinstance(api_key, VaultKey) and vault is not None:
             from tokenhub._vault import VaultKeySource  # noqa: PLC0415
@@ -95,7 +107,7 @@ def build_providers(
             headers=p.headers,
             timeouts=p.timeouts,
             options=p.options,
-            http=http,
+            http=client,
             clock=clock.wall,
         )
         try:
@@ -178,7 +190,7 @@ class Source:
     local: dict[str, Any]  # the store and vault sections: never shared
     literal_keys: dict[str, str]  # keys written literally in this process's config
     extra: dict[str, Provider]
-    transport: httpx.AsyncBaseTransport | None
+    http: Callable[[HttpSettings], HttpClient] | None
     clock: Clock
     vault: Vault
     interval: float
@@ -215,7 +227,7 @@ class Source:
             full, known_kinds=kinds_for(full), extra_providers=frozenset(self.extra)
         )
         built = build_providers(
-            parsed, transport=self.transport, clock=self.clock, vault=self.vault, reuse=current
+            parsed, http=self.http, clock=self.clock, vault=self.vault, reuse=current
         )
         return parsed, {**built, **self.extra}
 
@@ -307,7 +319,7 @@ def assemble(
     config: Mapping[str, Any],
     *,
     providers: Mapping[str, Provider],
-    transport: httpx.AsyncBaseTransport | None,
+    http: Callable[[HttpSettings], HttpClient] | None,
     clock: Clock,
 ) -> Assembly:
     """Validate ``config`` and build its parts; with a store, merge ``config`` into it first.
@@ -321,7 +333,7 @@ def assemble(
         parsed = parse_config(
             config, known_kinds=kinds_for(config), extra_providers=frozenset(extra)
         )
-        built = build_providers(parsed, transport=transport, clock=clock, vault=None)
+        built = build_providers(parsed, http=http, clock=clock, vault=None)
         return Assembly(parsed, {**built, **extra})
 
     opened, vault = _open_store(store_cfg, vault_cfg, clock)
@@ -331,7 +343,7 @@ def assemble(
             local={k: config[k] for k in ("store", "vault") if k in config},
             literal_keys=_literal_keys(config),
             extra=extra,
-            transport=transport,
+            http=http,
             clock=clock,
             vault=vault,
             interval=store_cfg.sync_interval,
@@ -345,3 +357,72 @@ def assemble(
         opened.close()
         raise
     return Assembly(parsed, built, opened, vault, source)
+
+
+_FLAGS = ("streaming", "tools", "vision", "json_schema", "prefill")
+
+
+def capabilities_of(provider: Provider, upstream: str, m: ModelConfig) -> Capabilities:
+    """What a model can do: its adapter's defaults, replaced by its configured list and window."""
+    caps = provider.capabilities(upstream)
+    named = m.capabilities
+    if named is not None:
+        caps = attrs.evolve(
+            caps,
+            tools="tools" in named,
+            vision="vision" in named,
+            json_schema="json_schema" in named,
+            prefill="prefill" in named,
+        )
+    if m.context_window is not None:
+        caps = attrs.evolve(caps, max_context=m.context_window)
+    return caps
+
+
+def routing_table(
+    config: HubConfig, providers: Mapping[str, Provider]
+) -> tuple[Mapping[str, Deployment], dict[str, ModelInfo]]:
+    """The engine's read-only table of deployments and the router's view of every model."""
+    table: dict[str, Deployment] = {}
+    infos: dict[str, ModelInfo] = {}
+    for index, (name, m) in enumerate(config.models.items()):
+        provider, upstream = providers[m.provider], m.upstream or name
+        caps = capabilities_of(provider, upstream, m)
+        p = config.providers.get(m.provider)
+        if p is None:  # a provider instance passed in: its name is all we know
+            kind, base_url = m.provider, None
+        else:
+            default = getattr(provider, "default_base_url", None)
+            kind, base_url = p.kind, (p.base_urls[0] if p.base_urls else default)
+        # Only adapters on tokenhub's HTTP layer apply timeouts.read to each read.
+        http = p is not None and isinstance(provider, HTTPProvider)
+        table[name] = Deployment(
+            name=name,
+            upstream=upstream,
+            provider_name=m.provider,
+            provider=provider,
+            kind=kind,
+            base_url=base_url,
+            context_window=m.context_window,
+            prefill=caps.prefill,
+            read_timeout=p.timeouts.read if p is not None and http else None,
+            max_output_tokens=m.max_output_tokens,
+            pricing=m.pricing,
+        )
+        infos[name] = ModelInfo(
+            name=name,
+            provider=m.provider,
+            index=index,
+            capabilities=frozenset(f for f in _FLAGS if getattr(caps, f)),
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            input_price=m.pricing.input if m.pricing else None,
+            output_price=m.pricing.output if m.pricing else None,
+            quality=0.5 if m.quality is None else m.quality,
+            tags=m.tags,
+            enabled=m.enabled,
+            weight=m.weight,
+            latency_ms=m.latency_ms,
+            output_tokens=m.output_tokens,
+        )
+    return MappingProxyType(table), infos

@@ -1,14 +1,19 @@
-"""The thin HTTP seam between adapters and the network.
+"""The thin HTTP seam between adapters and the network (public as :mod:`tokenhub.http`).
 
 Adapters see only :class:`HttpClient`: POST JSON bytes and get status, headers
 and body back, or open a stream and iterate Server-Sent Events. Nothing above
 this module touches httpx types: the httpx implementation lives in
-:mod:`tokenhub._httpx`, and another one (aiohttp) can sit beside it.
+:mod:`tokenhub._httpx`, the aiohttp one in :mod:`tokenhub._aiohttp`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import attrs
+
+from tokenhub._settings import Timeouts
+from tokenhub.errors import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
@@ -21,24 +26,23 @@ __all__ = [
     "DRAIN_SECONDS",
     "HttpClient",
     "HttpResponse",
+    "HttpSettings",
     "HttpStream",
     "TransportError",
 ]
 
-TransportKind = Literal["connect", "timeout", "network"]
 
+@attrs.frozen
+class HttpSettings:
+    """What an HTTP client is built from: one provider's timeouts and connection pool size.
 
-class TransportError(Exception):
-    """The request failed below HTTP: no connection, a timeout, or a broken connection.
-
-    ``kind`` is ``connect`` (nothing was sent), ``timeout`` or ``network``.
-    The message never contains URLs, headers or bodies.
+    ``provider`` is the provider's name in the config (empty for a client built
+    on its own), so that a client factory can treat providers differently.
     """
 
-    def __init__(self, kind: TransportKind, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind: TransportKind = kind
-        self.detail = detail
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    max_connections: int = 100
+    provider: str = ""
 
 
 class HttpResponse(NamedTuple):
@@ -78,10 +82,12 @@ class HttpStream(Protocol):
 
 
 class HttpClient(Protocol):
-    """What adapters need from HTTP.
+    """What adapters need from HTTP: the seam a custom client plugs into.
 
-    Implementations never follow redirects: the request's headers carry the
-    credential, and a redirect could send them to another host.
+    Implementations raise :class:`TransportError` for every failure below HTTP
+    (their own library's exceptions never escape) and never follow redirects:
+    the request's headers carry the credential, and a redirect could send them
+    to another host. Headers are returned with lower-cased names.
     """
 
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:

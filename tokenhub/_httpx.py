@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 import httpx
 
-from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, TransportError
+from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, HttpSettings
 from tokenhub._sse import SSEDecoder
+from tokenhub.errors import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
     from tokenhub._http import HttpStream
-    from tokenhub._settings import Timeouts
     from tokenhub._sse import SSEEvent
 
 __all__ = ["HttpxClient"]
@@ -82,32 +82,34 @@ class _HttpxStream:
 
 
 class HttpxClient:
-    """The default :class:`HttpClient`: one pooled ``httpx.AsyncClient``, created on first use."""
+    """The default :class:`~tokenhub.http.HttpClient`: one pooled ``httpx.AsyncClient``.
+
+    The client is created on first use, with ``settings``' timeouts and pool
+    size. ``transport`` replaces httpx's network transport: an
+    ``httpx.MockTransport`` in tests, or an ``httpx.AsyncHTTPTransport`` with a
+    ``proxy``, ``verify`` (custom TLS) or ``local_address`` (a transport you
+    pass brings its own pool, so ``max_connections`` does not bound it).
+    """
 
     def __init__(
         self,
+        settings: HttpSettings = HttpSettings(),  # noqa: B008 - a frozen value
         *,
-        timeouts: Timeouts,
-        max_connections: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._timeouts = timeouts
-        self._max_connections = max_connections
+        self.settings = settings
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
     def _get(self) -> httpx.AsyncClient:
         if self._client is None:
-            t = self._timeouts
+            t, n = self.settings.timeouts, self.settings.max_connections
             kwargs: dict[str, Any] = {}
             if self._transport is not None:
                 kwargs["transport"] = self._transport
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                ),
+                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
                 follow_redirects=False,
                 **kwargs,
             )

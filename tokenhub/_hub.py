@@ -11,36 +11,36 @@ import os
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-import attrs
-
 from tokenhub._clock import SystemClock
 from tokenhub._redact import get_logger
-from tokenhub._request import build_request
+from tokenhub._request import CHAT_KEYS, request_from, unexpected_keyword
 from tokenhub._stream import ChatStream
 from tokenhub.errors import ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
-from tokenhub.routing._policy import ModelInfo
 from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
+    from typing import Unpack
 
-    import httpx
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
     from tokenhub._admin import Admin
     from tokenhub._assemble import Source
     from tokenhub._clock import Clock
-    from tokenhub._config import HubConfig, ModelConfig
+    from tokenhub._config import HubConfig
     from tokenhub._control import Change
+    from tokenhub._http import HttpClient, HttpSettings
     from tokenhub._ledger import Ledger, RequestLog
-    from tokenhub._models import ChatRequest, ChatResponse, Message, Tool
+    from tokenhub._models import ChatRequest, ChatResponse, Message
+    from tokenhub._request import ChatOptions
+    from tokenhub._runtime import StateBackend
     from tokenhub._store import Store
     from tokenhub._vault import Vault
-    from tokenhub.providers import Call, Capabilities, Provider
+    from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
 
 __all__ = ["ChatStream", "Hub"]
@@ -50,17 +50,6 @@ log = get_logger("tokenhub.hub")
 
 def _new_request_id() -> str:
     return os.urandom(12).hex()
-
-
-@attrs.frozen
-class _Model:
-    """A configured model, resolved against its provider for the hot path."""
-
-    name: str
-    upstream: str
-    provider_name: str
-    provider: Provider
-    config: ModelConfig
 
 
 class Hub:
@@ -94,7 +83,9 @@ class Hub:
         self._store = store
         self._vault = vault
         self._request_ids = request_ids
-        self._state = RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
+        self._state: StateBackend = RuntimeState(
+            breaker=config.failover.breaker, clock=clock.monotonic
+        )
         self._telemetry = Telemetry(
             self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
@@ -119,30 +110,22 @@ class Hub:
 
     def _install(self, config: HubConfig, providers: Mapping[str, Provider]) -> None:
         """Switch to ``config``; requests in flight keep the objects they already hold."""
-        from tokenhub.routing._engine import Engine  # noqa: PLC0415 - anyio loads with the first Hub
+        from tokenhub._assemble import routing_table  # noqa: PLC0415 - loaded with the first Hub
+        from tokenhub.routing._engine import Engine  # noqa: PLC0415
 
         old = getattr(self, "_providers", {})
         self._retired.extend(p for name, p in old.items() if providers.get(name) is not p)
         self._config = config
         self._providers: dict[str, Provider] = dict(providers)
-        self._models: dict[str, _Model] = {
-            name: _Model(name, m.upstream or name, m.provider, self._providers[m.provider], m)
-            for name, m in config.models.items()
-        }
         self._state.breaker_settings = config.failover.breaker  # for models seen from now on
         engine = getattr(self, "_engine", None)
+        table, infos = routing_table(config, self._providers)
         if engine is None or engine.settings != config.failover:
             self._engine = Engine(
-                config.failover,
-                self._state,
-                self._clock,
-                call=self._call,
-                windows=lambda name: self._models[name].config.context_window,
-                prefill=lambda name: self.capabilities(name).prefill,
-                describe=self._describe,
-                telemetry=self._telemetry,
-                read_timeout=self._read_timeout,
+                config.failover, self._state, self._clock, table, telemetry=self._telemetry
             )
+        else:  # same settings: the same retry budget, over the new table
+            self._engine = engine.using(table)
         if self._store is not None:
             from tokenhub._ledger import Budgets, Ledger  # noqa: PLC0415
 
@@ -160,7 +143,7 @@ class Hub:
                 else None
             )
         self._router = Router(
-            {name: self._info(i, name) for i, name in enumerate(self._models)},
+            infos,
             config.routing,
             config.aliases,
             self._state,
@@ -173,57 +156,13 @@ class Hub:
         assert self._second is not None  # opened with the first budget  # noqa: S101
         return self._second
 
-    def _read_timeout(self, name: str) -> float | None:
-        """The HTTP read timeout that bounds every wait of ``name``'s adapter, if known.
-
-        Only adapters on tokenhub's HTTP layer apply ``timeouts.read`` to each read;
-        for any other adapter (instances, third-party kinds) it is unknown: None.
-        """
-        from tokenhub.providers._base import HTTPProvider  # noqa: PLC0415
-
-        m = self._models.get(name)
-        if m is None or not isinstance(m.provider, HTTPProvider):
-            return None
-        p = self._config.providers.get(m.provider_name)
-        return None if p is None else p.timeouts.read
-
-    def _describe(self, name: str) -> tuple[str, str | None]:
-        """The provider kind (``gen_ai.provider.name``) and base URL behind ``name``."""
-        m = self._models[name]
-        p = self._config.providers.get(m.provider_name)
-        if p is None:  # a provider instance passed in: its name is all we know
-            return m.provider_name, None
-        default = getattr(m.provider, "default_base_url", None)
-        return p.kind, (p.base_urls[0] if p.base_urls else default)
-
-    def _info(self, index: int, name: str) -> ModelInfo:
-        m = self._models[name].config
-        caps = self.capabilities(name)
-        flags = ("streaming", "tools", "vision", "json_schema", "prefill")
-        return ModelInfo(
-            name=name,
-            provider=m.provider,
-            index=index,
-            capabilities=frozenset(f for f in flags if getattr(caps, f)),
-            context_window=m.context_window,
-            max_output_tokens=m.max_output_tokens,
-            input_price=m.pricing.input if m.pricing else None,
-            output_price=m.pricing.output if m.pricing else None,
-            quality=0.5 if m.quality is None else m.quality,
-            tags=m.tags,
-            enabled=m.enabled,
-            weight=m.weight,
-            latency_ms=m.latency_ms,
-            output_tokens=m.output_tokens,
-        )
-
     @classmethod
     def from_config(
         cls,
         config: Mapping[str, Any],
         *,
         providers: Mapping[str, Provider] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: Callable[[HttpSettings], HttpClient] | None = None,
         clock: Clock | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -232,8 +171,9 @@ class Hub:
         """Build a Hub from a plain dict. No network I/O happens here.
 
         ``providers`` adds ready-made :class:`~tokenhub.providers.Provider`
-        instances that models may name; ``transport`` is an httpx transport used
-        by every built-in adapter (for tests, proxies or custom TLS); ``clock``
+        instances that models may name; ``http`` builds the HTTP client of every
+        built-in provider from its :class:`~tokenhub.http.HttpSettings` (proxies,
+        custom TLS, a mock transport in tests), in place of its ``http`` entry; ``clock``
         supplies time, sleeps and random draws (:class:`tokenhub.testing.FakeClock`
         makes failover tests instant). ``tracer_provider`` and ``meter_provider``
         replace OpenTelemetry's global providers for this Hub's spans and metrics.
@@ -247,7 +187,7 @@ class Hub:
         clock = clock or SystemClock()
         if store is not None:
             config = {**config, "store": {**config.get("store", {}), "path": os.fspath(store)}}
-        parts = assemble(config, providers=providers or {}, transport=transport, clock=clock)
+        parts = assemble(config, providers=providers or {}, http=http, clock=clock)
         try:
             hub = cls(
                 parts.config,
@@ -341,7 +281,7 @@ class Hub:
     @property
     def models(self) -> tuple[str, ...]:
         """The configured model names."""
-        return tuple(self._models)
+        return tuple(self._config.models)
 
     def capabilities(self, model: str) -> Capabilities:
         """Describe what ``model`` can do.
@@ -349,33 +289,26 @@ class Hub:
         A model's configured ``capabilities`` list replaces its adapter's
         defaults; its ``context_window`` sets ``max_context``.
         """
-        m = self._models.get(model)
-        if m is None:
-            raise ModelNotFoundError(model, tuple(self._models))
-        caps = m.provider.capabilities(m.upstream)
-        named = m.config.capabilities
-        if named is not None:
-            caps = attrs.evolve(
-                caps,
-                tools="tools" in named,
-                vision="vision" in named,
-                json_schema="json_schema" in named,
-                prefill="prefill" in named,
-            )
-        if m.config.context_window is not None:
-            caps = attrs.evolve(caps, max_context=m.config.context_window)
-        return caps
+        from tokenhub._assemble import capabilities_of  # noqa: PLC0415
+
+        d = self._engine.deployments.get(model)
+        if d is None:
+            raise ModelNotFoundError(model, self.models)
+        return capabilities_of(d.provider, d.upstream, self._config.models[model])
 
     def add_provider(self, name: str, provider: Provider) -> None:
         """Register ``provider`` under ``name``, replacing a provider of that name.
 
         Models configured with ``"provider": name`` use it from the next request on.
         """
+        from tokenhub._assemble import routing_table  # noqa: PLC0415
+
         self._providers[name] = provider
-        for i, (key, m) in enumerate(self._models.items()):
-            if m.provider_name == name:
-                self._models[key] = attrs.evolve(m, provider=provider)
-                self._router.models[key] = self._info(i, key)
+        table, infos = routing_table(self._config, self._providers)
+        self._engine = self._engine.using(table)
+        for key, d in table.items():
+            if d.provider_name == name:
+                self._router.models[key] = infos[key]
 
     def health(self) -> dict[str, Any]:
         """Return a snapshot of runtime health, as plain data.
@@ -416,111 +349,69 @@ class Hub:
             self._store.close()
 
     def _plan(
-        self, args: dict[str, Any], *, stream: bool = False, peek: bool = False
+        self,
+        method: str,
+        messages: Sequence[Mapping[str, Any] | Message],
+        options: ChatOptions,
+        *,
+        stream: bool = False,
+        peek: bool = False,
     ) -> tuple[ChatRequest, RouteTrace]:
-        """Validate a call's arguments (the caller's ``locals()``) and rank its candidates."""
+        """Validate a call's messages and options and rank its candidates."""
+        if not CHAT_KEYS.issuperset(options):
+            raise unexpected_keyword(f"Hub.{method}", options, CHAT_KEYS)
         if self._source is not None:
             self._sync(self._source)
-        params = {k: v for k, v in args.items() if k not in _ROUTING_ARGS}
-        request = build_request(**params)
-        request_id = args["request_id"] or self._request_ids()
-        policy = self._router.policy_for(args["policy"])
+        request = request_from(messages, options)
+        request_id = options.get("request_id") or self._request_ids()
+        policy = self._router.policy_for(options.get("policy"))
         trace = self._router.plan(
             request,
-            model=args["model"],
+            model=options.get("model"),
             policy=policy,
-            caller=args["caller"],
+            caller=options.get("caller"),
             request_id=request_id,
             stream=stream,
             peek=peek,
         )
         return request, trace
 
-    def _call(
-        self,
-        name: str,
-        request: ChatRequest,
-        request_id: str,
-        observe_url: Callable[[str], None] | None = None,
-    ) -> tuple[Provider, Call]:
-        from tokenhub.providers import Call  # noqa: PLC0415 - cheap after the first call
-
-        m = self._models[name]
-        call = Call(
-            request=request,
-            model=m.name,
-            upstream=m.upstream,
-            provider=m.provider_name,
-            request_id=request_id,
-            max_output_tokens=m.config.max_output_tokens,
-            pricing=m.config.pricing,
-            observe=partial(self._state.observe_limits, m.name),
-            observe_url=observe_url,
-        )
-        return m.provider, call
-
     def explain(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> RouteTrace:
         """Return the route :meth:`chat` would take for these arguments, sending nothing.
 
+        Takes the same options as :meth:`chat` (:class:`~tokenhub.ChatOptions`).
         The candidates are in the order the Hub would try them: for the same
         ``request_id`` when exploration or a request-sticky alias is involved,
         and for the next request of a round-robin alias (``random`` aliases
         cannot be predicted). Runtime state (open circuits, cooldowns) is as now.
         """
-        return self._plan(locals(), peek=True)[1]
+        return self._plan("explain", messages, options, peek=True)[1]
 
     async def chat(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatResponse:
         """Send a chat request and return the whole answer.
+
+        The keyword options are the keys of :class:`~tokenhub.ChatOptions`, each
+        documented there: ``model``, ``policy``, ``caller``, ``request_id`` and
+        ``timeout`` steer routing; ``tools``, ``tool_choice``,
+        ``parallel_tool_calls``, ``response_format``, ``temperature``, ``top_p``,
+        ``max_tokens``, ``stop``, ``seed``, ``user``, ``metadata`` and
+        ``extra_body`` follow OpenAI's Chat Completions API. An unknown keyword
+        raises :class:`TypeError`.
 
         ``model`` names a model or an alias (tried first, then the policy's
         fallbacks); without it the routing ``policy`` (config ``routing``
         overridden by this argument's keys) ranks every model. ``caller`` names
-        who is asking (user, tenant), for sticky aliases. The other arguments
-        follow OpenAI's Chat Completions API; ``extra_body`` is merged into the
-        provider's request body as is. ``request_id`` is generated when not given
-        and sent upstream as ``X-Request-ID``.
+        who is asking (user, tenant), for sticky aliases. ``extra_body`` is merged
+        into the provider's request body as is. ``request_id`` is generated when
+        not given and sent upstream as ``X-Request-ID``.
 
         When a candidate fails for a reason another model may not share (rate
         limit, overload, outage, timeout, auth or quota, context size, a request
@@ -535,7 +426,8 @@ class Hub:
         :class:`~tokenhub.errors.NoRouteError` before any I/O, and the last
         candidate's :class:`~tokenhub.errors.ProviderError` when all fail.
         """
-        request, trace = self._plan(locals())  # first: locals() must hold only the arguments
+        caller, timeout = options.get("caller"), options.get("timeout")
+        request, trace = self._plan("chat", messages, options)
         from tokenhub.routing._engine import chat  # noqa: PLC0415 - loaded with the first Hub
 
         if self._ledger is None:
@@ -556,39 +448,23 @@ class Hub:
     def stream(
         self,
         messages: Sequence[Mapping[str, Any] | Message],
-        *,
-        model: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        caller: str | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        parallel_tool_calls: bool | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        user: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[ChatOptions],
     ) -> ChatStream:
         """Start a streaming chat request; iterate the result for its chunks.
 
-        Takes the same arguments as :meth:`chat`. The request is validated and
-        routed here, before any I/O; it is sent when iteration starts. A candidate
-        that fails before its first chunk is replaced by the next one, invisibly;
-        once a chunk has been delivered the stream is committed to that model.
-        After the stream ends, :attr:`ChatStream.response` holds the whole answer.
-        Use ``async with`` to release the connection early::
+        Takes the same options as :meth:`chat` (:class:`~tokenhub.ChatOptions`).
+        The request is validated and routed here, before any I/O; it is sent when
+        iteration starts. A candidate that fails before its first chunk is replaced
+        by the next one, invisibly; once a chunk has been delivered the stream is
+        committed to that model. After the stream ends, :attr:`ChatStream.response`
+        holds the whole answer. Use ``async with`` to release the connection early::
 
             async with hub.stream(messages, model="claude-haiku") as stream:
                 async for chunk in stream:
                     print(chunk.text, end="")
         """
-        request, trace = self._plan(locals(), stream=True)
+        caller, timeout = options.get("caller"), options.get("timeout")
+        request, trace = self._plan("stream", messages, options, stream=True)
         return ChatStream(
             self._engine,
             request,
@@ -598,6 +474,3 @@ class Hub:
             caller=caller,
             clock=self._clock,
         )
-
-
-_ROUTING_ARGS = frozenset({"self", "model", "policy", "caller", "request_id", "timeout"})

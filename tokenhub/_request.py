@@ -10,7 +10,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from tokenhub._models import (
     ChatRequest,
@@ -25,7 +25,85 @@ from tokenhub._models import (
 )
 from tokenhub.errors import RequestError
 
-__all__ = ["build_request"]
+if TYPE_CHECKING:
+    from typing import Unpack
+
+__all__ = [
+    "CHAT_KEYS",
+    "ChatOptions",
+    "RequestOptions",
+    "build_request",
+    "request_from",
+    "unexpected_keyword",
+]
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword options that shape the request itself, as in OpenAI's Chat Completions API.
+
+    Options left out, or given as ``None``, are not sent.
+    """
+
+    tools: Sequence[Mapping[str, Any] | Tool] | None
+    """Functions the model may call: ``{"type": "function", "function": {"name", ...}}`` each,
+    with ``name`` (1-64 letters, digits, ``_`` or ``-``; unique), an optional ``description``,
+    ``parameters`` (a JSON Schema object) and ``strict``."""
+    tool_choice: str | Mapping[str, Any] | None
+    """``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``;
+    anything but ``"none"`` needs ``tools``, and a named function must be one of them."""
+    parallel_tool_calls: bool | None
+    """Whether the model may call several tools in one turn."""
+    response_format: Mapping[str, Any] | None
+    """Structured output: ``{"type": "text"}``, ``{"type": "json_object"}`` or
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``."""
+    temperature: float | None
+    """Sampling temperature, 0-2."""
+    top_p: float | None
+    """Nucleus sampling, 0-1."""
+    max_tokens: int | None
+    """The output limit, at least 1; it must fit the model's output limit and context window."""
+    stop: str | Sequence[str] | None
+    """A stop sequence or a list of them."""
+    seed: int | None
+    """A sampling seed, where the provider supports one."""
+    user: str | None
+    """An end-user id for the provider's abuse monitoring."""
+    metadata: Mapping[str, str] | None
+    """Your own string labels: kept by tokenhub (adapters see them) and never sent upstream."""
+    extra_body: Mapping[str, Any] | None
+    """Merged as is into the provider's request body, last: it can add or override any field."""
+
+
+class ChatOptions(RequestOptions, total=False):
+    """The keyword options of :meth:`Hub.chat`, :meth:`Hub.stream` and :meth:`Hub.explain`.
+
+    The request options of OpenAI's Chat Completions API (``tools`` to ``extra_body``),
+    plus the routing options (``model`` to ``timeout``), which are never sent upstream.
+    All are optional. A dict typed ``ChatOptions`` can be passed as ``**options``::
+
+        options: ChatOptions = {"model": "gpt-4o-mini", "temperature": 0.2}
+        response = await hub.chat(messages, **options)
+    """
+
+    model: str | None
+    """A model or alias name from the config, tried first, then its fallbacks; without it the
+    routing policy ranks every model. An unknown name raises
+    :class:`~tokenhub.errors.ModelNotFoundError`."""
+    policy: Mapping[str, Any] | None
+    """Keys of the config's ``routing`` policy to override for this request, such as
+    ``{"mode": "cheap"}`` or ``{"tags": ["eu"]}``."""
+    caller: str | None
+    """Who is asking (a user, a tenant): for caller-sticky aliases, budgets and the request log."""
+    request_id: str | None
+    """Your id for the request, sent upstream as ``X-Request-ID``; generated when not given.
+    It also seeds exploration and request-sticky aliases."""
+    timeout: float | None
+    """Seconds for the whole call, failover included (config ``failover.timeout`` by default)."""
+
+
+_REQUEST_KEYS = RequestOptions.__optional_keys__
+#: Every key of :class:`ChatOptions`, to reject unknown keywords with one set operation.
+CHAT_KEYS = ChatOptions.__optional_keys__
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
@@ -48,26 +126,35 @@ class _Errors:
         self.items.append((path, reason))
 
 
-def build_request(
-    messages: Any,
-    *,
-    tools: Any = None,
-    tool_choice: Any = None,
-    parallel_tool_calls: Any = None,
-    response_format: Any = None,
-    temperature: Any = None,
-    top_p: Any = None,
-    max_tokens: Any = None,
-    stop: Any = None,
-    seed: Any = None,
-    user: Any = None,
-    metadata: Any = None,
-    extra_body: Any = None,
-) -> ChatRequest:
+def build_request(messages: Any, **options: Unpack[RequestOptions]) -> ChatRequest:
     """Validate OpenAI-style arguments; raise one :class:`RequestError` listing every problem.
 
-    Parameters are typed ``Any``: callers' annotations are promises, this checks them.
+    An unknown keyword raises :class:`TypeError`, as for a written-out signature.
     """
+    if not _REQUEST_KEYS.issuperset(options):
+        raise unexpected_keyword("build_request", options, _REQUEST_KEYS)
+    return request_from(messages, options)
+
+
+def unexpected_keyword(
+    qualname: str, options: Mapping[str, object], known: frozenset[str]
+) -> TypeError:
+    """The error Python raises for an unknown keyword, naming the first one of ``options``."""
+    key = next(k for k in options if k not in known)
+    return TypeError(f"{qualname}() got an unexpected keyword argument {key!r}")
+
+
+def request_from(messages: Any, options: Mapping[str, Any]) -> ChatRequest:
+    """:func:`build_request` for options already checked; keys other than its own are ignored.
+
+    Values are read as ``Any``: callers' annotations are promises, this checks them.
+    """
+    get = options.get
+    tools, tool_choice = get("tools"), get("tool_choice")
+    parallel_tool_calls, response_format = get("parallel_tool_calls"), get("response_format")
+    temperature, top_p, max_tokens = get("temperature"), get("top_p"), get("max_tokens")
+    stop, seed, user = get("stop"), get("seed"), get("user")
+    metadata, extra_body = get("metadata"), get("extra_body")
     err = _Errors()
     msgs = _messages(messages, err)
     tool_objs = _tools(tools, err)

@@ -6,18 +6,21 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from tokenhub._hub import Hub
+from tokenhub._request import CHAT_KEYS, unexpected_keyword
 
 if TYPE_CHECKING:
     import datetime as dt
     import os
     from collections.abc import Iterator, Mapping, Sequence
     from types import TracebackType
+    from typing import Unpack
 
     from anyio.from_thread import BlockingPortal
 
     from tokenhub._admin import SyncAdmin
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message, RouteTrace
+    from tokenhub._request import ChatOptions
     from tokenhub._store import Store
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
@@ -130,22 +133,33 @@ class SyncHub:
             cm, self._portal, self._portal_cm = self._portal_cm, None, None
             cm.__exit__(None, None, None)
 
-    def chat(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> ChatResponse:
-        """Blocking :meth:`Hub.chat`."""
-        return self._get_portal().call(partial(self._hub.chat, messages, **kwargs))
+    def chat(
+        self, messages: Sequence[Mapping[str, Any] | Message], **options: Unpack[ChatOptions]
+    ) -> ChatResponse:
+        """Blocking :meth:`Hub.chat`; the options are :class:`~tokenhub.ChatOptions`."""
+        if not CHAT_KEYS.issuperset(options):
+            raise unexpected_keyword("SyncHub.chat", options, CHAT_KEYS)
+        return self._get_portal().call(partial(self._hub.chat, messages, **options))
 
-    def explain(self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any) -> RouteTrace:
-        """:meth:`Hub.explain` (it does no I/O, so it needs no event loop)."""
-        return self._hub.explain(messages, **kwargs)
+    def explain(
+        self, messages: Sequence[Mapping[str, Any] | Message], **options: Unpack[ChatOptions]
+    ) -> RouteTrace:
+        """:meth:`Hub.explain`; the options are :class:`~tokenhub.ChatOptions`. It needs no loop."""
+        if not CHAT_KEYS.issuperset(options):
+            raise unexpected_keyword("SyncHub.explain", options, CHAT_KEYS)
+        return self._hub.explain(messages, **options)
 
     def stream(
-        self, messages: Sequence[Mapping[str, Any] | Message], **kwargs: Any
+        self, messages: Sequence[Mapping[str, Any] | Message], **options: Unpack[ChatOptions]
     ) -> SyncChatStream:
         """Blocking :meth:`Hub.stream`: iterate the result for chunks, then read ``response``.
 
-        Validation errors are raised here, at the call, before any I/O.
+        The options are :class:`~tokenhub.ChatOptions`. Validation errors are raised here,
+        at the call, before any I/O.
         """
-        return SyncChatStream(self._get_portal(), self._hub.stream(messages, **kwargs))
+        if not CHAT_KEYS.issuperset(options):
+            raise unexpected_keyword("SyncHub.stream", options, CHAT_KEYS)
+        return SyncChatStream(self._get_portal(), self._hub.stream(messages, **options))
 
 
 class SyncChatStream:

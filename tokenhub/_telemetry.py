@@ -9,6 +9,7 @@ text is scrubbed. Attributes are built only for recording spans.
 from __future__ import annotations
 
 import functools
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from tokenhub import _semconv as sc
 from tokenhub._redact import scrub, truncate
 from tokenhub._version import __version__
+from tokenhub.providers._types import NO_HEADERS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,9 +28,9 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from tokenhub._models import Candidate, ChatRequest, RouteTrace, Usage
+    from tokenhub._models import ChatRequest, RouteTrace, Usage
     from tokenhub._runtime import StateBackend
-    from tokenhub.providers import Call
+    from tokenhub.routing._deployment import Deployment
 
 __all__ = ["AttemptSpan", "Telemetry"]
 
@@ -147,25 +149,29 @@ class Telemetry:
     def attempt(
         self,
         route: Span,
-        candidate: Candidate,
-        call: Call,
+        deployment: Deployment,
+        request: ChatRequest,
         *,
-        kind: str,
-        base_url: str | None,
+        request_id: str,
         index: int,
         stream: bool,
     ) -> AttemptSpan:
-        """Start the CLIENT span of one provider attempt, and put its traceparent on the call."""
+        """Start the CLIENT span of one provider attempt, before its call is built.
+
+        The span's :attr:`~AttemptSpan.headers` are the ones to send: its W3C
+        ``traceparent`` when the span is sampled, else none.
+        """
         context = trace.set_span_in_context(route)
+        upstream = deployment.upstream
         span = self.tracer.start_span(
-            f"{sc.OPERATION_CHAT} {call.upstream}", kind=SpanKind.CLIENT, context=context
+            f"{sc.OPERATION_CHAT} {upstream}", kind=SpanKind.CLIENT, context=context
         )
         attrs: dict[str, Any] = {
             sc.OPERATION_NAME: sc.OPERATION_CHAT,
-            sc.PROVIDER_NAME: kind,
-            sc.REQUEST_MODEL: call.upstream,
+            sc.PROVIDER_NAME: deployment.kind,
+            sc.REQUEST_MODEL: upstream,
         }
-        server = _server(base_url)
+        server = _server(deployment.base_url)
         if server is not None:
             attrs[sc.SERVER_ADDRESS], attrs[sc.SERVER_PORT] = server
         if span.is_recording():
@@ -174,14 +180,17 @@ class Telemetry:
                     **attrs,
                     sc.ATTEMPT_INDEX: index,
                     sc.REQUEST_STREAM: stream,
-                    sc.REQUEST_ID: call.request_id,
-                    sc.MODEL: candidate.model,
-                    **_request_attributes(call.request),
+                    sc.REQUEST_ID: request_id,
+                    sc.MODEL: deployment.name,
+                    **_request_attributes(request),
                 }
             )
+        headers = NO_HEADERS
         if span.get_span_context().is_valid:
-            _TRACE_CONTEXT.inject(call.headers, context=trace.set_span_in_context(span))
-        return AttemptSpan(self, span, attrs)
+            carrier: dict[str, str] = {}
+            _TRACE_CONTEXT.inject(carrier, context=trace.set_span_in_context(span))
+            headers = MappingProxyType(carrier)
+        return AttemptSpan(self, span, attrs, headers)
 
 
 ROUTE_SPAN_NAME = sc.ROUTE_SPAN
@@ -201,14 +210,25 @@ def _request_attributes(request: ChatRequest) -> dict[str, Any]:
 
 
 class AttemptSpan:
-    """One attempt's span and metric attributes, closed by :meth:`ok` or :meth:`failed`."""
+    """One attempt's span and metric attributes, closed by :meth:`ok` or :meth:`failed`.
 
-    __slots__ = ("_attrs", "_last_chunk", "_t", "span")
+    ``headers`` are the ones the attempt sends for tracing (read-only; empty
+    when the span is not sampled).
+    """
 
-    def __init__(self, telemetry: Telemetry, span: Span, attrs: dict[str, Any]) -> None:
+    __slots__ = ("_attrs", "_last_chunk", "_t", "headers", "span")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        span: Span,
+        attrs: dict[str, Any],
+        headers: Mapping[str, str] = NO_HEADERS,
+    ) -> None:
         self._t = telemetry
         self.span = span
         self._attrs = attrs
+        self.headers = headers
         self._last_chunk: float | None = None
 
     def chunk(self, now: float, started: float) -> None:

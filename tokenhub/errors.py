@@ -16,6 +16,7 @@ The tree::
     ├── StoreError                          the SQLite store cannot be opened or used
     │   └── StoreBusyError                  another connection holds the write lock
     ├── BudgetExceededError                 a spend limit would be exceeded; nothing was sent
+    ├── TransportError                      an HTTP client failed below HTTP; adapters map it
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
         ├── QuotaExhaustedError             quota_exhausted (out of credit; not retryable)
@@ -35,7 +36,7 @@ Errors pickle with all their fields.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +65,7 @@ __all__ = [
     "StoreError",
     "StreamInterrupted",
     "TokenhubError",
+    "TransportError",
     "VaultCorruptedError",
     "VaultError",
     "VaultLockedError",
@@ -267,6 +269,25 @@ class BudgetExceededError(TokenhubError):
 
 def _rebuild_budget(fields: dict[str, Any]) -> BudgetExceededError:
     return BudgetExceededError(**fields)
+
+
+class TransportError(TokenhubError):
+    """An HTTP client failed below HTTP: no connection, a timeout, or a broken connection.
+
+    Raised by :mod:`tokenhub.http` clients; adapters turn it into a
+    :class:`ProviderError` (the built-in ones into :class:`ProviderTimeoutError`
+    or the ``provider_down`` type), so a Hub's callers never see it. ``kind`` is
+    ``connect`` (nothing was sent), ``timeout`` or ``network``; ``detail`` names
+    the underlying exception type. The message never contains URLs, headers or bodies.
+    """
+
+    def __init__(self, kind: Literal["connect", "timeout", "network"], detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind: Literal["connect", "timeout", "network"] = kind
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.detail))
 
 
 class ProviderError(TokenhubError):

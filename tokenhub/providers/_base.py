@@ -8,7 +8,7 @@ import re
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tokenhub._http import HttpResponse, TransportError
+from tokenhub._http import HttpResponse
 from tokenhub._ratelimit import parse_retry_after, parse_retry_after_text, should_retry_header
 from tokenhub._redact import scrub, truncate
 from tokenhub._sse import SSEError
@@ -18,6 +18,7 @@ from tokenhub.errors import (
     ErrorClass,
     ProviderError,
     ProviderTimeoutError,
+    TransportError,
     error_type_for,
 )
 from tokenhub.providers._types import Capabilities, Classification
@@ -254,7 +255,7 @@ class HTTPProvider:
         await self._http.aclose()
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
-        """Classify an error response."""
+        """Classify an error response (not part of the :class:`Provider` protocol)."""
         kind, code, message = error_envelope(body)
         return classify_status(
             status, headers, kind, code, message or f"HTTP {status}", now=self.settings.clock()

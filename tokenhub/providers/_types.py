@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from tokenhub.errors import ErrorClass
 
 __all__ = ["Call", "Capabilities", "Classification", "Provider", "ProviderSettings"]
+
+#: The headers of a call that adds none: one shared, read-only mapping.
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -48,7 +52,11 @@ class Classification:
 
 @attrs.frozen
 class ProviderSettings:
-    """Everything an adapter is built from: its config entry plus the HTTP client to use."""
+    """Everything an adapter is built from: its config entry plus the HTTP client to use.
+
+    ``http`` is built from the entry's ``timeouts`` and ``max_connections``, by the
+    factory passed as ``Hub.from_config(http=...)`` or else as the entry's ``http`` says.
+    """
 
     name: str
     kind: str
@@ -81,8 +89,8 @@ class Call:
     request_id: str
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
-    #: Extra headers for this attempt (the W3C ``traceparent`` when tracing).
-    headers: dict[str, str] = attrs.field(factory=dict)
+    #: Extra headers for this attempt (the W3C ``traceparent`` when tracing); read-only.
+    headers: Mapping[str, str] = NO_HEADERS
     #: Adapters pass every response's headers here (rate-limit state); may be ``None``.
     observe: Callable[[Mapping[str, str]], None] | None = attrs.field(
         default=None, repr=False, eq=False
@@ -172,7 +180,7 @@ class Call:
 
 @runtime_checkable
 class Provider(Protocol):
-    """The adapter contract. Built-in and third-party adapters implement exactly this.
+    """The adapter contract: only what the Hub calls, for built-in and third-party adapters alike.
 
     A provider *kind* is a callable taking :class:`ProviderSettings` and
     returning a ``Provider`` (usually the class itself), registered in the
@@ -180,7 +188,9 @@ class Provider(Protocol):
     :meth:`tokenhub.Hub.add_provider`.
 
     ``send`` and ``stream`` raise :class:`tokenhub.errors.ProviderError`
-    subclasses for every failure, built from :meth:`classify`.
+    subclasses for every failure (a :class:`Classification` helps choose one).
+    An optional ``default_base_url`` attribute names the server when the
+    config gives no ``base_url`` (telemetry reports it).
     """
 
     def capabilities(self, model: str) -> Capabilities:
@@ -193,10 +203,6 @@ class Provider(Protocol):
 
     def stream(self, call: Call) -> AsyncIterator[Chunk]:
         """Send one request and yield the answer as it arrives."""
-        ...
-
-    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Classification:
-        """Classify an error response (status, lower-cased headers, raw body)."""
         ...
 
     async def aclose(self) -> None:

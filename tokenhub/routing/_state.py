@@ -89,13 +89,6 @@ class RuntimeState:
             s = self._stats[model] = _Stats(self.breaker_settings)
         return s
 
-    def breaker(self, model: str) -> Breaker:
-        """The circuit breaker of ``model`` (in-process only: not part of the protocol).
-
-        Kept until the engine admits through :meth:`acquire` and :meth:`force_probe`.
-        """
-        return self._get(model).breaker
-
     def acquire(self, model: str) -> bool:
         """Take the right to send one request to ``model`` now (one probe when half-open)."""
         return self._get(model).breaker.acquire(self.clock())

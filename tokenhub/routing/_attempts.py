@@ -1,0 +1,219 @@
+"""Attempts: sending to one candidate within its time limit, in order, or hedged.
+
+``open_`` is what an attempt does with the provider (send for a whole answer,
+open a stream and take its first chunk); the first candidate whose ``open_``
+succeeds wins. Failures go to :meth:`Run.failed`, which decides and applies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+import anyio
+
+from tokenhub import _semconv as sc
+from tokenhub.errors import CredentialError, ProviderError, RequestError
+from tokenhub.providers import Call
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from tokenhub._models import Candidate, ChatRequest, ChatResponse
+    from tokenhub._telemetry import AttemptSpan
+    from tokenhub.providers import Provider
+    from tokenhub.routing._run import Run
+
+__all__ = ["Opened", "aclose", "attempt", "first_success", "send"]
+
+T = TypeVar("T")
+if TYPE_CHECKING:
+    Opener = Callable[[Call, Provider], Awaitable[T]]
+
+
+def _raise(exc: BaseException, run: Run) -> NoReturn:
+    """Raise a final error with its trace, and without the adapter's frames.
+
+    Adapter and HTTP frames hold raw bodies and request headers in their locals;
+    tracebacks rendered with locals (Sentry, structlog) must not show them.
+    """
+    if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
+        exc.trace = run.trace
+    raise exc.with_traceback(None)
+
+
+class Opened(Generic[T]):
+    """A candidate that produced its first result (a response, or a stream's first chunk)."""
+
+    __slots__ = ("call", "candidate", "span", "started", "value")
+
+    def __init__(
+        self, candidate: Candidate, call: Call, value: T, started: float, span: AttemptSpan
+    ) -> None:
+        self.candidate, self.call, self.value, self.started = candidate, call, value, started
+        self.span = span
+
+
+async def attempt(run: Run, candidate: Candidate, req: ChatRequest, open_: Opener[T]) -> Opened[T]:
+    """Send ``req`` to ``candidate`` within the attempt's time limit."""
+    engine = run.engine
+    d = run.deployments[candidate.model]
+    request_id = run.base_trace.request_id
+    # The span first: its traceparent goes into the call's headers, and the call reports
+    # the URL it is sent to back to the span.
+    span = engine.telemetry.attempt(
+        run.route, d, req, request_id=request_id, index=run.next_index(), stream=run.stream
+    )
+    # Positional: this runs for every attempt.
+    call = Call(
+        req,
+        d.name,
+        d.upstream,
+        d.provider_name,
+        request_id,
+        d.max_output_tokens,
+        d.pricing,
+        span.headers,
+        engine.observers[d.name],
+        span.server,
+    )
+    started = engine.clock.monotonic()
+    limit = run.attempt_timeout()
+    try:
+        with anyio.move_on_after(limit):
+            return Opened(candidate, call, await open_(call, d.provider), started, span)
+        error: BaseException = run.timed_out(candidate, limit, "first_token_timeout")
+    except (ProviderError, CredentialError, RequestError) as exc:
+        error = exc
+    except BaseException as exc:  # cancelled (a lost hedge, the caller), or a bug
+        run.abandoned(candidate, started, span, exc)
+        raise
+    span.failed(engine.clock.monotonic() - started, sc.error_type(error), str(error))
+    raise error
+
+
+async def first_success(run: Run, open_: Opener[T]) -> Opened[T]:
+    """Try the candidates in order (racing the first two when hedging) until one opens."""
+    engine, candidates = run.engine, run.base_trace.candidates
+    start = 0
+    hedging = engine.settings.hedge_after is not None or engine.settings.hedge_p95
+    if hedging and len(candidates) > 1:
+        raced = await _hedged(run, open_)
+        if isinstance(raced, Opened):
+            return raced
+        start = raced
+    for i in range(start, len(candidates)):
+        candidate = candidates[i]
+        last = i == len(candidates) - 1
+        req, tries = run.request, 0
+        while await run.admit(candidate):
+            started = engine.clock.monotonic()
+            try:
+                return await attempt(run, candidate, req, open_)
+            except (ProviderError, CredentialError, RequestError) as exc:
+                decision = run.failed(candidate, exc, started, tries=tries, last=last)
+                action = decision.action
+                if action == "raise" or run.remaining() <= 0:
+                    _raise(exc, run)
+                counter = (
+                    engine.telemetry.failovers if action == "next" else engine.telemetry.retries
+                )
+                counter.add(1, {sc.MODEL: candidate.model, sc.ERROR_TYPE: sc.error_type(exc)})
+                if action == "next":
+                    break
+            # Only reached after a retry decision (a success returns, a failure raises or breaks).
+            tries += 1
+            req = decision.request or req
+            if decision.delay:
+                await run.sleep(decision.delay)
+    # Every remaining candidate was skipped (smaller context window, probe in flight).
+    _raise(run.last_error or run.deadline_error(candidates[-1]), run)
+
+
+async def _hedged(run: Run, open_: Opener[T]) -> Opened[T] | int:
+    """Race the first candidate against the second, started after the hedging delay.
+
+    Returns the winner, or how many candidates were used up when neither won.
+    A hedge spends the retry budget; the loser is cancelled and recorded as such.
+    """
+    engine, candidates = run.engine, run.base_trace.candidates
+    first, second = candidates[:2]
+    if not await run.admit(first):
+        return 1
+    send, receive = anyio.create_memory_object_stream[tuple[int, Any, float]](2)
+    racers = [first]
+    done: set[int] = set()
+
+    async def race(candidate: Candidate, index: int) -> None:
+        started = engine.clock.monotonic()
+        try:
+            result: Any = await attempt(run, candidate, run.request, open_)
+        except (ProviderError, CredentialError, RequestError) as exc:
+            result = exc
+        # Without a checkpoint: a result (an open stream) must not be lost to a cancellation.
+        send.send_nowait((index, result, started))
+
+    winner: Opened[T] | None = None
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(race, first, 0)
+        outcome: tuple[int, Any, float] | None = None
+        with anyio.move_on_after(_hedge_delay(run, first)):
+            outcome = await receive.receive()
+        if outcome is None and run.admit_now(second) and engine.budget.withdraw():
+            engine.telemetry.retries.add(1, {sc.MODEL: first.model, sc.ERROR_TYPE: "hedge"})
+            racers.append(second)
+            tg.start_soon(race, second, 1)
+        while len(done) < len(racers):
+            index, result, started = outcome or await receive.receive()
+            outcome = None
+            done.add(index)
+            if isinstance(result, Opened):
+                winner = result
+                break
+            decision = run.failed(racers[index], result, started, tries=0, last=False)
+            if decision.action == "raise":
+                failure = result
+                break
+            if index + 1 < len(candidates):
+                engine.telemetry.failovers.add(
+                    1, {sc.MODEL: racers[index].model, sc.ERROR_TYPE: sc.error_type(result)}
+                )
+        run.cancelled_as = "hedge_cancelled"  # the racers still running lost
+        tg.cancel_scope.cancel()
+    run.cancelled_as = "cancelled"
+    send.close()
+    with receive:
+        async for index, leftover, started in receive:  # a loser that finished at the same moment
+            run.record(racers[index], "hedge_cancelled", started)
+            engine.state.release(racers[index].model)
+            if isinstance(leftover, Opened):
+                leftover.span.cancelled()
+                if isinstance(leftover.value, tuple):
+                    await aclose(leftover.value[0])  # a stream's (source, first chunk): release it
+    if winner is not None:
+        return winner
+    if failure is not None:
+        _raise(failure, run)
+    return len(racers)
+
+
+def _hedge_delay(run: Run, primary: Candidate) -> float:
+    s = run.engine.settings
+    delay = s.hedge_after if s.hedge_after is not None else math.inf
+    if s.hedge_p95:
+        p95 = run.engine.state.ttft_p95_ms(primary.model)
+        if p95 is not None:
+            delay = p95 / 1000
+    return min(delay, run.remaining())
+
+
+async def send(call: Call, provider: Provider) -> ChatResponse:
+    return await provider.send(call)
+
+
+async def aclose(source: AsyncIterator[Any]) -> None:
+    """Close ``source`` if it can be closed (an async generator, an adapter's stream)."""
+    close = getattr(source, "aclose", None)
+    if close is not None:
+        await close()
