@@ -98,7 +98,7 @@ def stages() -> dict[str, tuple[Callable[[], object], int]]:
     messages = MESSAGES["realistic"]
     request = build_request(messages)
     router = hub._router
-    provider = hub._models[MODEL].provider
+    provider = hub._providers["o"]
     call = Call(request=request, model=MODEL, upstream=MODEL, provider="o", request_id="r1")
     response = HttpResponse(200, headers, body)
     events_per_read = [e for part in sse.split(b"\n\n") for e in SSEDecoder().feed(part + b"\n\n")]
