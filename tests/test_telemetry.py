@@ -487,3 +487,37 @@ class TestJsonLogs:
             assert logging.ERROR == logger.level
         finally:
             logger.setLevel(previous)
+
+
+def test_global_tracer_provider_set_after_the_hub_takes_effect() -> None:
+    """Without a tracer provider nothing is traced or propagated; a global one set later traces."""
+    import subprocess
+    import sys
+
+    code = """
+import anyio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tokenhub import Hub
+from tokenhub.testing import FakeProvider
+
+async def main():
+    async with FakeProvider() as fake:
+        config = {"providers": {"f": {"kind": "openai", "base_url": fake.url + "/v1",
+                  "api_key": "sk-test"}}, "models": {"m": {"provider": "f"}}}
+        async with Hub.from_config(config) as hub:
+            await hub.chat([{"role": "user", "content": "hi"}], model="m")
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            await hub.chat([{"role": "user", "content": "hi"}], model="m")
+        sent = ["traceparent" in {k.lower() for k in r.headers} for r in fake.requests]
+        print(sent, sorted(s.name for s in exporter.get_finished_spans()))
+
+anyio.run(main)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[False, True] ['chat m', 'tokenhub.route']" == out.stdout.strip()

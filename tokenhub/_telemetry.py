@@ -61,6 +61,7 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self.tracer = trace.get_tracer("tokenhub", __version__, tracer_provider=tracer_provider)
+        self._own_tracer = tracer_provider is not None
         meter = metrics.get_meter("tokenhub", __version__, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
             sc.OPERATION_DURATION,
@@ -130,8 +131,21 @@ class Telemetry:
             for name, info in models.items()
         ]
 
+    def tracing(self) -> bool:
+        """Whether spans can be recorded: a tracer provider was given, or a global one is set.
+
+        Without one (the OpenTelemetry API alone) every span is the API's invalid
+        span: skipping its contexts saves microseconds per request. Checked per
+        request, so a global provider set after the Hub was built takes effect.
+        """
+        return self._own_tracer or not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        )
+
     def route(self, trace_: RouteTrace, request: ChatRequest, *, stream: bool) -> Span:
         """Start the INTERNAL span of one routed request (ended by the caller)."""
+        if not self.tracing():
+            return trace.INVALID_SPAN
         span = self.tracer.start_span(ROUTE_SPAN_NAME, kind=SpanKind.INTERNAL)
         if span.is_recording():
             span.set_attributes(
@@ -161,11 +175,7 @@ class Telemetry:
         The span's :attr:`~AttemptSpan.headers` are the ones to send: its W3C
         ``traceparent`` when the span is sampled, else none.
         """
-        context = trace.set_span_in_context(route)
         upstream = deployment.upstream
-        span = self.tracer.start_span(
-            f"{sc.OPERATION_CHAT} {upstream}", kind=SpanKind.CLIENT, context=context
-        )
         attrs: dict[str, Any] = {
             sc.OPERATION_NAME: sc.OPERATION_CHAT,
             sc.PROVIDER_NAME: deployment.kind,
@@ -174,6 +184,12 @@ class Telemetry:
         server = _server(deployment.base_url)
         if server is not None:
             attrs[sc.SERVER_ADDRESS], attrs[sc.SERVER_PORT] = server
+        if route is trace.INVALID_SPAN:  # not tracing (see tracing()): no span, no traceparent
+            return AttemptSpan(self, route, attrs)
+        context = trace.set_span_in_context(route)
+        span = self.tracer.start_span(
+            f"{sc.OPERATION_CHAT} {upstream}", kind=SpanKind.CLIENT, context=context
+        )
         if span.is_recording():
             span.set_attributes(
                 {
