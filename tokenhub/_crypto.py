@@ -219,9 +219,12 @@ def as_password(password: str | bytes | bytearray) -> bytearray:
         return password
     if isinstance(password, str):
         try:
-            return bytearray(password.encode())
-        except UnicodeEncodeError:  # a lone surrogate; the exception would hold the password
-            raise VaultError("a vault password must be valid Unicode text") from None
+            data = password.encode()
+        except UnicodeEncodeError:  # a lone surrogate; the exception holds the password
+            data = None
+        if data is None:  # raised outside the handler: no __context__ to reach the password
+            raise VaultError("a vault password must be valid Unicode text")
+        return bytearray(data)
     if isinstance(password, bytes):
         return bytearray(password)
     raise TypeError("a password is str, bytes or bytearray")
