@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY
+from tests.conftest import CANARY, config_for
 from tests.test_cli import run
+from tokenhub import Hub
 from tokenhub import _vault as vault_module
 from tokenhub._crypto import KdfParams, Key
 from tokenhub._store import Store
 from tokenhub._vault import CHANGED, UNLOCK_ATTEMPTS, Vault
 from tokenhub.errors import VaultError, VaultLockedError, VaultUnlockError
-from tokenhub.testing import insecure_vault_kdf
+from tokenhub.testing import FakeProvider, insecure_vault_kdf
 
 PASSWORD = "race pa55word"
 NEW = "a new race pa55word"
@@ -180,6 +181,19 @@ class TestAnotherWriter:
         assert service.locked
         assert readable(path, NEW, "openai", "anthropic") == {"openai": CANARY, "anthropic": OTHER}
 
+    def test_vault_replaced_elsewhere(self, path: Path, opened: Callable[[str], Vault]) -> None:
+        """A vault replaced under a service (rows deleted, a new init) locks it; keys never mix."""
+        service = opened(PASSWORD)
+        with Store(path) as store:
+            with store.transaction() as tx:
+                for table in ("vault_meta", "vault_keys", "vault_credentials"):
+                    tx.execute(f"DELETE FROM {table}")
+            Vault(store).init(PASSWORD)
+        with pytest.raises(VaultLockedError, match="another vault"):
+            service.put("new", "sk-new-race-0000")
+        assert service.locked
+        assert readable(path, PASSWORD) == {}
+
 
 class TestTheCommandLine:
     @pytest.fixture
@@ -217,6 +231,23 @@ class TestTheCommandLine:
         r = run("vault", "unlock", "--check", "--db", str(path), "--password-file", new)
         assert (r.returncode, r.stdout) == (0, "password ok\n")
         assert readable(path, NEW, "openai") == {"openai": CANARY}
+
+    @pytest.mark.anyio
+    async def test_hub_requests_after_cli_rotation(
+        self, path: Path, pwfiles: tuple[str, str], fake: FakeProvider, http_impl: str
+    ) -> None:
+        """A Hub's requests keep sending the vault key after `tokenhub vault rotate-key` elsewhere."""
+        cfg = config_for(fake, http_impl)
+        cfg["providers"]["openai"]["api_key"] = {"vault": "openai"}
+        cfg["store"] = {"path": str(path)}
+        messages = [{"role": "user", "content": "hi"}]
+        async with Hub.from_config(cfg) as hub:
+            hub.vault.unlock(PASSWORD)
+            await hub.chat(messages, model="gpt-4o-mini")
+            r = run("vault", "rotate-key", "--db", str(path), "--password-file", pwfiles[0])
+            assert r.returncode == 0
+            await hub.chat(messages, model="gpt-4o-mini")
+            assert [q.headers["authorization"] for q in fake.requests] == [f"Bearer {CANARY}"] * 2
 
     def test_service_rotate_under_the_cli(
         self, path: Path, opened: Callable[[str], Vault], pwfiles: tuple[str, str]
