@@ -7,9 +7,12 @@ binding the vault id, the credential's name and provider, and the term. The
 primitives and the associated data are in :mod:`tokenhub._crypto`; the rows go
 through the store protocol (:class:`~tokenhub._storage.StoreBackend`).
 
-The AEAD unwrap of the DEK is the password check. KEK and DEK are zeroed on
-:meth:`Vault.lock`. What Python cannot wipe: ``str`` passwords, and the decrypted
-keys handed to the HTTP layer as ``str``.
+The AEAD unwrap of the DEK is the password check. Another process (or Vault) may
+rotate the key or change the password at any time: every write re-reads the
+stored key state inside its transaction (:meth:`Vault._sync`) and ``unlock``
+re-reads it after the KDF, so nothing is ever written under a retired term or
+salt. KEK and DEK are zeroed on :meth:`Vault.lock`. What Python cannot wipe:
+``str`` passwords, and the decrypted keys handed to the HTTP layer as ``str``.
 """
 
 from __future__ import annotations
