@@ -160,6 +160,46 @@ class TestVaultCommands:
         r = run("vault", "put", "x", "--db", db, "--password-file", pwfile, stdin="\n")
         assert (1, "tokenhub: error: the API key is empty\n") == (r.returncode, r.stderr)
 
+    @pytest.mark.parametrize(
+        ("table", "column", "verb", "message"),
+        [
+            ("vault_meta", "kdf_opslimit", "unlock", "the vault's parameter row is damaged: bad kdf_opslimit"),
+            ("vault_meta", "vault_id", "unlock", "the vault's parameter row is damaged: bad vault_id"),
+            ("vault_credentials", "provider", "rotate-key", "credential 'a' is damaged: its provider is not text"),
+        ],
+    )  # fmt: skip
+    def test_damaged_rows_one_line(
+        self, db: str, pwfile: str, table: str, column: str, verb: str, message: str
+    ) -> None:
+        """A NULL column in a vault row: exit 1 and one line naming the damage, no traceback."""
+        run("vault", "put", "a", "--db", db, "--password-file", pwfile, stdin=KEY)
+        with Store(db) as s, s.transaction() as tx:
+            tx.execute(f"UPDATE {table} SET {column} = NULL")
+        args = ["--check"] if verb == "unlock" else []
+        r = run("vault", verb, *args, "--db", db, "--password-file", pwfile)
+        assert (1, "", f"tokenhub: error: {message}\n") == (r.returncode, r.stdout, r.stderr)
+
+    def test_password_forms(self, tmp_path: Path) -> None:
+        """The CLI opens a vault whatever the password's Unicode form; a line break is refused."""
+        db = str(tmp_path / "hub.db")
+        with Store(db) as s:
+            Vault(s).init("cafe\u0301", kdf="interactive")  # decomposed
+        pw = tmp_path / "pw"
+        pw.write_text("caf\u00e9\n")  # composed, as most keyboards type it
+        r = run("vault", "unlock", "--check", "--db", db, "--password-file", str(pw))
+        assert (0, "password ok\n") == (r.returncode, r.stdout)
+        other = str(tmp_path / "other.db")
+        r = run("vault", "init", "--db", other, env={"TOKENHUB_VAULT_PASSWORD": PASSWORD + "\n"})
+        assert 1 == r.returncode
+        assert r.stderr.endswith("tokenhub: error: a vault password cannot contain a line break "
+                                 "(CR or LF): `tokenhub` reads one line and drops a trailing "
+                                 "line break\n")  # fmt: skip
+        assert PASSWORD not in r.stderr
+        r = run("vault", "init", "--db", other, env={"TOKENHUB_VAULT_PASSWORD": "pw\udcff"})
+        assert 0 == r.returncode  # a byte that is not UTF-8 in the environment: used as set
+        with Store(other) as s:
+            Vault(s).unlock(b"pw\xff")
+
     def test_python_dash_m(self, db: str) -> None:
         """python -m tokenhub is the same program."""
         r = subprocess.run(

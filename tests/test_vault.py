@@ -448,6 +448,124 @@ class TestTamper:
                 other.get("openai")
 
 
+class TestDamagedTypes:
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [
+            ("vault_id", None),
+            ("vault_id", b"short"),
+            ("kdf_opslimit", None),
+            ("kdf_opslimit", b"\x00"),
+            ("kdf_memlimit", None),
+            ("kdf_memlimit", 300000.5),
+            ("kdf_parallelism", None),
+            ("format_version", "one"),
+            ("active_term", None),
+        ],
+    )
+    def test_parameter_row_types(self, vault: Vault, store: Store, column: str, value: Any) -> None:
+        """A NULL or wrongly typed parameter column is VaultCorruptedError naming it, never TypeError."""
+        vault.lock()
+        with store.transaction() as conn:
+            conn.execute(f"UPDATE vault_meta SET {column} = ?", (value,))
+        with pytest.raises(VaultCorruptedError, match="damaged") as caught:
+            vault.unlock(PASSWORD)
+        assert column in str(caught.value) or column == "active_term"
+        assert vault.locked
+
+    @pytest.mark.parametrize(
+        ("column", "value", "error"),
+        [("provider", None, "provider"), ("provider", b"\x00", "provider"), ("name", None, "name")],
+    )
+    def test_credential_row_types(
+        self, vault: Vault, store: Store, column: str, value: Any, error: str
+    ) -> None:
+        """A NULL or non-text name or provider is VaultCorruptedError in get and rotate_key."""
+        with store.transaction() as conn:
+            conn.execute(
+                f"UPDATE vault_credentials SET {column} = ? WHERE name = 'openai'", (value,)
+            )
+        if column == "provider":
+            with pytest.raises(VaultCorruptedError, match=error):
+                vault.get("openai")
+        with pytest.raises(VaultCorruptedError, match=error):
+            vault.rotate_key()
+        assert vault.status()["term"] == 1  # nothing was written
+        assert OTHER == vault.get("anthropic").reveal()
+
+
+NFD = "cafe\u0301 cre\u0300me"  # "café crème" decomposed
+NFC = "caf\u00e9 cr\u00e8me"
+
+
+class TestPasswordText:
+    @pytest.mark.parametrize(("given", "typed"), [(NFD, NFC), (NFC, NFD), (NFD, NFD.encode())])
+    def test_normalised(self, store: Store, given: str, typed: str | bytes) -> None:
+        """A password opens the vault in any Unicode normal form, as str or UTF-8 bytes."""
+        v = Vault(store)
+        v.init(given)
+        v.put("openai", KEY)
+        v.lock()
+        v.unlock(typed)
+        assert KEY == v.get("openai").reveal()
+        v.change_password(bytearray(NFD.encode()))
+        v.lock()
+        v.unlock(NFC)
+        assert not v.locked
+
+    def test_vault_from_before_normalisation(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A vault whose password was stored unnormalised still opens with the same form."""
+        with monkeypatch.context() as m:
+            m.setattr(vault_module, "nfc", lambda pw: None)  # what init did before
+            v = Vault(store)
+            v.init(NFD)
+            v.put("openai", KEY)
+            v.lock()
+        seen: list[bytes] = []
+        real = crypto.derive
+
+        def derive(pw: bytearray, salt: bytes, params: KdfParams) -> Any:
+            seen.append(bytes(pw))
+            return real(pw, salt, params)
+
+        monkeypatch.setattr(vault_module, "derive", derive)
+        v.unlock(NFD)
+        assert seen == [NFC.encode(), NFD.encode()]  # the NFC form first, then the bytes given
+        assert KEY == v.get("openai").reveal()
+        v.lock()
+        with pytest.raises(VaultUnlockError):
+            v.unlock(NFC)
+
+    @pytest.mark.parametrize("bad", ["pw\n", "pw\r\n", "p\nw", b"pw\n", b"\rpw"])
+    @pytest.mark.parametrize("mutable", [False, True])
+    def test_line_breaks_refused(self, store: Store, bad: str | bytes, mutable: bool) -> None:
+        """A new password with CR or LF (the CLI could never give it back) is refused, unquoted."""
+
+        def given() -> str | bytes | bytearray:
+            return bytearray(bad) if mutable and isinstance(bad, bytes) else bad
+
+        v = Vault(store)
+        with pytest.raises(VaultError, match="line break") as caught:
+            v.init(given())
+        assert "pw" not in str(caught.value)
+        assert not v.initialized
+        v.init(PASSWORD)
+        with pytest.raises(VaultError, match="line break"):
+            v.change_password(given())
+        v.lock()
+        v.unlock(PASSWORD)
+
+    def test_lone_surrogate(self, store: Store) -> None:
+        """A str password that is not valid Unicode is a VaultError, not a UnicodeEncodeError."""
+        v = Vault(store)
+        with pytest.raises(VaultError, match="valid Unicode") as caught:
+            v.init("secret\udc80pw")
+        assert "secret" not in repr(caught.value)
+        assert caught.value.__context__ is None
+
+
 def _load_unchecked(store: Store) -> tuple[Any, ...]:
     row = store.query("SELECT * FROM vault_meta")[0]
     import attrs

@@ -234,7 +234,8 @@ def _password(args: argparse.Namespace, label: str = "Vault password") -> bytear
             f"tokenhub: warning: using ${PASSWORD_ENV}; environments leak (ps, /proc, crash dumps)",
             file=sys.stderr,
         )
-        return bytearray(value.encode())
+        # os.environ decodes undecodable bytes as surrogates: give the vault the bytes as set
+        return bytearray(value.encode("utf-8", "surrogateescape"))
     return _prompt(label)
 
 

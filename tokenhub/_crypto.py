@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import unicodedata
 from typing import Any, Final
 
 import attrs
@@ -34,8 +35,10 @@ __all__ = [
     "KdfParams",
     "Key",
     "as_password",
+    "check_new_password",
     "derive",
     "fields",
+    "nfc",
     "random_key",
     "seal",
     "unseal",
@@ -215,10 +218,44 @@ def as_password(password: str | bytes | bytearray) -> bytearray:
     if isinstance(password, bytearray):
         return password
     if isinstance(password, str):
-        return bytearray(password.encode())
+        try:
+            data = password.encode()
+        except UnicodeEncodeError:  # a lone surrogate; the exception holds the password
+            data = None
+        if data is None:  # raised outside the handler: no __context__ to reach the password
+            raise VaultError("a vault password must be valid Unicode text")
+        return bytearray(data)
     if isinstance(password, bytes):
         return bytearray(password)
     raise TypeError("a password is str, bytes or bytearray")
+
+
+def nfc(password: bytearray) -> bytearray | None:
+    """The NFC form of a UTF-8 password when it differs from it, else ``None``.
+
+    ASCII is always NFC, so an ASCII password never passes through a ``str``;
+    bytes that are not UTF-8 are used exactly as given.
+    """
+    if password.isascii():
+        return None
+    try:
+        text = password.decode()
+    except UnicodeDecodeError:
+        return None
+    if unicodedata.is_normalized("NFC", text):
+        return None
+    return bytearray(unicodedata.normalize("NFC", text).encode())
+
+
+def check_new_password(password: bytearray) -> None:
+    """Refuse a new password that is empty or that the command line could never read back."""
+    if not password:
+        raise VaultError("the password is empty")
+    if b"\n" in password or b"\r" in password:
+        raise VaultError(
+            "a vault password cannot contain a line break (CR or LF): "
+            "`tokenhub` reads one line and drops a trailing line break"
+        )
 
 
 def zero(data: bytearray) -> None:

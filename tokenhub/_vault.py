@@ -7,9 +7,12 @@ binding the vault id, the credential's name and provider, and the term. The
 primitives and the associated data are in :mod:`tokenhub._crypto`; the rows go
 through the store protocol (:class:`~tokenhub._storage.StoreBackend`).
 
-The AEAD unwrap of the DEK is the password check. KEK and DEK are zeroed on
-:meth:`Vault.lock`. What Python cannot wipe: ``str`` passwords, and the decrypted
-keys handed to the HTTP layer as ``str``.
+The AEAD unwrap of the DEK is the password check. Another process (or Vault) may
+rotate the key or change the password at any time: every write re-reads the
+stored key state inside its transaction (:meth:`Vault._sync`) and ``unlock``
+re-reads it after the KDF, so nothing is ever written under a retired term or
+salt. KEK and DEK are zeroed on :meth:`Vault.lock`. What Python cannot wipe:
+``str`` passwords, and the decrypted keys handed to the HTTP layer as ``str``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from tokenhub._crypto import (
     KdfParams,
     Key,
     as_password,
+    check_new_password,
     derive,
+    nfc,
     random_key,
     seal,
     unseal,
@@ -58,11 +63,16 @@ from tokenhub.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from tokenhub._storage import StoreBackend, StoreTransaction
+    from tokenhub._storage import StoreBackend, StoreReader, StoreTransaction
 
 __all__ = ["CHEAPEST", "PROFILES", "KdfParams", "Vault", "VaultKeySource"]
 
 log = get_logger("tokenhub.vault")
+
+#: Why a vault locks itself when another process or Vault moved the key state under it.
+CHANGED = "the vault's password was changed elsewhere since it was unlocked here; unlock again"
+#: How often :meth:`Vault.unlock` derives again when the password changes while it derives.
+UNLOCK_ATTEMPTS = 3
 
 #: The testing switch (:func:`tokenhub.testing.insecure_vault_kdf` pushes :data:`CHEAPEST`).
 _testing: list[KdfParams] = []
@@ -165,13 +175,17 @@ class Vault:
     # -- lifecycle
 
     def init(self, password: str | bytes | bytearray, *, kdf: str | KdfParams = "moderate") -> None:
-        """Create the vault with a new password and leave it unlocked."""
+        """Create the vault with a new password (NFC-normalised) and leave it unlocked.
+
+        The password must not be empty nor contain a line break (the command line
+        could never read it back).
+        """
         params = self._params(kdf)
         pw = as_password(password)
         del password  # tracebacks rendered with locals must not show it
+        norm = nfc(pw)
         try:
-            if not pw:
-                raise VaultError("the password is empty")
+            check_new_password(pw)
             if self.initialized:
                 raise VaultError("the store already holds a vault")
             salt = nacl.utils.random(SALT_BYTES)
@@ -186,9 +200,11 @@ class Vault:
                 WRAP_ALG,
                 1,
             )
-            kek = derive(pw, salt, params)
+            kek = derive(pw if norm is None else norm, salt, params)
         finally:
             zero(pw)
+            if norm is not None:
+                zero(norm)
         dek = random_key()
         nonce, wrapped = seal(kek, dek, meta.wrap_aad(1))
         now = time.time()
@@ -204,6 +220,12 @@ class Vault:
     def unlock(self, password: str | bytes | bytearray) -> None:
         """Unlock with ``password`` (a ``bytearray`` is zeroed after use).
 
+        The password's NFC form is tried first, then the bytes as given (a vault
+        created before passwords were normalised). The key state is read again
+        after the KDF ran: a rotation committed meanwhile (by this Vault's other
+        threads or another process) is what gets installed, and a password
+        changed meanwhile means deriving again.
+
         Raises :class:`~tokenhub.errors.VaultUnlockError` (one generic message)
         on a wrong password, changing nothing (a locked vault stays locked);
         :class:`~tokenhub.errors.VaultCorruptedError` when the stored parameter
@@ -211,22 +233,50 @@ class Vault:
         """
         pw = as_password(password)
         del password  # tracebacks rendered with locals must not show it
+        norm = nfc(pw)
+        forms = [pw] if norm is None else [norm, pw]
         try:
-            meta, nonce, wrapped = self._load()
-            kek = derive(pw, meta.kdf_salt, meta.params)
+            for _ in range(UNLOCK_ATTEMPTS):
+                meta, nonce, wrapped = self._load()
+                kek = self._open(forms, meta, nonce, wrapped)
+                with self._lock, _wiped_on_error(kek):
+                    with self._store.reading() as reader:
+                        now, nonce, wrapped = _current(reader)
+                    if _kdf_inputs(now) != _kdf_inputs(meta):
+                        kek.wipe()  # the password changed while the KDF ran: derive again
+                        continue
+                    dek = Key()
+                    try:
+                        unseal(kek, nonce, wrapped, now.wrap_aad(now.active_term), into=dek)
+                    except nacl.exceptions.CryptoError:
+                        dek.wipe()
+                        log.warning("vault unlock failed")
+                        raise VaultUnlockError from None
+                    self._install(now, kek, dek)
+                log.info("vault unlocked")
+                return
         finally:
-            zero(pw)
-        dek = Key()
+            for form in forms:
+                zero(form)
+        raise VaultError("the vault's password kept changing while unlocking; try again")
+
+    @staticmethod
+    def _open(forms: list[bytearray], meta: Header, nonce: bytes, wrapped: bytes) -> Key:
+        """The KEK of the first password form that unwraps ``wrapped``; else VaultUnlockError."""
+        probe = Key()
         try:
-            unseal(kek, nonce, wrapped, meta.wrap_aad(meta.active_term), into=dek)
-        except nacl.exceptions.CryptoError:
-            kek.wipe()
-            dek.wipe()
-            log.warning("vault unlock failed")
-            raise VaultUnlockError from None
-        with self._lock:
-            self._install(meta, kek, dek)
-        log.info("vault unlocked")
+            for form in forms:
+                kek = derive(form, meta.kdf_salt, meta.params)
+                try:
+                    unseal(kek, nonce, wrapped, meta.wrap_aad(meta.active_term), into=probe)
+                except nacl.exceptions.CryptoError:
+                    kek.wipe()
+                    continue
+                return kek
+        finally:
+            probe.wipe()
+        log.warning("vault unlock failed")
+        raise VaultUnlockError from None
 
     def lock(self) -> None:
         """Zero the key buffers and lock. Idempotent."""
@@ -239,54 +289,67 @@ class Vault:
     ) -> None:
         """Re-wrap the data key under a new password (and a new salt); credentials are untouched.
 
-        The vault must be unlocked. The parameter row and the wrapped key change in
-        one transaction; the store is checkpointed afterwards, so the old wrapped
-        key does not linger in ``-wal``.
+        The vault must be unlocked. The new password is NFC-normalised and must
+        not be empty nor contain a line break. The stored key state is re-read in
+        the write transaction (another process may have rotated the key: its
+        term is what gets re-wrapped). The parameter row and the wrapped key
+        change in one transaction; the store is checkpointed afterwards, so the
+        old wrapped key does not linger in ``-wal``.
         """
         pw = as_password(new_password)
         del new_password  # tracebacks rendered with locals must not show it
+        norm = nfc(pw)
         try:
-            if not pw:
-                raise VaultError("the password is empty")
+            check_new_password(pw)
             with self._lock:
-                meta, dek = self._keys()
-                params = meta.params if kdf is None else self._params(kdf)
+                self._keys()
+                if kdf is None:
+                    with self._store.reading() as reader:
+                        params = _current(reader)[0].params
+                else:
+                    params = self._params(kdf)
                 salt = nacl.utils.random(SALT_BYTES)
-                new = attrs.evolve(meta, kdf_salt=salt, kdf_opslimit=params.ops)
-                new = attrs.evolve(new, kdf_memlimit=params.mem)
-                kek = derive(pw, salt, params)
-                term = meta.active_term
-                nonce, wrapped = seal(kek, dek, new.wrap_aad(term))
+                kek = derive(pw if norm is None else norm, salt, params)
                 now = time.time()
                 with _wiped_on_error(kek), self._store.transaction() as tx:
+                    meta, dek = self._sync(tx)
+                    new = attrs.evolve(meta, kdf_salt=salt, kdf_opslimit=params.ops)
+                    new = attrs.evolve(new, kdf_memlimit=params.mem)
+                    term = meta.active_term
+                    nonce, wrapped = seal(kek, dek, new.wrap_aad(term))
                     old = tx.vault_key(term) or WrappedKey(term, None, None, now)
                     tx.set_vault_meta(_stored(new, nonce, wrapped, now))
                     tx.put_vault_key(attrs.evolve(old, wrap_nonce=nonce, wrapped_dek=wrapped))
                     _audit(tx, "vault.passwd", "", {"kdf": attrs.asdict(params)})
-                assert self._kek is not None  # noqa: S101 - _keys() checked
+                assert self._kek is not None  # noqa: S101 - _sync() checked
                 self._kek.wipe()
                 self._kek, self._meta = kek, new
         finally:
             zero(pw)
+            if norm is not None:
+                zero(norm)
         self._store.checkpoint()
 
     def rotate_key(self) -> int:
         """Start a new data-key term, re-encrypt every credential under it, retire the old key.
 
-        One transaction; the store is checkpointed afterwards. Returns the new term.
+        One transaction, which first re-reads the stored key state: a rotation
+        committed elsewhere is followed (the new term is the stored one plus one);
+        a password changed elsewhere locks this vault
+        (:class:`~tokenhub.errors.VaultLockedError`: its key no longer wraps).
+        The store is checkpointed afterwards. Returns the new term.
         """
         with self._lock:
-            meta, old = self._keys()
-            assert self._kek is not None  # noqa: S101 - _keys() checked
-            term = meta.active_term + 1
-            new_meta = attrs.evolve(meta, active_term=term)
+            self._keys()
             dek = random_key()
-            nonce, wrapped = seal(self._kek, dek, new_meta.wrap_aad(term))
             now = time.time()
             with _wiped_on_error(dek), self._store.transaction() as tx:
+                meta, old = self._sync(tx, kek=True)
+                assert self._kek is not None  # noqa: S101 - _sync() checked
+                term = meta.active_term + 1
+                new_meta = attrs.evolve(meta, active_term=term)
+                nonce, wrapped = seal(self._kek, dek, new_meta.wrap_aad(term))
                 rows = tx.vault_meta()
-                if len(rows) != 1:
-                    raise VaultCorruptedError("the vault has more than one parameter row")
                 credentials = tx.credentials()
                 for c in credentials:
                     plain = self._decrypt(meta, old, c)
@@ -317,12 +380,13 @@ class Vault:
         del value  # tracebacks rendered with locals show only the masked Secret
         register(secret)
         with self._lock:
-            meta, dek = self._keys()
-            term = meta.active_term
-            aad = meta.cred_aad(name, provider, term)
-            nonce, ct = seal(dek, secret.reveal().encode(), aad)
+            self._keys()
             now = time.time()
             with self._store.transaction() as tx:
+                meta, dek = self._sync(tx)  # the active term now, not the one cached at unlock
+                term = meta.active_term
+                aad = meta.cred_aad(name, provider, term)
+                nonce, ct = seal(dek, secret.reveal().encode(), aad)
                 existing = tx.credential(name)
                 created = existing.created_at if existing is not None else now
                 tx.put_credential(SealedCredential(name, provider, term, nonce, ct, created, now))
@@ -330,6 +394,9 @@ class Vault:
 
     def get(self, name: str) -> Secret:
         """Decrypt the credential ``name`` now; nothing is cached.
+
+        A credential sealed under a newer term than this Vault's (another process
+        rotated the key) makes it read that term's key from the same snapshot.
 
         Raises :class:`~tokenhub.errors.VaultLockedError`,
         :class:`~tokenhub.errors.CredentialError` when there is no such
@@ -339,6 +406,8 @@ class Vault:
             meta, dek = self._keys()
             with self._store.reading() as reader:
                 sealed = reader.credential(name)
+                if sealed is not None and sealed.term != meta.active_term:
+                    meta, dek = self._sync(reader)
             if sealed is None:
                 raise CredentialError(f"no credential named {name!r} in the vault")
             plain = self._decrypt(meta, dek, sealed)
@@ -351,6 +420,7 @@ class Vault:
         with self._lock:
             self._keys()
             with self._store.transaction() as tx:
+                self._sync(tx)
                 if not tx.delete_credential(name):
                     raise CredentialError(f"no credential named {name!r} in the vault")
                 _audit(tx, "vault.delete", name, {})
@@ -376,47 +446,37 @@ class Vault:
     def _load(self) -> tuple[Header, bytes, bytes]:
         """Read and check the stored parameters; never runs the KDF."""
         with self._store.reading() as reader:
-            rows = reader.vault_meta()
-            if not rows:
-                raise VaultError("the store holds no vault; create one with `tokenhub vault init`")
-            if len(rows) != 1:
-                raise VaultCorruptedError("the vault has more than one parameter row")
-            row = rows[0]
-            key = reader.vault_key(row.active_term)
-        nonce, wrapped = (key.wrap_nonce, key.wrapped_dek) if key is not None else (None, None)
-        if nonce is None or wrapped is None:
-            raise VaultCorruptedError("the vault's active key is missing")
-        if (
-            row.format_version != FORMAT_VERSION
-            or row.kdf_alg != KDF_ALG
-            or row.wrap_alg != WRAP_ALG
-            or row.kdf_parallelism != 1
-            or row.vault_id is None
-            or row.kdf_salt is None
-            or len(row.kdf_salt) != SALT_BYTES
-        ):
-            raise VaultCorruptedError("the vault's parameters are not ones tokenhub writes")
-        meta = Header(
-            row.vault_id,
-            row.format_version,
-            row.kdf_alg,
-            row.kdf_opslimit,
-            row.kdf_memlimit,
-            row.kdf_parallelism,
-            row.kdf_salt,
-            row.wrap_alg,
-            row.active_term,
-        )
-        if not (
-            CHEAPEST.ops <= meta.kdf_opslimit <= CEILING.ops
-            and CHEAPEST.mem <= meta.kdf_memlimit <= CEILING.mem
-        ):
-            raise VaultCorruptedError(
-                "the vault's key-derivation cost is outside the accepted bounds"
-            )
-        if row.checksum != meta.checksum(nonce, wrapped):
-            raise VaultCorruptedError("the vault's parameter row is damaged")
-        return meta, nonce, wrapped
+            return _current(reader)
+
+    def _sync(self, reader: StoreReader, *, kek: bool = False) -> tuple[Header, Key]:
+        """The header and data key of the stored active term (under ``_lock``, in a store block).
+
+        Another process (or Vault) may have rotated the key or changed the
+        password since this one unlocked. A term that moved is unwrapped with the
+        cached KEK; if that fails (the password changed too) this vault locks and
+        raises :class:`~tokenhub.errors.VaultLockedError`. ``kek=True`` also
+        proves that the cached KEK still wraps the active key (what
+        :meth:`rotate_key` needs).
+        """
+        meta, dek = self._keys()
+        stored, nonce, wrapped = _current(reader)
+        if stored.vault_id != meta.vault_id:
+            self._wipe()
+            raise VaultLockedError("the store holds another vault now; unlock again")
+        if stored.active_term == meta.active_term and not kek:
+            return meta, dek
+        assert self._kek is not None  # noqa: S101 - _keys() checked
+        fresh = Key()
+        try:
+            unseal(self._kek, nonce, wrapped, stored.wrap_aad(stored.active_term), into=fresh)
+        except nacl.exceptions.CryptoError:
+            fresh.wipe()
+            self._wipe()
+            log.warning("vault locked: its password was changed elsewhere")
+            raise VaultLockedError(CHANGED) from None
+        dek.wipe()
+        self._dek, self._meta = fresh, stored
+        return stored, fresh
 
     def _install(self, meta: Header, kek: Key, dek: Key) -> None:
         self._wipe()
@@ -476,6 +536,10 @@ class Vault:
     @staticmethod
     def _decrypt(meta: Header, dek: Key, sealed: SealedCredential) -> bytes:
         name = sealed.name
+        if not isinstance(name, str):
+            raise VaultCorruptedError("a credential row is damaged: its name is not text")
+        if not isinstance(sealed.provider, str):
+            raise VaultCorruptedError(f"credential {name!r} is damaged: its provider is not text")
         if sealed.nonce is None or sealed.ct is None:
             raise VaultCorruptedError(f"credential {name!r} is damaged")
         if sealed.term != meta.active_term:
@@ -503,6 +567,62 @@ def _wiped_on_error(*keys: Key) -> Iterator[None]:
         for key in keys:
             key.wipe()
         raise
+
+
+_INT_COLUMNS = ("format_version", "kdf_opslimit", "kdf_memlimit", "kdf_parallelism", "active_term")
+
+
+def _current(reader: StoreReader) -> tuple[Header, bytes, bytes]:
+    """The stored header and active wrapped key, checked; every damage is VaultCorruptedError."""
+    rows = reader.vault_meta()
+    if not rows:
+        raise VaultError("the store holds no vault; create one with `tokenhub vault init`")
+    if len(rows) != 1:
+        raise VaultCorruptedError("the vault has more than one parameter row")
+    row = rows[0]
+    if row.vault_id is None or len(row.vault_id) != 16:
+        raise VaultCorruptedError("the vault's parameter row is damaged: bad vault_id")
+    for column in _INT_COLUMNS:
+        value = getattr(row, column)
+        if type(value) is not int:  # SQLite columns hold any type; bool is no count either
+            raise VaultCorruptedError(f"the vault's parameter row is damaged: bad {column}")
+    key = reader.vault_key(row.active_term)
+    nonce, wrapped = (key.wrap_nonce, key.wrapped_dek) if key is not None else (None, None)
+    if nonce is None or wrapped is None:
+        raise VaultCorruptedError("the vault's active key is missing")
+    if (
+        row.format_version != FORMAT_VERSION
+        or row.kdf_alg != KDF_ALG
+        or row.wrap_alg != WRAP_ALG
+        or row.kdf_parallelism != 1
+        or row.kdf_salt is None
+        or len(row.kdf_salt) != SALT_BYTES
+    ):
+        raise VaultCorruptedError("the vault's parameters are not ones tokenhub writes")
+    meta = Header(
+        row.vault_id,
+        row.format_version,
+        row.kdf_alg,
+        row.kdf_opslimit,
+        row.kdf_memlimit,
+        row.kdf_parallelism,
+        row.kdf_salt,
+        row.wrap_alg,
+        row.active_term,
+    )
+    if not (
+        CHEAPEST.ops <= meta.kdf_opslimit <= CEILING.ops
+        and CHEAPEST.mem <= meta.kdf_memlimit <= CEILING.mem
+    ):
+        raise VaultCorruptedError("the vault's key-derivation cost is outside the accepted bounds")
+    if row.checksum != meta.checksum(nonce, wrapped):
+        raise VaultCorruptedError("the vault's parameter row is damaged")
+    return meta, nonce, wrapped
+
+
+def _kdf_inputs(meta: Header) -> tuple[bytes, bytes, int, int]:
+    """What the KEK derives from, besides the password."""
+    return meta.vault_id, meta.kdf_salt, meta.kdf_opslimit, meta.kdf_memlimit
 
 
 def _stored(meta: Header, nonce: bytes, wrapped: bytes, now: float) -> VaultMeta:
