@@ -509,5 +509,5 @@ def test_sync_hub_close_closes_the_store(db: Path) -> None:
     }
     hub = SyncHub.from_config(cfg, store=db)
     hub.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(StoreError, match="closed"):
         hub.store.query("SELECT 1")
