@@ -282,11 +282,11 @@ class TestBudgetLocking:
         calls: list[tuple[str, bool, bool]] = []
         real_admit, real_settle = Budgets.admit, Budgets.settle
 
-        def admit(self: Budgets, *a: Any, wait: bool = True) -> Any:
+        def admit(self: Budgets, *a: Any, wait: bool = True, **kw: Any) -> Any:
             calls.append(("admit", wait, threading.current_thread() is threading.main_thread()))
             if not wait:
                 raise StoreBusyError("locked")
-            return real_admit(self, *a, wait=wait)
+            return real_admit(self, *a, wait=wait, **kw)
 
         def settle(self: Budgets, *a: Any, wait: bool = True) -> None:
             calls.append(("settle", wait, threading.current_thread() is threading.main_thread()))
