@@ -461,7 +461,7 @@ class TestNativeCancellation:
             task.cancel()
         try:
             await task
-        except BaseException as exc:  # noqa: BLE001 - returned for the assertion
+        except BaseException as exc:
             return exc
         raise AssertionError("the chat was not cancelled")
 
@@ -571,3 +571,63 @@ class TestNativeCancellation:
         assert 0.0 == row["reserved"]
         assert row["usd"] > 0
         assert [("c", "ok")] == [(r["request_id"], r["status"]) for r in logged(db)]
+
+
+KILLED_WITH_STREAMS = """
+import asyncio, os, signal, sys
+from tests.conftest import config_for
+from tokenhub import Hub
+from tokenhub.testing import FakeClock, FakeProvider, Reply
+
+async def main() -> None:
+    async with FakeProvider() as fake:
+        fake.default(None, Reply(text="one two three", stall_after=1))
+        cfg = config_for(fake)
+        cfg["failover"]["timeout"] = 30
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": float(sys.argv[2])}]
+        hub = Hub.from_config(cfg, store=sys.argv[1], clock=FakeClock(wall=float(sys.argv[3])))
+        streams = []
+        for _ in range(10):  # ten streams in flight, each holding its reservation
+            streams.append(hub.stream([{"role": "user", "content": "Hello"}],
+                                      model="gpt-4o-mini", max_tokens=500).__aiter__())
+            await streams[-1].__anext__()
+        print(hub._ledger.budgets.spend()[0]["reserved"], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_holds_no_budget_after_its_reservations_expire(
+    fake: FakeProvider, db: Path
+) -> None:
+    """A process killed with ten requests in flight starves the budget only until they expire."""
+    from tokenhub._ledger import RESERVATION_GRACE
+    from tokenhub.testing import FakeClock
+
+    async with Hub.from_config(config_for(fake)) as probe:
+        estimate = probe.stream(HELLO, model="gpt-4o-mini", max_tokens=500).trace.candidates[0]
+    assert estimate.estimated_cost_usd
+    limit = 10.5 * estimate.estimated_cost_usd
+    wall = 1_781_524_800.0  # 2026-06-15T12:00:00Z: the expiry stays within the day
+    done = await anyio.run_process(
+        [sys.executable, "-c", KILLED_WITH_STREAMS, str(db), repr(limit), repr(wall)],
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert -9 == done.returncode, done.stderr.decode()
+    assert float(done.stdout) == pytest.approx(10 * estimate.estimated_cost_usd)
+    cfg = config_for(fake)
+    cfg["failover"]["timeout"] = 30
+    cfg["budgets"] = [{"scope": "global", "period": "day", "usd": limit}]
+    async with Hub.from_config(cfg, store=db, clock=FakeClock(wall=wall + 1)) as hub:
+        with pytest.raises(BudgetExceededError):  # still in flight, as far as anyone knows
+            await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=500)
+    later = FakeClock(wall=wall + 30 + RESERVATION_GRACE)
+    async with Hub.from_config(cfg, store=db, clock=later) as hub:
+        for _ in range(10):  # the dead process's reservations expired: the budget is whole
+            await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=500)
+    with Store(db) as s:
+        assert [] == s.query("SELECT * FROM reservations")
+        (row,) = s.query("SELECT reserved FROM spend")
+    assert row["reserved"] == pytest.approx(0.0, abs=1e-12)
