@@ -631,3 +631,20 @@ async def test_a_killed_process_holds_no_budget_after_its_reservations_expire(
         assert [] == s.query("SELECT * FROM reservations")
         (row,) = s.query("SELECT reserved FROM spend")
     assert row["reserved"] == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_a_store_failure_at_settlement_keeps_the_paid_answer(
+    fake: FakeProvider, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When SQLite fails the settlement (not a busy lock), the answer is returned and the miss logged."""
+    cfg = config_for(fake)
+    cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
+    async with Hub.from_config(cfg, store=db) as hub:
+        hub.store.query(  # every update of a spend row now fails, as on a damaged file
+            "CREATE TEMP TRIGGER fail BEFORE UPDATE ON spend "
+            "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END"
+        )
+        r = await hub.chat(HELLO, model="gpt-4o-mini", request_id="paid")
+    assert "echo: Hello" == r.text
+    assert "could not record the spend of request paid" in caplog.text
+    assert str(db) in caplog.text
