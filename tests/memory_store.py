@@ -45,7 +45,7 @@ class _Data:
     vault_keys: dict[int, WrappedKey] = attrs.Factory(dict)
     credentials: dict[str, SealedCredential] = attrs.Factory(dict)
     spend: dict[SpendKey, SpendRow] = attrs.Factory(dict)
-    reservations: dict[tuple[str, SpendKey], Reservation] = attrs.Factory(dict)
+    reservations: dict[str, Reservation] = attrs.Factory(dict)
     logs: list[dict[str, Any]] = attrs.Factory(list)
 
 
@@ -157,10 +157,10 @@ class _Tx:
         return sorted(self.d.reservations.values(), key=lambda r: (r.expires_at, r.hold))
 
     def reserve(self, reservation: Reservation) -> None:
-        key = reservation.key
-        self.d.reservations[reservation.hold, key] = reservation
-        row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)
-        self.d.spend[key] = attrs.evolve(row, reserved=row.reserved + reservation.usd)
+        self.d.reservations[reservation.hold] = reservation
+        for key in reservation.keys:
+            row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)
+            self.d.spend[key] = attrs.evolve(row, reserved=row.reserved + reservation.usd)
 
     def release(self, hold: str) -> None:
         self._release([r for r in self.d.reservations.values() if r.hold == hold])
@@ -172,10 +172,11 @@ class _Tx:
 
     def _release(self, gone: list[Reservation]) -> None:
         for r in gone:
-            del self.d.reservations[r.hold, r.key]
-            row = self.d.spend.get(r.key)
-            if row is not None:
-                self.d.spend[r.key] = attrs.evolve(row, reserved=max(row.reserved - r.usd, 0.0))
+            del self.d.reservations[r.hold]
+            for key in r.keys:
+                row = self.d.spend.get(key)
+                if row is not None:
+                    self.d.spend[key] = attrs.evolve(row, reserved=max(row.reserved - r.usd, 0.0))
 
     def charge(self, key: SpendKey, usd: float) -> None:
         row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)

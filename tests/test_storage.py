@@ -237,7 +237,7 @@ class TestTransactions:
                         tx.charge(("global", "*", "day:x"), 1.0)
                         usd = 0.0 if row is None else 1.0
                         tx.reserve(
-                            Reservation(f"h{n}-{i}", ("global", "*", "day:x"), usd, "o", 0, 9)
+                            Reservation(f"h{n}-{i}", (("global", "*", "day:x"),), usd, "o", 0, 9)
                         )
             finally:
                 other.close()
@@ -308,9 +308,9 @@ class TestVault:
 
 
 def held(
-    hold: str, key: tuple[str, str, str], usd: float, expires_at: float = 100.0
+    hold: str, *keys: tuple[str, str, str], usd: float, expires_at: float = 100.0
 ) -> Reservation:
-    return Reservation(hold, key, usd, "pid-token", 1.0, expires_at)
+    return Reservation(hold, keys, usd, "pid-token", 1.0, expires_at)
 
 
 class TestSpend:
@@ -320,9 +320,8 @@ class TestSpend:
         other = ("global", "*", "day:2026-01-31")
         with backend.transaction() as tx:
             assert tx.spend(key) is None
-            tx.reserve(held("a", key, 0.5))
-            tx.reserve(held("a", other, 0.5))
-            tx.reserve(held("b", key, 0.25))
+            tx.reserve(held("a", key, other, usd=0.5))
+            tx.reserve(held("b", key, usd=0.25))
             tx.release("a")
             tx.release("a")  # released already: nothing happens
             tx.release("nope")
@@ -330,7 +329,7 @@ class TestSpend:
         with backend.reading() as r:
             assert SpendRow(*key, 0.1, 0.25) == r.spend(key)
             assert SpendRow(*other, 0.0, 0.0) == r.spend(other)
-            assert [held("b", key, 0.25)] == r.reservations()
+            assert [held("b", key, usd=0.25)] == r.reservations()
         with backend.transaction() as tx:
             tx.release("b")
             tx.charge(("global", "*", "month:2026-01"), 2.0)
@@ -346,8 +345,8 @@ class TestSpend:
         """expire_reservations releases exactly the holds past their expiry; a later release is a no-op."""
         key = ("global", "*", "day:2026-01-31")
         with backend.transaction() as tx:
-            tx.reserve(held("dead", key, 1.0, expires_at=50.0))
-            tx.reserve(held("live", key, 2.0, expires_at=150.0))
+            tx.reserve(held("dead", key, usd=1.0, expires_at=50.0))
+            tx.reserve(held("live", key, usd=2.0, expires_at=150.0))
         with backend.transaction() as tx:
             assert 0 == tx.expire_reservations(now=49.0)
             assert 1 == tx.expire_reservations(now=50.0)

@@ -430,8 +430,9 @@ class Budgets:
         """Reserve the first candidate's estimated cost, or raise ``BudgetExceededError``.
 
         The reservation stops counting ``ttl`` seconds from now if it is never
-        settled (its process died); reservations past their expiry are released
-        first. ``wait=False`` raises ``StoreBusyError`` rather than wait for the lock.
+        settled (its process died): when a budget would refuse, reservations past
+        their expiry are released and it is checked again. ``wait=False`` raises
+        ``StoreBusyError`` rather than wait for the lock.
         """
         first = trace.candidates[0] if trace.candidates else None
         model = first.model if first else None
@@ -439,10 +440,17 @@ class Budgets:
         now = self._wall()
         rows = []
         with self._for(wait).transaction(wait=wait) as tx:
-            tx.expire_reservations(now=now)
+            swept = False
             for budget, row in self._applicable(caller, model, now):
                 found = tx.spend(row)
                 spent, reserved = (found.usd, found.reserved) if found else (0.0, 0.0)
+                if spent + reserved + estimate > budget.usd and not swept:
+                    # Expired reservations matter only when they would refuse a request:
+                    # release them then, not on every admission (they cost a write each).
+                    swept = True
+                    if tx.expire_reservations(now=now):
+                        found = tx.spend(row)
+                        spent, reserved = (found.usd, found.reserved) if found else (0.0, 0.0)
                 if spent >= budget.usd or spent + reserved + estimate > budget.usd:
                     raise BudgetExceededError(
                         scope=budget.scope,
@@ -457,8 +465,7 @@ class Budgets:
                     rows.append(row)
             owner = _Owner.name
             hold = f"{owner}-{next(_Owner.holds)}"
-            for row in rows:
-                tx.reserve(Reservation(hold, row, estimate, owner, now, now + ttl))
+            tx.reserve(Reservation(hold, tuple(rows), estimate, owner, now, now + ttl))
         return Hold(hold, tuple(rows), estimate, model)
 
     def settle(

@@ -140,16 +140,16 @@ class SpendRow:
 
 @attrs.frozen
 class Reservation:
-    """One admitted request's hold on one budget row, counted in its ``reserved`` until released.
+    """One admitted request's hold: its ``usd`` counts in each of its rows' ``reserved``.
 
-    ``hold`` names the request's hold (unique across processes; one hold may cover
-    several rows), ``owner`` the process that made it. A hold whose ``expires_at``
-    has passed is released by the next admission on any handle: a process that died
-    with requests in flight does not hold the budget for ever.
+    ``hold`` names it (unique across processes), ``owner`` the process that made it.
+    A hold whose ``expires_at`` has passed is released by an admission that needs
+    the room, on any handle: a process that died with requests in flight does not
+    hold the budget for ever.
     """
 
     hold: str
-    key: SpendKey
+    keys: tuple[SpendKey, ...]
     usd: float
     owner: str
     created_at: float
@@ -295,11 +295,11 @@ class StoreTransaction(StoreReader, Protocol):
     # -- ledger
 
     def reserve(self, reservation: Reservation) -> None:
-        """Record ``reservation``; add its ``usd`` to its row's ``reserved`` (creating the row)."""
+        """Record ``reservation``; add its ``usd`` to each row's ``reserved`` (creating rows)."""
         ...
 
     def release(self, hold: str) -> None:
-        """Remove the hold's reservations, taking each one's ``usd`` off its row (never below 0).
+        """Remove the hold, taking its ``usd`` off each of its rows (never below 0).
 
         A hold already released or expired releases nothing.
         """

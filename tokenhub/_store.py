@@ -13,6 +13,7 @@ control plane and the ledger use nothing else, and no SQL lives outside this mod
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -138,21 +139,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     Version 1 kept only the total in ``spend.reserved``, with no owner: what a
     killed process left there could never be released, so it is reset here.
     """
-    db["reservations"].create(  # type: ignore[union-attr]
-        {
-            "hold": str,
-            "scope": str,
-            "key": str,
-            "period": str,
-            "usd": float,
-            "owner": str,
-            "created_at": float,
-            "expires_at": float,
-        },
-        pk=("hold", "scope", "key", "period"),
-        not_null={"usd", "expires_at"},
+    # One row per request, keyed by its hold (one b-tree: admission writes it, settlement
+    # deletes it); ``keys`` is the JSON list of the spend rows it counts in.
+    db.execute(
+        "CREATE TABLE reservations (hold TEXT PRIMARY KEY, keys TEXT NOT NULL, "
+        "usd REAL NOT NULL, owner TEXT, created_at REAL, expires_at REAL NOT NULL) "
+        "WITHOUT ROWID"
     )
-    db["reservations"].create_index(["expires_at"])  # type: ignore[union-attr]
     db.execute("UPDATE spend SET reserved = 0")
 
 
@@ -180,6 +173,10 @@ def _config_table(kind: str) -> str:
     if kind not in _CONFIG_TABLES:
         raise ValueError(f"not a config kind: {kind!r}")
     return kind
+
+
+def _spend_keys(text: str) -> tuple[SpendKey, ...]:
+    return tuple((scope, key, period) for scope, key, period in json.loads(text))
 
 
 def _blob(value: object) -> bytes | None:
@@ -373,31 +370,30 @@ class Transaction:
     def reservations(self) -> list[Reservation]:
         """Every reservation not yet released."""
         return [
-            Reservation(hold, (scope, key, period), usd, owner, created, expires)
-            for hold, scope, key, period, usd, owner, created, expires in self._all(
-                "SELECT hold, scope, key, period, usd, owner, created_at, expires_at "
+            Reservation(hold, _spend_keys(keys), usd, owner, created, expires)
+            for hold, keys, usd, owner, created, expires in self._all(
+                "SELECT hold, keys, usd, owner, created_at, expires_at "
                 "FROM reservations ORDER BY expires_at, hold"
             )
         ]
 
     def reserve(self, reservation: Reservation) -> None:
-        """Record a reservation and add it to its row's total."""
+        """Record a reservation and add it to its rows' totals."""
         r = reservation
         self.conn.execute(
-            "INSERT INTO reservations "
-            "(hold, scope, key, period, usd, owner, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (r.hold, *r.key, r.usd, r.owner, r.created_at, r.expires_at),
+            "INSERT INTO reservations (hold, keys, usd, owner, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (r.hold, json.dumps(r.keys), r.usd, r.owner, r.created_at, r.expires_at),
         )
-        self.conn.execute(
+        self.conn.executemany(
             "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
             "ON CONFLICT (scope, key, period) "
             "DO UPDATE SET reserved = spend.reserved + excluded.reserved",
-            (*r.key, r.usd),
+            [(*key, r.usd) for key in r.keys],
         )
 
     def release(self, hold: str) -> None:
-        """Remove a hold's reservations and take them off their rows."""
+        """Remove a hold and take it off its rows."""
         self._release("hold = ?", (hold,))
 
     def expire_reservations(self, *, now: float) -> int:
@@ -405,15 +401,12 @@ class Transaction:
         return self._release("expires_at <= ?", (now,))
 
     def _release(self, where: str, params: tuple[Any, ...]) -> int:
-        gone = self._all(
-            f"SELECT scope, key, period, usd FROM reservations WHERE {where}",  # noqa: S608 - ours
-            params,
-        )
+        gone = self._all(f"SELECT keys, usd FROM reservations WHERE {where}", params)  # noqa: S608
         if gone:
             self.conn.executemany(
                 "UPDATE spend SET reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END "
                 "WHERE scope = ? AND key = ? AND period = ?",
-                [(usd, usd, scope, key, period) for scope, key, period, usd in gone],
+                [(usd, usd, *key) for keys, usd in gone for key in _spend_keys(keys)],
             )
             self.conn.execute(f"DELETE FROM reservations WHERE {where}", params)  # noqa: S608
         return len(gone)
