@@ -22,6 +22,7 @@ from tokenhub._storage import (
     LOG_COLUMNS,
     USAGE_GROUPS,
     AuditEntry,
+    Reservation,
     SealedCredential,
     SpendKey,
     SpendRow,
@@ -44,6 +45,7 @@ class _Data:
     vault_keys: dict[int, WrappedKey] = attrs.Factory(dict)
     credentials: dict[str, SealedCredential] = attrs.Factory(dict)
     spend: dict[SpendKey, SpendRow] = attrs.Factory(dict)
+    reservations: dict[str, Reservation] = attrs.Factory(dict)
     logs: list[dict[str, Any]] = attrs.Factory(list)
 
 
@@ -151,14 +153,30 @@ class _Tx:
     def delete_credential(self, name: str) -> bool:
         return self.d.credentials.pop(name, None) is not None
 
-    def reserve(self, key: SpendKey, usd: float) -> None:
-        row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)
-        self.d.spend[key] = attrs.evolve(row, reserved=row.reserved + usd)
+    def reservations(self) -> list[Reservation]:
+        return sorted(self.d.reservations.values(), key=lambda r: (r.expires_at, r.hold))
 
-    def release(self, key: SpendKey, usd: float) -> None:
-        row = self.d.spend.get(key)
-        if row is not None:
-            self.d.spend[key] = attrs.evolve(row, reserved=max(row.reserved - usd, 0.0))
+    def reserve(self, reservation: Reservation) -> None:
+        self.d.reservations[reservation.hold] = reservation
+        for key in reservation.keys:
+            row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)
+            self.d.spend[key] = attrs.evolve(row, reserved=row.reserved + reservation.usd)
+
+    def release(self, hold: str) -> None:
+        self._release([r for r in self.d.reservations.values() if r.hold == hold])
+
+    def expire_reservations(self, *, now: float) -> int:
+        gone = [r for r in self.d.reservations.values() if r.expires_at <= now]
+        self._release(gone)
+        return len(gone)
+
+    def _release(self, gone: list[Reservation]) -> None:
+        for r in gone:
+            del self.d.reservations[r.hold]
+            for key in r.keys:
+                row = self.d.spend.get(key)
+                if row is not None:
+                    self.d.spend[key] = attrs.evolve(row, reserved=max(row.reserved - r.usd, 0.0))
 
     def charge(self, key: SpendKey, usd: float) -> None:
         row = self.d.spend.get(key) or SpendRow(*key, 0.0, 0.0)
@@ -190,7 +208,7 @@ class MemoryStore:
 
     @property
     def schema_version(self) -> int:
-        return 1
+        return 2
 
     def migrate(self) -> None:
         pass

@@ -282,11 +282,11 @@ class TestBudgetLocking:
         calls: list[tuple[str, bool, bool]] = []
         real_admit, real_settle = Budgets.admit, Budgets.settle
 
-        def admit(self: Budgets, *a: Any, wait: bool = True) -> Any:
+        def admit(self: Budgets, *a: Any, wait: bool = True, **kw: Any) -> Any:
             calls.append(("admit", wait, threading.current_thread() is threading.main_thread()))
             if not wait:
                 raise StoreBusyError("locked")
-            return real_admit(self, *a, wait=wait)
+            return real_admit(self, *a, wait=wait, **kw)
 
         def settle(self: Budgets, *a: Any, wait: bool = True) -> None:
             calls.append(("settle", wait, threading.current_thread() is threading.main_thread()))
@@ -405,3 +405,246 @@ class TestBudgetEdges:
             r = await hub.chat(HELLO, model="gpt-4o-mini")
         assert "echo: Hello" == r.text
         assert "could not record the spend" in caplog.text
+
+
+class TestNativeCancellation:
+    """asyncio's own cancellation (task.cancel(), asyncio.timeout) at each await of the books."""
+
+    @pytest.fixture
+    def locker(self, db: Path) -> Any:
+        """A second connection that takes the store's write lock on demand."""
+        Store(db).close()
+        conn = sqlite3.connect(db, isolation_level=None)
+        yield conn
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+    def config(self, fake: FakeProvider, db: Path) -> dict[str, Any]:
+        cfg = config_for(fake)
+        cfg["store"] = {"path": str(db), "logs": {"enabled": True}, "busy_timeout": 60}
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
+        return cfg
+
+    def spy(self, monkeypatch: pytest.MonkeyPatch, method: str, waiting: threading.Event) -> None:
+        """Signal ``waiting`` when ``Budgets.<method>`` starts waiting for the lock in a thread."""
+        from tokenhub._ledger import Budgets
+
+        real = getattr(Budgets, method)
+
+        def spied(self: Budgets, *a: Any, wait: bool = True, **kw: Any) -> Any:
+            if wait:
+                waiting.set()
+            return real(self, *a, wait=wait, **kw)
+
+        monkeypatch.setattr(Budgets, method, spied)
+
+    async def cancel(self, how: str, hub: Hub, waiting: threading.Event) -> BaseException:
+        """Run a chat, cancel it natively once its bookkeeping waits; what the chat raised."""
+        import asyncio
+
+        timeouts: list[asyncio.Timeout] = []
+
+        async def run() -> None:
+            if how == "timeout":
+                async with asyncio.timeout(None) as cm:
+                    timeouts.append(cm)
+                    await hub.chat(HELLO, model="gpt-4o-mini", request_id="c")
+            else:
+                await hub.chat(HELLO, model="gpt-4o-mini", request_id="c")
+
+        task = asyncio.create_task(run())
+        await anyio.to_thread.run_sync(waiting.wait)
+        if how == "timeout":
+            timeouts[0].reschedule(asyncio.get_running_loop().time())
+        else:
+            task.cancel()
+        try:
+            await task
+        except BaseException as exc:
+            return exc
+        raise AssertionError("the chat was not cancelled")
+
+    @pytest.mark.parametrize("how", ["cancel", "timeout"])
+    async def test_admission_waiting_for_the_lock_leaves_no_reservation(
+        self,
+        fake: FakeProvider,
+        db: Path,
+        locker: sqlite3.Connection,
+        monkeypatch: pytest.MonkeyPatch,
+        how: str,
+    ) -> None:
+        """Cancelled while admission waits in a thread: what it reserves is released, the row logged."""
+        import asyncio
+
+        waiting = threading.Event()
+        self.spy(monkeypatch, "admit", waiting)
+        hub = Hub.from_config(self.config(fake, db))
+        locker.execute("BEGIN IMMEDIATE")
+        error = await self.cancel(how, hub, waiting)
+        locker.execute("ROLLBACK")  # the admission in its thread now gets the lock
+        await hub.aclose()  # waits for bookkeeping under way
+        expected = TimeoutError if how == "timeout" else asyncio.CancelledError
+        assert isinstance(error, expected)
+        assert [] == fake.requests
+        with Store(db) as s:
+            assert [0.0] == [r["reserved"] for r in s.query("SELECT reserved FROM spend")]
+            assert [] == s.query("SELECT * FROM reservations")
+        assert [("c", "cancelled")] == [(r["request_id"], r["status"]) for r in logged(db)]
+
+    @pytest.mark.parametrize("how", ["cancel", "timeout"])
+    async def test_settlement_waiting_for_the_lock_still_settles(
+        self,
+        fake: FakeProvider,
+        db: Path,
+        locker: sqlite3.Connection,
+        monkeypatch: pytest.MonkeyPatch,
+        how: str,
+    ) -> None:
+        """Cancelled while settlement waits in a thread: the spend is recorded and the row logged."""
+        from tokenhub._ledger import Budgets
+
+        waiting = threading.Event()
+        self.spy(monkeypatch, "settle", waiting)
+        real_admit = Budgets.admit
+
+        def admit_then_lock(self: Budgets, *a: Any, **kw: Any) -> Any:
+            hold = real_admit(self, *a, **kw)
+            locker.execute("BEGIN IMMEDIATE")  # busy from now on: settlement must wait
+            return hold
+
+        monkeypatch.setattr(Budgets, "admit", admit_then_lock)
+        fake.default(None, Reply(usage=(1000, 1000)))  # 0.00075 USD on gpt-4o-mini
+        hub = Hub.from_config(self.config(fake, db))
+        await self.cancel(how, hub, waiting)
+        locker.execute("ROLLBACK")
+        await hub.aclose()
+        with Store(db) as s:
+            (row,) = s.query("SELECT usd, reserved FROM spend")
+            assert [] == s.query("SELECT * FROM reservations")
+        assert (pytest.approx(0.00075), 0.0) == (row["usd"], row["reserved"])
+        assert [("c", "ok")] == [(r["request_id"], r["status"]) for r in logged(db)]
+
+    async def test_settlement_cancelled_before_a_worker_is_free(
+        self,
+        fake: FakeProvider,
+        db: Path,
+        locker: sqlite3.Connection,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Cancelled while no worker thread is free: the settlement runs in a thread of its own."""
+        import asyncio
+
+        from tokenhub._ledger import Budgets
+
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        monkeypatch.setattr(limiter, "total_tokens", 1)
+        release, started = threading.Event(), threading.Event()
+        real_admit = Budgets.admit
+
+        def admit_then_lock(self: Budgets, *a: Any, **kw: Any) -> Any:
+            hold = real_admit(self, *a, **kw)
+            locker.execute("BEGIN IMMEDIATE")
+            return hold
+
+        monkeypatch.setattr(Budgets, "admit", admit_then_lock)
+        hub = Hub.from_config(self.config(fake, db))
+
+        def occupy() -> None:
+            started.set()
+            release.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, occupy)  # the only worker is busy
+            await anyio.to_thread.run_sync(started.wait, limiter=anyio.CapacityLimiter(1))
+            task = asyncio.create_task(hub.chat(HELLO, model="gpt-4o-mini", request_id="c"))
+            while limiter.statistics().tasks_waiting == 0:  # the settlement queues for a worker
+                await anyio.lowlevel.checkpoint()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            locker.execute("ROLLBACK")
+            release.set()
+        await hub.aclose()
+        with Store(db) as s:
+            (row,) = s.query("SELECT usd, reserved FROM spend")
+        assert 0.0 == row["reserved"]
+        assert row["usd"] > 0
+        assert [("c", "ok")] == [(r["request_id"], r["status"]) for r in logged(db)]
+
+
+KILLED_WITH_STREAMS = """
+import asyncio, os, signal, sys
+from tests.conftest import config_for
+from tokenhub import Hub
+from tokenhub.testing import FakeClock, FakeProvider, Reply
+
+async def main() -> None:
+    async with FakeProvider() as fake:
+        fake.default(None, Reply(text="one two three", stall_after=1))
+        cfg = config_for(fake)
+        cfg["failover"]["timeout"] = 30
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": float(sys.argv[2])}]
+        hub = Hub.from_config(cfg, store=sys.argv[1], clock=FakeClock(wall=float(sys.argv[3])))
+        streams = []
+        for _ in range(10):  # ten streams in flight, each holding its reservation
+            streams.append(hub.stream([{"role": "user", "content": "Hello"}],
+                                      model="gpt-4o-mini", max_tokens=500).__aiter__())
+            await streams[-1].__anext__()
+        print(hub._ledger.budgets.spend()[0]["reserved"], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_holds_no_budget_after_its_reservations_expire(
+    fake: FakeProvider, db: Path
+) -> None:
+    """A process killed with ten requests in flight starves the budget only until they expire."""
+    from tokenhub._ledger import RESERVATION_GRACE
+    from tokenhub.testing import FakeClock
+
+    async with Hub.from_config(config_for(fake)) as probe:
+        estimate = probe.stream(HELLO, model="gpt-4o-mini", max_tokens=500).trace.candidates[0]
+    assert estimate.estimated_cost_usd
+    limit = 10.5 * estimate.estimated_cost_usd
+    wall = 1_781_524_800.0  # 2026-06-15T12:00:00Z: the expiry stays within the day
+    done = await anyio.run_process(
+        [sys.executable, "-c", KILLED_WITH_STREAMS, str(db), repr(limit), repr(wall)],
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert -9 == done.returncode, done.stderr.decode()
+    assert float(done.stdout) == pytest.approx(10 * estimate.estimated_cost_usd)
+    cfg = config_for(fake)
+    cfg["failover"]["timeout"] = 30
+    cfg["budgets"] = [{"scope": "global", "period": "day", "usd": limit}]
+    async with Hub.from_config(cfg, store=db, clock=FakeClock(wall=wall + 1)) as hub:
+        with pytest.raises(BudgetExceededError):  # still in flight, as far as anyone knows
+            await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=500)
+    later = FakeClock(wall=wall + 30 + RESERVATION_GRACE)
+    async with Hub.from_config(cfg, store=db, clock=later) as hub:
+        for _ in range(10):  # the dead process's reservations expired: the budget is whole
+            await hub.chat(HELLO, model="gpt-4o-mini", max_tokens=500)
+    with Store(db) as s:
+        assert [] == s.query("SELECT * FROM reservations")
+        (row,) = s.query("SELECT reserved FROM spend")
+    assert row["reserved"] == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_a_store_failure_at_settlement_keeps_the_paid_answer(
+    fake: FakeProvider, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When SQLite fails the settlement (not a busy lock), the answer is returned and the miss logged."""
+    cfg = config_for(fake)
+    cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
+    async with Hub.from_config(cfg, store=db) as hub:
+        hub.store.query(  # every update of a spend row now fails, as on a damaged file
+            "CREATE TEMP TRIGGER fail BEFORE UPDATE ON spend "
+            "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END"
+        )
+        r = await hub.chat(HELLO, model="gpt-4o-mini", request_id="paid")
+    assert "echo: Hello" == r.text
+    assert "could not record the spend of request paid" in caplog.text
+    assert str(db) in caplog.text

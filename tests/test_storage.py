@@ -21,6 +21,7 @@ from tokenhub._models import Candidate, RouteTrace
 from tokenhub._settings import Budget
 from tokenhub._storage import (
     LOG_COLUMNS,
+    Reservation,
     SealedCredential,
     SpendRow,
     StoreBackend,
@@ -227,18 +228,21 @@ class TestTransactions:
     def test_writers_on_many_handles_lose_nothing(self, backend: StoreBackend) -> None:
         """Read-then-write transactions on four handles at once are serialised."""
 
-        def work() -> None:
+        def work(n: int) -> None:
             other = backend.sibling()
             try:
-                for _ in range(25):
+                for i in range(25):
                     with other.transaction() as tx:
                         row = tx.spend(("global", "*", "day:x"))
                         tx.charge(("global", "*", "day:x"), 1.0)
-                        tx.reserve(("global", "*", "day:x"), 0.0 if row is None else 1.0)
+                        usd = 0.0 if row is None else 1.0
+                        tx.reserve(
+                            Reservation(f"h{n}-{i}", (("global", "*", "day:x"),), usd, "o", 0, 9)
+                        )
             finally:
                 other.close()
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
         for t in threads:
             t.start()
         for t in threads:
@@ -303,27 +307,53 @@ class TestVault:
             ]
 
 
+def held(
+    hold: str, *keys: tuple[str, str, str], usd: float, expires_at: float = 100.0
+) -> Reservation:
+    return Reservation(hold, keys, usd, "pid-token", 1.0, expires_at)
+
+
 class TestSpend:
     def test_reserve_release_charge(self, backend: StoreBackend) -> None:
-        """Reservations add up, release never goes below zero, charges add to the spend."""
+        """Reservations add up per row; releasing a hold takes off its rows, once; charges add."""
         key = ("caller", "alice", "day:2026-01-31")
+        other = ("global", "*", "day:2026-01-31")
         with backend.transaction() as tx:
             assert tx.spend(key) is None
-            tx.reserve(key, 0.5)
-            tx.reserve(key, 0.25)
-            tx.release(key, 0.5)
+            tx.reserve(held("a", key, other, usd=0.5))
+            tx.reserve(held("b", key, usd=0.25))
+            tx.release("a")
+            tx.release("a")  # released already: nothing happens
+            tx.release("nope")
             tx.charge(key, 0.1)
-            tx.release(("caller", "bob", "day:2026-01-31"), 1.0)  # no row: nothing happens
         with backend.reading() as r:
             assert SpendRow(*key, 0.1, 0.25) == r.spend(key)
+            assert SpendRow(*other, 0.0, 0.0) == r.spend(other)
+            assert [held("b", key, usd=0.25)] == r.reservations()
         with backend.transaction() as tx:
-            tx.release(key, 1.0)
+            tx.release("b")
             tx.charge(("global", "*", "month:2026-01"), 2.0)
         with backend.reading() as r:
             assert [
                 SpendRow("caller", "alice", "day:2026-01-31", 0.1, 0.0),
+                SpendRow("global", "*", "day:2026-01-31", 0.0, 0.0),
                 SpendRow("global", "*", "month:2026-01", 2.0, 0.0),
             ] == r.spend_rows()
+            assert [] == r.reservations()
+
+    def test_expired_reservations_stop_counting(self, backend: StoreBackend) -> None:
+        """expire_reservations releases exactly the holds past their expiry; a later release is a no-op."""
+        key = ("global", "*", "day:2026-01-31")
+        with backend.transaction() as tx:
+            tx.reserve(held("dead", key, usd=1.0, expires_at=50.0))
+            tx.reserve(held("live", key, usd=2.0, expires_at=150.0))
+        with backend.transaction() as tx:
+            assert 0 == tx.expire_reservations(now=49.0)
+            assert 1 == tx.expire_reservations(now=50.0)
+            tx.release("dead")  # its process comes back after all: nothing more is released
+        with backend.reading() as r:
+            assert SpendRow(*key, 0.0, 2.0) == r.spend(key)
+            assert ["live"] == [h.hold for h in r.reservations()]
 
 
 def day(n: int) -> float:

@@ -509,5 +509,130 @@ def test_sync_hub_close_closes_the_store(db: Path) -> None:
     }
     hub = SyncHub.from_config(cfg, store=db)
     hub.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(StoreError, match="closed"):
         hub.store.query("SELECT 1")
+
+
+def fill_to_the_brim(store: Store) -> None:
+    """Cap the file at its size (SQLite's max_page_count) and use up its free room: a full disk."""
+    pages = store.query("PRAGMA page_count")[0]["page_count"]
+    store.query(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(StoreError, match="full"):
+        for i in range(100_000):
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO audit_log (at, action) VALUES (?, ?)", (i, "x" * 200))
+
+
+class TestDiskFull:
+    async def test_chat_admin_and_vault_raise_a_store_error_naming_the_file(
+        self, fake: FakeProvider, db: Path
+    ) -> None:
+        """On a full disk, a budgeted chat, an admin change and vault.put raise StoreError naming the file."""
+        from tokenhub.testing import insecure_vault_kdf
+
+        cfg = config_for(fake)
+        cfg["budgets"] = [{"scope": "caller", "key": "*", "period": "day", "usd": 10}]
+        async with Hub.from_config(cfg, store=db) as hub:
+            with insecure_vault_kdf():
+                hub.vault.init("pw")
+            assert hub._second is not None
+            fill_to_the_brim(hub.store)
+            fill_to_the_brim(hub._second)
+            errors = []
+            for i in range(3):  # each a new row: room runs out within a few
+                with pytest.raises(StoreError) as info:
+                    for n in range(200):
+                        await hub.chat(HELLO, model="gpt-4o-mini", caller=f"{i}-{n}")
+                errors.append(info.value)
+            with pytest.raises(StoreError) as info:
+                for n in range(200):
+                    await hub.admin.upsert_model(
+                        f"m{n}", {"provider": "openai", "upstream": "x" * 500}
+                    )
+            errors.append(info.value)
+            with pytest.raises(StoreError) as info:
+                for n in range(200):
+                    hub.vault.put(f"k{n}", "sk-" + "a" * 500)
+            errors.append(info.value)
+        for e in errors:
+            assert str(db) in str(e)
+            assert "database or disk is full" in str(e), e
+            assert "rollback" not in str(e)
+
+    def test_a_failed_commit_names_its_cause(self, db: Path) -> None:
+        """A COMMIT that cannot be written (the file may not grow) names the I/O error, not a busy lock."""
+        Store(db).close()
+        script = (
+            "import resource, signal, sys\n"
+            "from tokenhub._store import Store\n"
+            "from tokenhub.errors import StoreError\n"
+            "s = Store(sys.argv[1])\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (40000, 40000))\n"
+            "try:\n"
+            "    with s.transaction() as tx:\n"
+            "        tx.add_request_logs([{'request_id': 'x' * 100000, 'at': 1.0}])\n"
+            "except StoreError as exc:\n"
+            "    print(exc)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(db)], capture_output=True, text=True, check=True
+        )
+        assert str(db) in out.stdout
+        assert "busy" not in out.stdout
+        assert "disk I/O error" in out.stdout or "full" in out.stdout, out.stdout
+
+
+class TestDamagedFiles:
+    def store_with_data(self, path: Path) -> None:
+        with Store(path) as s, s.transaction() as tx:
+            tx.add_request_logs(
+                [{"request_id": f"r{i}", "at": float(i), "prompt": "p" * 300} for i in range(200)]
+            )
+
+    def use(self, path: Path) -> None:
+        """Open the file and use every part: only StoreError may come out."""
+        with Store(path) as s:
+            with s.reading() as r:
+                r.request_logs(since=0, limit=1000)
+                r.usage(since=0, group_by="model")
+                r.spend_rows()
+            with s.transaction() as tx:
+                tx.add_request_logs([{"request_id": "new", "at": 1.0}])
+                tx.charge(("global", "*", "day:x"), 1.0)
+
+    @pytest.mark.parametrize("damage", ["zeroed interior page", "garbage last page"])
+    def test_damaged_pages_are_a_store_error(self, db: Path, damage: str) -> None:
+        """A zeroed interior page or garbage in the last page raises StoreError naming the file."""
+        self.store_with_data(db)
+        data = bytearray(db.read_bytes())
+        page = 4096
+        assert len(data) > 6 * page
+        if damage == "zeroed interior page":  # the root of request_logs' b-tree
+            conn = sqlite3.connect(db)
+            (root,) = conn.execute(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'request_logs'"
+            ).fetchone()
+            conn.close()
+            data[(root - 1) * page : root * page] = bytes(page)
+        else:
+            data[-page:] = bytes(range(256)) * (page // 256)
+        db.write_bytes(bytes(data))
+        with pytest.raises(StoreError) as info:
+            self.use(db)
+        assert str(db) in str(info.value)
+
+    def test_a_foreign_file_at_our_version_is_refused(self, db: Path) -> None:
+        """Another application's SQLite file at tokenhub's schema version is refused, untouched."""
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="is not a tokenhub store") as info:
+            self.use(db)
+        assert str(db) in str(info.value)
+        conn = sqlite3.connect(db)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+        conn.close()
+        assert ["notes"] == tables

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
@@ -15,7 +16,7 @@ from tokenhub._clock import SystemClock
 from tokenhub._redact import get_logger
 from tokenhub._request import CHAT_KEYS, request_from, unexpected_keyword
 from tokenhub._stream import ChatStream
-from tokenhub.errors import ModelNotFoundError, StoreError
+from tokenhub.errors import HubClosedError, ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
 from tokenhub.routing._router import Router
 from tokenhub.routing._state import RuntimeState
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from tokenhub._config import HubConfig
     from tokenhub._control import Change
     from tokenhub._http import HttpClient, HttpSettings
-    from tokenhub._ledger import Ledger, RequestLog
+    from tokenhub._ledger import Background, Ledger, RequestLog
     from tokenhub._models import ChatRequest, ChatResponse, Message
     from tokenhub._request import ChatOptions
     from tokenhub._runtime import StateBackend
@@ -95,6 +96,12 @@ class Hub:
         self._logs: RequestLog | None = None
         self._ledger: Ledger | None = None
         self._second: Store | None = None  # for budget writes that wait for the lock
+        self._closed = threading.Event()  # set by aclose(); streams in flight read it too
+        self._background: Background | None = None
+        if store is not None:
+            from tokenhub._ledger import Background  # noqa: PLC0415
+
+            self._background = Background()
         if store is not None and config.store is not None and config.store.logs.enabled:
             from tokenhub._ledger import RequestLog  # noqa: PLC0415
 
@@ -138,7 +145,13 @@ class Hub:
             )
             content = config.store is not None and config.store.logs.content
             self._ledger = (
-                Ledger(self._logs, budgets, content=content)
+                Ledger(
+                    self._logs,
+                    budgets,
+                    content=content,
+                    timeout=config.failover.timeout,
+                    background=self._background,
+                )
                 if self._logs is not None or budgets is not None
                 else None
             )
@@ -247,6 +260,7 @@ class Hub:
 
         from tokenhub._ledger import usage  # noqa: PLC0415
 
+        self._check_open()
         store = self.store
         if isinstance(since, dt.timedelta):
             since = self._clock.wall() - since.total_seconds()
@@ -261,6 +275,7 @@ class Hub:
 
     async def _change(self, changes: Sequence[Change], action: str) -> None:
         """Validate against the latest stored config, persist, and apply an admin change."""
+        self._check_open()
         if self._source is None:  # pragma: no cover - Admin needs a store
             raise StoreError("this Hub has no store")
         self._install(*await self._source.change(changes, action, (self._config, self._providers)))
@@ -334,19 +349,39 @@ class Hub:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every provider's connections, lock the vault and close the store."""
-        for provider in (*self._providers.values(), *self._retired):
-            await provider.aclose()
-        if self._logs is not None:
-            import anyio.to_thread  # noqa: PLC0415
+        """Close every provider's connections, lock the vault and close the store.
 
-            await anyio.to_thread.run_sync(self._logs.close)  # writes every queued row
-        if self._vault is not None:
-            self._vault.lock()
-        if self._second is not None:
-            self._second.close()
-        if self._store is not None:
-            self._store.close()
+        From the start of ``aclose`` on, requests raise
+        :class:`~tokenhub.errors.HubClosedError` before any I/O; a stream still
+        being read ends with :class:`~tokenhub.errors.StreamInterrupted` (or
+        ``HubClosedError`` before its first chunk). Bookkeeping already under way is
+        finished first. Closing again does nothing.
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        import anyio  # noqa: PLC0415
+        import anyio.to_thread  # noqa: PLC0415
+
+        with anyio.CancelScope(shield=True):
+            try:
+                for provider in (*self._providers.values(), *self._retired):
+                    await provider.aclose()
+                if self._background is not None:  # settlements waiting for the lock
+                    await anyio.to_thread.run_sync(self._background.drain)
+                if self._logs is not None:
+                    await anyio.to_thread.run_sync(self._logs.close)  # writes every queued row
+            finally:
+                if self._vault is not None:
+                    self._vault.lock()
+                if self._second is not None:
+                    self._second.close()
+                if self._store is not None:
+                    self._store.close()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise HubClosedError
 
     def _plan(
         self,
@@ -360,6 +395,8 @@ class Hub:
         """Validate a call's messages and options and rank its candidates."""
         if not CHAT_KEYS.issuperset(options):
             raise unexpected_keyword(f"Hub.{method}", options, CHAT_KEYS)
+        if self._closed.is_set():
+            raise HubClosedError
         if self._source is not None:
             self._sync(self._source)
         request = request_from(messages, options)
@@ -432,7 +469,9 @@ class Hub:
 
         if self._ledger is None:
             return await chat(self._engine, request, trace, timeout)
-        entry = self._ledger.entry(request, trace, caller, self._clock, stream=False)
+        entry = self._ledger.entry(
+            request, trace, caller, self._clock, stream=False, timeout=timeout
+        )
         await entry.admit()
         response = error = None
         try:
@@ -473,4 +512,5 @@ class Hub:
             ledger=self._ledger,
             caller=caller,
             clock=self._clock,
+            closed=self._closed,
         )

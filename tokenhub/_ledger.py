@@ -5,23 +5,34 @@ store handle; a full queue drops the row and counts it, never blocking a request
 Budgets reserve a request's estimated cost before it is sent, in one store
 transaction (serialised with every other writer), and settle the actual cost
 afterwards: parallel requests cannot overshoot a limit by more than one request's
-estimate. Both reach the store only through :class:`~tokenhub._storage.StoreBackend`.
+estimate. A reservation carries its owner and an expiry (the request's deadline
+plus :data:`RESERVATION_GRACE`), so a process killed with requests in flight holds
+no budget for ever. Both reach the store only through
+:class:`~tokenhub._storage.StoreBackend`.
+
+Bookkeeping survives cancellation, asyncio's own included: a request's log row is
+queued synchronously before anything is awaited, and work that must wait for the
+store's lock runs in a thread (:class:`Background`) that finishes whatever happens
+to the task that started it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import queue
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from tokenhub._redact import get_logger, scrub
 from tokenhub._semconv import error_type
-from tokenhub._storage import USAGE_GROUPS
+from tokenhub._storage import USAGE_GROUPS, Reservation
 from tokenhub.errors import (
     BudgetExceededError,
     RequestError,
@@ -38,13 +49,44 @@ if TYPE_CHECKING:
     from tokenhub._settings import Budget
     from tokenhub._storage import StoreBackend
 
-__all__ = ["Budgets", "Entry", "Hold", "Ledger", "RequestLog", "log_row", "usage"]
+__all__ = [
+    "RESERVATION_GRACE",
+    "Background",
+    "Budgets",
+    "Entry",
+    "Hold",
+    "Ledger",
+    "RequestLog",
+    "log_row",
+    "usage",
+]
 
 log = get_logger("tokenhub.store")
 
 _STOP: Final = object()
 _BATCH: Final = 500
 _RETENTION_EVERY: Final = 60.0  # seconds between retention sweeps
+#: Seconds a reservation outlives its request's deadline before it stops counting.
+RESERVATION_GRACE: Final = 60.0
+
+
+def _new_owner() -> str:
+    return f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+class _Owner:
+    """The name of this process on its reservations: pid and a random token, new after a fork."""
+
+    name = _new_owner()
+    holds = itertools.count(1)
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.name, cls.holds = _new_owner(), itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Owner.renew)
 
 
 class RequestLog:
@@ -69,12 +111,20 @@ class RequestLog:
         self._on_drop = on_drop
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False
         self.dropped = 0
         self.written = 0
 
     def record(self, row: dict[str, Any]) -> None:
-        """Queue ``row``; if the buffer is full, drop it and count the drop. Never blocks."""
+        """Queue ``row``; if the buffer is full, or the log closed, drop it and count the drop.
+
+        Never blocks.
+        """
         if self._thread is None:
+            if self._closed:  # a request that outlived its Hub: no new writer
+                self.dropped += 1
+                self._on_drop()
+                return
             self._start()
         try:
             self._queue.put_nowait(row)
@@ -151,7 +201,8 @@ class RequestLog:
             done.wait()
 
     def close(self) -> None:
-        """Write every queued row, then stop the writer (blocks until done)."""
+        """Write every queued row, then stop the writer (blocks until done); later rows drop."""
+        self._closed = True
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()
@@ -261,9 +312,71 @@ def usage(
 class Hold:
     """The reservations made for one request, to settle when it ends."""
 
+    id: str
     rows: tuple[tuple[str, str, str], ...]
     estimate: float
     model: str | None
+
+
+class Background:
+    """Bookkeeping work in threads that finish whatever happens to the task that started them.
+
+    One per Hub, shared by its ledgers: :meth:`drain` (at ``aclose``) waits for the
+    work still running and marks the books closed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[threading.Event] = set()
+        self.closed = False
+
+    def _once(self, work: Callable[[], object]) -> Callable[[], None]:
+        """``work``, run at most once by whichever thread calls the result first."""
+        done, claim = threading.Event(), threading.Lock()
+        with self._lock:
+            self._running.add(done)
+
+        def once() -> None:
+            if claim.acquire(blocking=False):
+                try:
+                    work()
+                finally:
+                    with self._lock:
+                        self._running.discard(done)
+                    done.set()
+
+        return once
+
+    async def run(self, work: Callable[[], object]) -> None:
+        """Run ``work`` in a worker thread and wait for it.
+
+        An anyio cancellation waits (shielded); asyncio's own (``task.cancel()``,
+        ``asyncio.timeout``) cannot be shielded: the waiting task is cancelled, and
+        the work still runs, exactly once (if no worker had picked it up, a thread
+        of its own does).
+        """
+        import anyio  # noqa: PLC0415
+        import anyio.to_thread  # noqa: PLC0415
+
+        once = self._once(work)
+        try:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(once)
+        except BaseException:
+            threading.Thread(target=once, name="tokenhub-settle", daemon=True).start()
+            raise
+
+    def start(self, work: Callable[[], object]) -> None:
+        """Run ``work`` in a thread of its own, without waiting (from synchronous code)."""
+        threading.Thread(target=self._once(work), name="tokenhub-settle", daemon=True).start()
+
+    def drain(self) -> None:
+        """Close the books: wait for the work still running (blocks)."""
+        with self._lock:
+            self.closed = True
+            running = list(self._running)
+        for done in running:
+            done.wait()
 
 
 class Budgets:
@@ -285,14 +398,14 @@ class Budgets:
     def _for(self, wait: bool) -> StoreBackend:
         return self._waiting() if wait and self._waiting is not None else self._store
 
-    def _periods(self) -> dict[str, str]:
-        t = time.gmtime(self._wall())
+    def _periods(self, now: float) -> dict[str, str]:
+        t = time.gmtime(now)
         return {"day": time.strftime("%Y-%m-%d", t), "month": time.strftime("%Y-%m", t)}
 
     def _applicable(
-        self, caller: str | None, model: str | None
+        self, caller: str | None, model: str | None, now: float
     ) -> Iterable[tuple[Budget, tuple[str, str, str]]]:
-        periods = self._periods()
+        periods = self._periods(now)
         for b in self._limits:
             if b.scope == "global":
                 key = "*"
@@ -306,19 +419,38 @@ class Budgets:
                 key = model
             yield b, (b.scope, key, f"{b.period}:{periods[b.period]}")
 
-    def admit(self, trace: RouteTrace, caller: str | None, *, wait: bool = True) -> Hold:
+    def admit(
+        self,
+        trace: RouteTrace,
+        caller: str | None,
+        *,
+        wait: bool = True,
+        ttl: float = 600.0 + RESERVATION_GRACE,
+    ) -> Hold:
         """Reserve the first candidate's estimated cost, or raise ``BudgetExceededError``.
 
-        ``wait=False`` raises ``StoreBusyError`` rather than wait for the lock.
+        The reservation stops counting ``ttl`` seconds from now if it is never
+        settled (its process died): when a budget would refuse, reservations past
+        their expiry are released and it is checked again. ``wait=False`` raises
+        ``StoreBusyError`` rather than wait for the lock.
         """
         first = trace.candidates[0] if trace.candidates else None
         model = first.model if first else None
         estimate = (first.estimated_cost_usd or 0.0) if first else 0.0
+        now = self._wall()
         rows = []
         with self._for(wait).transaction(wait=wait) as tx:
-            for budget, row in self._applicable(caller, model):
+            swept = False
+            for budget, row in self._applicable(caller, model, now):
                 found = tx.spend(row)
                 spent, reserved = (found.usd, found.reserved) if found else (0.0, 0.0)
+                if spent + reserved + estimate > budget.usd and not swept:
+                    # Expired reservations matter only when they would refuse a request:
+                    # release them then, not on every admission (they cost a write each).
+                    swept = True
+                    if tx.expire_reservations(now=now):
+                        found = tx.spend(row)
+                        spent, reserved = (found.usd, found.reserved) if found else (0.0, 0.0)
                 if spent >= budget.usd or spent + reserved + estimate > budget.usd:
                     raise BudgetExceededError(
                         scope=budget.scope,
@@ -331,9 +463,10 @@ class Budgets:
                     )
                 if row not in rows:  # two budgets (caller '*' and 'alice') share one row
                     rows.append(row)
-            for row in rows:
-                tx.reserve(row, estimate)
-        return Hold(tuple(rows), estimate, model)
+            owner = _Owner.name
+            hold = f"{owner}-{next(_Owner.holds)}"
+            tx.reserve(Reservation(hold, tuple(rows), estimate, owner, now, now + ttl))
+        return Hold(hold, tuple(rows), estimate, model)
 
     def settle(
         self,
@@ -347,15 +480,17 @@ class Budgets:
         """Release the reservation and record the actual cost, per model actually used."""
         by_model = costs(trace, response)
         total = sum(by_model.values())
+        now = self._wall()
         with self._for(wait).transaction(wait=wait) as tx:
-            for row in hold.rows:
-                tx.release(row, hold.estimate)
+            tx.release(hold.id)
             charges = {
-                row: total for b, row in self._applicable(caller, None) if b.scope != "model"
+                row: total for b, row in self._applicable(caller, None, now) if b.scope != "model"
             }
             for model, cost in by_model.items():
                 charges.update(
-                    (row, cost) for b, row in self._applicable(None, model) if b.scope == "model"
+                    (row, cost)
+                    for b, row in self._applicable(None, model, now)
+                    if b.scope == "model"
                 )
             for row, cost in charges.items():
                 tx.charge(row, cost)
@@ -366,26 +501,111 @@ class Budgets:
             return [attrs.asdict(r) for r in reader.spend_rows()]
 
 
+@attrs.define
+class _Admission:
+    """What a waiting admission hands back, and whether anyone is still waiting for it."""
+
+    lock: threading.Lock = attrs.Factory(threading.Lock)
+    hold: Hold | None = None
+    error: BaseException | None = None
+    abandoned: bool = False
+
+
 class Ledger:
     """What a Hub with a store records per request: budget holds and request-log rows."""
 
-    def __init__(self, logs: RequestLog | None, budgets: Budgets | None, *, content: bool) -> None:
+    def __init__(
+        self,
+        logs: RequestLog | None,
+        budgets: Budgets | None,
+        *,
+        content: bool,
+        timeout: float = 600.0,
+        background: Background | None = None,
+    ) -> None:
         self.logs, self.budgets, self.content = logs, budgets, content
+        self.timeout = timeout  # the deadline of a request given none (failover.timeout)
+        self.background = background or Background()
 
-    async def admit(self, trace: RouteTrace, caller: str | None) -> Hold | None:
+    def ttl(self, timeout: float | None) -> float:
+        """How long a reservation made now counts: the request's deadline, plus the grace."""
+        if timeout is None or not 0 < timeout < math.inf:
+            timeout = self.timeout
+        return timeout + RESERVATION_GRACE
+
+    async def admit(
+        self, trace: RouteTrace, caller: str | None, *, timeout: float | None = None
+    ) -> Hold | None:
         """Reserve the estimate under every applicable budget.
 
         Tried on the event loop without waiting (tens of µs); when another
-        connection holds the write lock, done in a worker thread that waits.
+        connection holds the write lock, done in a worker thread that waits. If the
+        caller is cancelled meanwhile, whatever the thread reserves is released.
         """
-        if self.budgets is None:
+        budgets = self.budgets
+        if budgets is None:
             return None
+        ttl = self.ttl(timeout)
         try:
-            return self.budgets.admit(trace, caller, wait=False)
+            return budgets.admit(trace, caller, wait=False, ttl=ttl)
         except StoreBusyError:
-            import anyio.to_thread  # noqa: PLC0415
+            pass
+        box = _Admission()
 
-            return await anyio.to_thread.run_sync(self.budgets.admit, trace, caller)
+        def admit() -> None:
+            try:
+                hold = budgets.admit(trace, caller, ttl=ttl)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting task
+                box.error = exc
+                return
+            with box.lock:
+                if not box.abandoned:
+                    box.hold = hold
+                    return
+            self._settle(hold, None, caller, None, trace.request_id)  # nobody waits: release
+
+        try:
+            await self.background.run(admit)
+        except BaseException:
+            with box.lock:
+                box.abandoned, hold, box.hold = True, box.hold, None
+            if hold is not None:  # admitted as the waiter was cancelled: release
+                self.finish_now(hold, trace, caller, None)
+            raise
+        if box.error is not None:
+            raise box.error
+        return box.hold
+
+    def _settle(
+        self,
+        hold: Hold,
+        trace: RouteTrace | None,
+        caller: str | None,
+        response: ChatResponse | None,
+        request_id: str,
+        *,
+        wait: bool = True,
+    ) -> bool:
+        """Settle; False if ``wait=False`` met a busy store. Never raises.
+
+        The answer is paid for and delivered: it is never failed over bookkeeping.
+        A settlement that cannot be written is logged, and the reservation stays
+        held (conservative) until it expires.
+        """
+        assert self.budgets is not None  # noqa: S101 - only called with budgets
+        try:
+            self.budgets.settle(hold, trace, caller, response, wait=wait)
+        except StoreBusyError:
+            if not wait:
+                return False
+            log.error("could not record the spend of request %s: the store is busy", request_id)  # noqa: TRY400 - the reason is in the message; a traceback adds nothing
+        except StoreError as exc:
+            log.error("could not record the spend of request %s: %s", request_id, exc)  # noqa: TRY400
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must never replace a paid answer
+            log.error(  # noqa: TRY400 - its frames may hold the request
+                "could not record the spend of request %s (%s)", request_id, type(exc).__name__
+            )
+        return True
 
     async def finish(
         self,
@@ -395,25 +615,11 @@ class Ledger:
         response: ChatResponse | None,
     ) -> None:
         """Settle a hold with the actual cost, even if the caller is cancelled meanwhile."""
-        if hold is None or self.budgets is None:
+        if hold is None or self.budgets is None or self._closed(trace):
             return
-        import anyio  # noqa: PLC0415
-        import anyio.to_thread  # noqa: PLC0415
-
-        try:
-            self.budgets.settle(hold, trace, caller, response, wait=False)
-        except StoreBusyError:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await anyio.to_thread.run_sync(
-                        self.budgets.settle, hold, trace, caller, response
-                    )
-                except StoreError:
-                    # The answer is paid for and delivered: never fail it over bookkeeping.
-                    # The reservation stays held (conservative) and the miss is logged.
-                    log.error(  # noqa: TRY400 - a busy store; its traceback adds nothing
-                        "could not record the spend of request %s", trace.request_id
-                    )
+        rid = trace.request_id
+        if not self._settle(hold, trace, caller, response, rid, wait=False):
+            await self.background.run(partial(self._settle, hold, trace, caller, response, rid))
 
     def finish_now(
         self,
@@ -427,20 +633,21 @@ class Ledger:
         A busy store moves the settlement to a short-lived thread rather than block
         the event loop.
         """
-        if hold is None or self.budgets is None:
+        if hold is None or self.budgets is None or self._closed(trace):
             return
-        budgets = self.budgets
-        try:
-            budgets.settle(hold, trace, caller, response, wait=False)
-        except StoreBusyError:
+        rid = trace.request_id
+        if not self._settle(hold, trace, caller, response, rid, wait=False):
+            self.background.start(partial(self._settle, hold, trace, caller, response, rid))
 
-            def settle() -> None:
-                try:
-                    budgets.settle(hold, trace, caller, response)
-                except StoreError:
-                    log.error("could not record the spend of request %s", trace.request_id)  # noqa: TRY400
-
-            threading.Thread(target=settle, name="tokenhub-settle", daemon=True).start()
+    def _closed(self, trace: RouteTrace) -> bool:
+        """Whether the Hub closed its store under this request (which then cannot settle)."""
+        if self.background.closed:
+            log.error(
+                "could not record the spend of request %s: the Hub is closed "
+                "(its reservation expires on its own)",
+                trace.request_id,
+            )
+        return self.background.closed
 
     def record(self, request: ChatRequest, trace: RouteTrace, **fields: Any) -> None:
         """Queue the request's log row (no-op without request logs)."""
@@ -455,17 +662,19 @@ class Ledger:
         clock: Clock,
         *,
         stream: bool,
+        timeout: float | None = None,
     ) -> Entry:
         """Start the accounting of one request (chat and stream share it)."""
-        return Entry(self, request, trace, caller, clock, stream=stream)
+        return Entry(self, request, trace, caller, clock, stream=stream, timeout=timeout)
 
 
 class Entry:
     """One request's accounting: its budget hold, its times and, at the end, its log row.
 
     ``admit`` before sending; ``first_chunk`` when a stream delivers; then exactly
-    one of ``close`` (awaitable, shielded) or ``close_now`` (synchronous, for a
-    stream closed early from a generator's ``finally``).
+    one of ``close`` (awaitable) or ``close_now`` (synchronous, for a stream closed
+    early from a generator's ``finally``). Both queue the log row before anything
+    else, so no cancellation can lose it.
     """
 
     __slots__ = (
@@ -476,6 +685,7 @@ class Entry:
         "_request",
         "_started",
         "_stream",
+        "_timeout",
         "_wall",
         "caller",
         "trace",
@@ -490,9 +700,10 @@ class Entry:
         clock: Clock,
         *,
         stream: bool,
+        timeout: float | None = None,
     ) -> None:
         self._ledger, self._request, self.trace, self.caller = ledger, request, trace, caller
-        self._clock, self._stream = clock, stream
+        self._clock, self._stream, self._timeout = clock, stream, timeout
         self._wall, self._started = clock.wall(), clock.monotonic()
         self._first: float | None = None
         self._hold: Hold | None = None
@@ -500,7 +711,7 @@ class Entry:
     async def admit(self) -> None:
         """Reserve the estimate under every applicable budget; a refusal is logged and raised."""
         try:
-            self._hold = await self._ledger.admit(self.trace, self.caller)
+            self._hold = await self._ledger.admit(self.trace, self.caller, timeout=self._timeout)
         except BaseException as exc:
             self.close_now(self.trace, None, exc)
             raise
@@ -513,21 +724,27 @@ class Entry:
     async def close(
         self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
     ) -> None:
-        """Settle the hold with the actual cost and queue the log row."""
-        await self._ledger.finish(self._hold, trace, self.caller, response)
-        self._record(trace, response, error)
+        """Queue the log row, then settle the hold with the actual cost."""
+        hold, self._hold = self._hold, None
+        try:
+            self._record(trace, response, error)
+        finally:
+            await self._ledger.finish(hold, trace, self.caller, response)
 
     def close_now(
         self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
     ) -> None:
         """:meth:`close` from synchronous code."""
-        self._ledger.finish_now(self._hold, trace, self.caller, response)
-        self._record(trace, response, error)
+        hold, self._hold = self._hold, None
+        try:
+            self._record(trace, response, error)
+        finally:
+            self._ledger.finish_now(hold, trace, self.caller, response)
 
     def _record(
         self, trace: RouteTrace, response: ChatResponse | None, error: BaseException | None
     ) -> None:
-        self._hold = None
+        """Queue the log row (synchronously: no await, so no cancellation, comes between)."""
         first, started = self._first, self._started
         self._ledger.record(
             self._request,

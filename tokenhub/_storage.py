@@ -37,6 +37,7 @@ __all__ = [
     "LOG_COLUMNS",
     "USAGE_GROUPS",
     "AuditEntry",
+    "Reservation",
     "SealedCredential",
     "SpendKey",
     "SpendRow",
@@ -138,6 +139,24 @@ class SpendRow:
 
 
 @attrs.frozen
+class Reservation:
+    """One admitted request's hold: its ``usd`` counts in each of its rows' ``reserved``.
+
+    ``hold`` names it (unique across processes), ``owner`` the process that made it.
+    A hold whose ``expires_at`` has passed is released by an admission that needs
+    the room, on any handle: a process that died with requests in flight does not
+    hold the budget for ever.
+    """
+
+    hold: str
+    keys: tuple[SpendKey, ...]
+    usd: float
+    owner: str
+    created_at: float
+    expires_at: float
+
+
+@attrs.frozen
 class UsageRow:
     """Request-log totals for one group (``key`` is the group's value, ``None`` for none)."""
 
@@ -212,6 +231,10 @@ class StoreReader(Protocol):
         """Every budget row, by scope, key and period."""
         ...
 
+    def reservations(self) -> list[Reservation]:
+        """Every reservation not yet released, by expiry then hold."""
+        ...
+
     def usage(self, *, since: float, group_by: str) -> list[UsageRow]:
         """Request-log totals of rows ``at >= since``, per value of ``group_by``, by value.
 
@@ -271,12 +294,19 @@ class StoreTransaction(StoreReader, Protocol):
 
     # -- ledger
 
-    def reserve(self, key: SpendKey, usd: float) -> None:
-        """Add ``usd`` to the row's reservation, creating the row (spent 0) if needed."""
+    def reserve(self, reservation: Reservation) -> None:
+        """Record ``reservation``; add its ``usd`` to each row's ``reserved`` (creating rows)."""
         ...
 
-    def release(self, key: SpendKey, usd: float) -> None:
-        """Take ``usd`` off an existing row's reservation, never below 0."""
+    def release(self, hold: str) -> None:
+        """Remove the hold, taking its ``usd`` off each of its rows (never below 0).
+
+        A hold already released or expired releases nothing.
+        """
+        ...
+
+    def expire_reservations(self, *, now: float) -> int:
+        """Release every reservation with ``expires_at <= now`` (as :meth:`release`); how many."""
         ...
 
     def charge(self, key: SpendKey, usd: float) -> None:

@@ -13,6 +13,7 @@ control plane and the ledger use nothing else, and no SQL lives outside this mod
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from tokenhub._storage import (
     LOG_COLUMNS,
     USAGE_GROUPS,
     AuditEntry,
+    Reservation,
     SealedCredential,
     SpendRow,
     UsageRow,
@@ -131,9 +133,32 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Reservations per request, with an owner and an expiry (a dead process's expire).
+
+    Version 1 kept only the total in ``spend.reserved``, with no owner: what a
+    killed process left there could never be released, so it is reset here.
+    """
+    # One row per request, keyed by its hold (one b-tree: admission writes it, settlement
+    # deletes it); ``keys`` is the JSON list of the spend rows it counts in.
+    db.execute(
+        "CREATE TABLE reservations (hold TEXT PRIMARY KEY, keys TEXT NOT NULL, "
+        "usd REAL NOT NULL, owner TEXT, created_at REAL, expires_at REAL NOT NULL) "
+        "WITHOUT ROWID"
+    )
+    db.execute("UPDATE spend SET reserved = 0")
+
+
 #: Migrations in order; ``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
+#: Tables every tokenhub store has: a file at a known version without them is someone else's.
+_TABLES = frozenset(
+    {"providers", "models", "aliases", "settings", "store_meta", "vault_meta", "vault_keys"}
+    | {"vault_credentials", "request_logs", "audit_log", "spend", "reservations"}
+)
+#: SQLite result codes that mean another connection holds the lock.
+_BUSY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
 
 _CONFIG_TABLES = frozenset(CONFIG_KINDS)
 _META_COLUMNS = tuple(f.name for f in attrs.fields(VaultMeta))
@@ -148,6 +173,10 @@ def _config_table(kind: str) -> str:
     if kind not in _CONFIG_TABLES:
         raise ValueError(f"not a config kind: {kind!r}")
     return kind
+
+
+def _spend_keys(text: str) -> tuple[SpendKey, ...]:
+    return tuple((scope, key, period) for scope, key, period in json.loads(text))
 
 
 def _blob(value: object) -> bytes | None:
@@ -338,22 +367,49 @@ class Transaction:
             )
         ]
 
-    def reserve(self, key: SpendKey, usd: float) -> None:
-        """Add to a row's reservation."""
+    def reservations(self) -> list[Reservation]:
+        """Every reservation not yet released."""
+        return [
+            Reservation(hold, _spend_keys(keys), usd, owner, created, expires)
+            for hold, keys, usd, owner, created, expires in self._all(
+                "SELECT hold, keys, usd, owner, created_at, expires_at "
+                "FROM reservations ORDER BY expires_at, hold"
+            )
+        ]
+
+    def reserve(self, reservation: Reservation) -> None:
+        """Record a reservation and add it to its rows' totals."""
+        r = reservation
         self.conn.execute(
+            "INSERT INTO reservations (hold, keys, usd, owner, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (r.hold, json.dumps(r.keys), r.usd, r.owner, r.created_at, r.expires_at),
+        )
+        self.conn.executemany(
             "INSERT INTO spend (scope, key, period, usd, reserved) VALUES (?, ?, ?, 0, ?) "
             "ON CONFLICT (scope, key, period) "
             "DO UPDATE SET reserved = spend.reserved + excluded.reserved",
-            (*key, usd),
+            [(*key, r.usd) for key in r.keys],
         )
 
-    def release(self, key: SpendKey, usd: float) -> None:
-        """Take from a row's reservation, never below 0."""
-        self.conn.execute(
-            "UPDATE spend SET reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END "
-            "WHERE scope = ? AND key = ? AND period = ?",
-            (usd, usd, *key),
-        )
+    def release(self, hold: str) -> None:
+        """Remove a hold and take it off its rows."""
+        self._release("hold = ?", (hold,))
+
+    def expire_reservations(self, *, now: float) -> int:
+        """Release the reservations past their expiry; how many."""
+        return self._release("expires_at <= ?", (now,))
+
+    def _release(self, where: str, params: tuple[Any, ...]) -> int:
+        gone = self._all(f"SELECT keys, usd FROM reservations WHERE {where}", params)  # noqa: S608
+        if gone:
+            self.conn.executemany(
+                "UPDATE spend SET reserved = CASE WHEN reserved > ? THEN reserved - ? ELSE 0 END "
+                "WHERE scope = ? AND key = ? AND period = ?",
+                [(usd, usd, *key) for keys, usd in gone for key in _spend_keys(keys)],
+            )
+            self.conn.execute(f"DELETE FROM reservations WHERE {where}", params)  # noqa: S608
+        return len(gone)
 
     def charge(self, key: SpendKey, usd: float) -> None:
         """Add to a row's spend."""
@@ -433,6 +489,7 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
             self.migrate()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         except sqlite3.OperationalError as exc:
             conn.close()
             raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from None
@@ -442,6 +499,12 @@ class Store:
         except BaseException:
             conn.close()
             raise
+        if not tables >= _TABLES:  # at a version we know, yet not our schema: another app's file
+            conn.close()
+            missing = ", ".join(sorted(_TABLES - tables))
+            raise StoreError(
+                f"{str(self.path)!r} is not a tokenhub store: it has no table {missing}"
+            )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -474,7 +537,10 @@ class Store:
     def schema_version(self) -> int:
         """The schema version of the file (``PRAGMA user_version``)."""
         with self.lock:
-            return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            try:
+                return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._error(exc, wrote=False) from None
 
     @contextlib.contextmanager
     def reading(self, *, wait: bool = True) -> Iterator[Transaction]:
@@ -490,13 +556,14 @@ class Store:
             if conn.in_transaction:  # inside a transaction: read what it sees
                 yield Transaction(conn)
                 return
-            conn.execute("BEGIN")
             try:
-                yield Transaction(conn)
-            finally:
-                self._end("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"the store {str(self.path)!r} failed: {exc}") from None
+                conn.execute("BEGIN")
+                try:
+                    yield Transaction(conn)
+                finally:
+                    self._end("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc, wrote=False) from None
         finally:
             self.lock.release()
 
@@ -507,6 +574,8 @@ class Store:
         With ``wait=False``, raise :class:`StoreBusyError` at once if another connection holds
         the write lock, instead of waiting up to the busy timeout (so that an event
         loop can try without blocking, and move to a thread only when it must).
+        Any SQLite failure (a full disk, a damaged file) is a :class:`StoreError`
+        naming the file and SQLite's reason, and nothing is written.
         """
         with self.lock:
             conn = self.conn
@@ -522,32 +591,51 @@ class Store:
                         conn.execute("BEGIN IMMEDIATE")
                     finally:
                         conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
-            except sqlite3.OperationalError as exc:
-                if not wait:
+            except sqlite3.Error as exc:
+                self._end()
+                if not wait and getattr(exc, "sqlite_errorname", None) in _BUSY:
                     raise StoreBusyError(str(exc)) from None
-                raise self._busy(exc) from None
+                raise self._error(exc) from None
             try:
                 yield Transaction(conn)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 self._end()
-                raise StoreError(
-                    f"the store {str(self.path)!r} failed ({exc}); nothing was written"
-                ) from None
+                raise self._error(exc) from None
             except BaseException:
                 self._end()
                 raise
             try:
                 conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 self._end()
-                raise self._busy(exc) from None
+                raise self._error(exc) from None
 
     def _end(self, how: str = "ROLLBACK") -> None:
-        if self.conn.in_transaction:  # some errors have ended it already
-            self.conn.execute(how)
+        """End the transaction, if SQLite has not ended it already; never raise.
 
-    def _busy(self, exc: sqlite3.OperationalError) -> StoreError:
-        return StoreError(f"the store {str(self.path)!r} is busy ({exc}); nothing was written")
+        After a full disk or an I/O error SQLite may have rolled back on its own, and
+        a ROLLBACK would then fail ("no transaction is active"): that must not hide
+        the error that matters, which the caller raises.
+        """
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute(how)
+        except sqlite3.Error as exc:
+            log.debug("%s after a failure: %s", how, exc)
+
+    def _error(self, exc: sqlite3.Error, *, wrote: bool = True) -> StoreError:
+        """The StoreError for an SQLite failure: the file, what kind, SQLite's reason."""
+        name = getattr(exc, "sqlite_errorname", None)
+        where = repr(str(self.path))
+        if name in _BUSY:
+            what = f"the store {where} is busy ({exc})"
+        elif name in {"SQLITE_CORRUPT", "SQLITE_NOTADB"}:
+            what = f"the store {where} is damaged ({exc}); restore it from a backup"
+        elif isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            what = f"the store {where} is closed"
+        else:
+            what = f"the store {where} failed ({exc})"
+        return StoreError(f"{what}; nothing was written" if wrote else what)
 
     def sibling(self) -> Store:
         """Another connection to the same file (``:memory:`` opens a new, empty store)."""
@@ -556,9 +644,13 @@ class Store:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         """Run a read query and return its rows as dicts (for tests and tools)."""
         with self.lock:
-            cur = self.conn.execute(sql, params)
+            try:
+                cur = self.conn.execute(sql, params)
+                rows = cur.fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, wrote=False) from None
             names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in rows]
 
     def export_config(self) -> dict[str, Any]:
         """The stored providers, models, aliases and policy sections, as a config dict.
@@ -573,7 +665,10 @@ class Store:
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it (no old page lingers in ``-wal``)."""
         with self.lock:
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            try:
+                busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc, wrote=False) from None
         if busy:
             log.warning("WAL checkpoint incomplete (another connection is busy); retried later")
 

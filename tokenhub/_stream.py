@@ -5,7 +5,10 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Self
 
+from tokenhub.errors import HubClosedError, StreamInterrupted, TokenhubError
+
 if TYPE_CHECKING:
+    import threading
     from collections.abc import AsyncGenerator, AsyncIterator
     from types import TracebackType
 
@@ -36,6 +39,7 @@ class ChatStream:
         ledger: Ledger | None = None,
         caller: str | None = None,
         clock: Clock | None = None,
+        closed: threading.Event | None = None,
     ) -> None:
         self._engine = engine
         self._request = request
@@ -46,6 +50,7 @@ class ChatStream:
         self._response: ChatResponse | None = None
         # Budgets and request logs, when the Hub keeps them (a clock comes with a ledger).
         self._ledger, self._caller, self._clock = ledger, caller, clock
+        self._closed = closed  # set when the Hub closes
 
     @property
     def request_id(self) -> str:
@@ -90,11 +95,18 @@ class ChatStream:
         from tokenhub.routing._engine import stream, with_trace  # noqa: PLC0415 - first Hub
         from tokenhub.routing._partial import Partial  # noqa: PLC0415
 
+        if self._closed is not None and self._closed.is_set():
+            raise HubClosedError
         partial = Partial()
         entry = None
         if self._ledger is not None and self._clock is not None:
             entry = self._ledger.entry(
-                self._request, self._trace, self._caller, self._clock, stream=True
+                self._request,
+                self._trace,
+                self._caller,
+                self._clock,
+                stream=True,
+                timeout=self._timeout,
             )
             await entry.admit()
         source = stream(self._engine, self._request, self._trace, self._timeout, partial)
@@ -109,7 +121,23 @@ class ChatStream:
         except BaseException as exc:
             if entry is not None:  # an error, a cancellation or an early close
                 entry.close_now(self.trace, None, exc)
-            raise
+            if self._closed is None or not self._closed.is_set():
+                raise
+            if isinstance(exc, TokenhubError) or not isinstance(exc, Exception):
+                raise
+            # The Hub closed its clients under this stream: say so, not how the client broke.
+            if call is None:
+                raise HubClosedError from None
+            raise StreamInterrupted(
+                "the Hub was closed during the stream",
+                partial_text=partial.text,
+                partial_tool_calls=partial.tool_calls,
+                usage=partial.usage,
+                provider=call.provider,
+                model=call.model,
+                request_id=self.request_id,
+                code="hub_closed",
+            ) from None
         last = partial.last
         if call is None or last is None or last.finish_reason is None:  # pragma: no cover
             raise AssertionError("the engine ended a stream without its finish")

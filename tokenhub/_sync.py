@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
@@ -42,6 +43,7 @@ class SyncHub:
         self._hub = hub
         self._portal_cm: Any = None
         self._portal: BlockingPortal | None = None
+        self._portal_lock = threading.Lock()  # the first calls may come from many threads
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> SyncHub:
@@ -106,12 +108,17 @@ class SyncHub:
         self._hub.add_provider(name, provider)
 
     def _get_portal(self) -> BlockingPortal:
-        if self._portal is None:
-            from anyio.from_thread import start_blocking_portal  # noqa: PLC0415
+        portal = self._portal
+        if portal is not None:
+            return portal
+        with self._portal_lock:
+            if self._portal is None:
+                from anyio.from_thread import start_blocking_portal  # noqa: PLC0415
 
-            self._portal_cm = start_blocking_portal()
-            self._portal = self._portal_cm.__enter__()
-        return self._portal
+                cm = start_blocking_portal()
+                self._portal = cm.__enter__()
+                self._portal_cm = cm
+            return self._portal
 
     def __enter__(self) -> Self:
         self._get_portal()
@@ -127,10 +134,17 @@ class SyncHub:
 
     def close(self) -> None:
         """Close the Hub (its connections, vault and store) and stop the background loop."""
+        with self._portal_lock:
+            portal, cm = self._portal, self._portal_cm
+            self._portal = self._portal_cm = None
+        if portal is None:  # never used: the Hub needs no loop to close
+            from anyio.from_thread import start_blocking_portal  # noqa: PLC0415
+
+            cm = start_blocking_portal()
+            portal = cm.__enter__()
         try:
-            self._get_portal().call(self._hub.aclose)
+            portal.call(self._hub.aclose)
         finally:
-            cm, self._portal, self._portal_cm = self._portal_cm, None, None
             cm.__exit__(None, None, None)
 
     def chat(

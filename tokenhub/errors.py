@@ -16,6 +16,7 @@ The tree::
     ├── StoreError                          the SQLite store cannot be opened or used
     │   └── StoreBusyError                  another connection holds the write lock
     ├── BudgetExceededError                 a spend limit would be exceeded; nothing was sent
+    ├── HubClosedError                      the Hub was closed (``aclose``); nothing was sent
     ├── TransportError                      an HTTP client failed below HTTP; adapters map it
     └── ProviderError                       a provider call failed; ``error_class`` says how
         ├── RateLimitError                  rate_limited, request_too_large_for_limit
@@ -52,6 +53,7 @@ __all__ = [
     "ContextOverflowError",
     "CredentialError",
     "ErrorClass",
+    "HubClosedError",
     "InvalidRequestError",
     "ModelNotFoundError",
     "NoRouteError",
@@ -269,6 +271,13 @@ class BudgetExceededError(TokenhubError):
 
 def _rebuild_budget(fields: dict[str, Any]) -> BudgetExceededError:
     return BudgetExceededError(**fields)
+
+
+class HubClosedError(TokenhubError):
+    """The Hub was closed (``aclose``): it sends nothing more, and refuses before any I/O."""
+
+    def __init__(self, message: str = "the Hub is closed") -> None:
+        super().__init__(message)
 
 
 class TransportError(TokenhubError):
