@@ -83,7 +83,7 @@ async def hostile(handler: Handler) -> AsyncIterator[str]:
                     return
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio typed attribute
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, serve)
         try:
@@ -97,10 +97,10 @@ def head(status: int = 200, headers: Mapping[str, str] | None = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def whole(body: bytes, status: int = 200, **headers: str) -> bytes:
+def whole(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> bytes:
     """A complete response with a Content-Length body."""
-    fields = {"content-type": "application/json", "content-length": str(len(body)), **headers}
-    return head(status, {k.replace("_", "-"): v for k, v in fields.items()}) + body
+    fields = {"content-type": "application/json", "content-length": str(len(body))}
+    return head(status, {**fields, **(headers or {})}) + body
 
 
 SSE_HEAD = head(200, {"content-type": "text/event-stream", "connection": "close"})
@@ -113,7 +113,11 @@ def first_chunk(kind: str) -> bytes:
         return b"data: " + json.dumps(delta).encode() + b"\n\n"
     start = {"type": "message_start", "message": {"id": "m1", "model": "m", "usage": {}}}
     block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
-    text = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    text = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "hi"},
+    }
     return b"".join(
         f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in (start, block, text)
     )
@@ -165,7 +169,7 @@ def _holds(value: object, key: str) -> bool:
         if headers is not None:
             try:
                 shown.append(repr(list(headers.items())))
-            except Exception:  # noqa: BLE001, S112 - a lazy attribute of a third-party object
+            except Exception:  # noqa: S112 - a lazy attribute of a third-party object
                 continue
     return any(key in s for s in shown)
 
@@ -273,6 +277,7 @@ class TestUnsendableKey:
         async with Hub.from_config(config(url, fake, http, kind=kind, key=key)) as hub:
             r = await hub.chat(HELLO)
             assert "fallback" == r.text
+            assert r.trace is not None
             assert ["credential", "ok"] == [a.outcome for a in r.trace.attempts]
             exc = await _fail(hub, stream=False)
         assert isinstance(exc, CredentialError)
@@ -313,6 +318,7 @@ class TestErrorBoundary:
                 trace = s.trace
             else:
                 r = await hub.chat(HELLO)
+                assert r.trace is not None
                 text, trace = r.text, r.trace
             health = hub.health()["models"]["bad"]
         assert "fallback" == text
@@ -327,9 +333,12 @@ class TestErrorBoundary:
             return False
 
         fake.script("good", Reply(text="fallback"))
-        async with hostile(handler) as url, Hub.from_config(config(url, fake, http)) as hub:
-            async with hub.stream(HELLO) as s:
-                text = "".join([c.text async for c in s])
+        async with (
+            hostile(handler) as url,
+            Hub.from_config(config(url, fake, http)) as hub,
+            hub.stream(HELLO) as s,
+        ):
+            text = "".join([c.text async for c in s])
         assert "fallback" == text
         assert "transient" == s.trace.attempts[0].outcome
 
@@ -344,10 +353,10 @@ class TestSizeLimits:
         """A JSON body over max_response_bytes (after decompression) is a transient failure."""
         body = b'{"choices": [], "pad": "' + b"0" * (8 * 1024 * 1024) + b'"}'
         wire_body = gzip.compress(body) if gzipped else body
-        extra = {"content_encoding": "gzip"} if gzipped else {}
+        extra = {"content-encoding": "gzip"} if gzipped else {}
 
         async def handler(wire: anyio.abc.SocketStream, _: int) -> bool:
-            await wire.send(whole(wire_body, **extra))
+            await wire.send(whole(wire_body, headers=extra))
             return True
 
         fake.script("good", Reply(text="fallback"))
@@ -357,6 +366,7 @@ class TestSizeLimits:
             async with Hub.from_config(cfg) as hub:
                 r = await hub.chat(HELLO)
         assert "fallback" == r.text
+        assert r.trace is not None
         first = r.trace.attempts[0]
         assert "transient" == first.outcome
         assert "larger than 1048576 bytes" in (first.message or "")
@@ -436,9 +446,7 @@ class TestStaleConnection:
             {
                 "id": "c",
                 "model": "m",
-                "choices": [
-                    {"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}
-                ],
+                "choices": [{"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}],
             }
         ).encode()
 
@@ -451,13 +459,16 @@ class TestStaleConnection:
             await wire.send(whole(answer))
             return True
 
-        async with hostile(handler) as url:
-            async with Hub.from_config(config(url, None, http), clock=FakeClock()) as hub:
-                with pytest.raises(ProviderError):
-                    await hub.chat(HELLO, model="bad")
-                r = await hub.chat(HELLO, model="bad")
-                health = hub.health()["models"]["bad"]
+        async with (
+            hostile(handler) as url,
+            Hub.from_config(config(url, None, http), clock=FakeClock()) as hub,
+        ):
+            with pytest.raises(ProviderError):
+                await hub.chat(HELLO, model="bad")
+            r = await hub.chat(HELLO, model="bad")
+            health = hub.health()["models"]["bad"]
         assert "ok" == r.text
+        assert r.trace is not None
         assert ["ok"] == [a.outcome for a in r.trace.attempts]
         assert "closed" == health["circuit"]
 
