@@ -21,12 +21,14 @@ import pytest
 
 from tokenhub import Hub
 from tokenhub.errors import (
+    ConfigError,
     CredentialError,
     ErrorClass,
     ProviderError,
     StreamInterrupted,
     TokenhubError,
 )
+from tokenhub.http import HttpSettings, HttpxClient
 from tokenhub.testing import FakeClock, FakeProvider, Reply
 
 from .conftest import CANARY
@@ -345,6 +347,27 @@ class TestErrorBoundary:
 
 class TestSizeLimits:
     LIMIT = {"max_response_bytes": 1024 * 1024}
+
+    def test_the_limit_defaults_to_32_mib_and_must_be_positive(self) -> None:
+        """``max_response_bytes`` is 32 MiB unless set; zero is a ConfigError naming its path."""
+        assert 32 * 1024 * 1024 == HttpSettings().max_response_bytes
+        cfg = config("http://127.0.0.1:9", None, "httpx", bad={"max_response_bytes": 0})
+        with pytest.raises(ConfigError) as info:
+            Hub.from_config(cfg)
+        assert ("providers.h.max_response_bytes", "must be at least 1") in info.value.errors
+
+    async def test_the_limit_reaches_the_http_client(self, http: str) -> None:
+        """A provider's ``max_response_bytes`` is in the settings its HTTP client is built from."""
+        seen: list[HttpSettings] = []
+
+        def factory(settings: HttpSettings) -> HttpxClient:
+            seen.append(settings)
+            return HttpxClient(settings)
+
+        cfg = config("http://127.0.0.1:9", None, http, bad={"max_response_bytes": 12345})
+        async with Hub.from_config(cfg, http=factory):
+            pass
+        assert [12345] == [s.max_response_bytes for s in seen]
 
     @pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip-bomb"])
     async def test_a_body_over_the_limit_fails_over(

@@ -92,9 +92,12 @@ class _AiohttpStream:
                 if left > read_timeout:  # aiohttp's read timeout fires first: no scope needed
                     data = await content.readany()
                 else:
-                    with anyio.move_on_after(left):
-                        data = await content.readany()
-                        left = math.inf
+                    # Near the deadline: bound this read by it (a read that needs no wait
+                    # would not notice a passed deadline, hence the first check).
+                    if left > 0:
+                        with anyio.move_on_after(left):
+                            data = await content.readany()
+                            left = math.inf
                     if left != math.inf:
                         error = past_deadline()
                         break

@@ -99,9 +99,12 @@ class _HttpxStream:
                 if left > read_timeout:  # httpx's read timeout fires first: no scope needed
                     data = await anext(raw)
                 else:
-                    with anyio.move_on_after(left):
-                        data = await anext(raw)
-                        left = math.inf
+                    # Near the deadline: bound this read by it (a read that needs no wait
+                    # would not notice a passed deadline, hence the first check).
+                    if left > 0:
+                        with anyio.move_on_after(left):
+                            data = await anext(raw)
+                            left = math.inf
                     if left != math.inf:
                         error = past_deadline()
                         break
