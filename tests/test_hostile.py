@@ -287,6 +287,23 @@ class TestUnsendableKey:
         assert [] == leaks(exc, CANARY)
         assert ["good"] == [q.model for q in fake.requests]  # nothing went out with the bad key
 
+    async def test_a_header_http_cannot_carry_fails_over_without_leaking(
+        self, fake: FakeProvider, http: str
+    ) -> None:
+        """A configured header value the HTTP library refuses is a transient failure, not a raw error."""
+        fake.script("good", Reply(text="fallback"))
+        bad = {"headers": {"x-extra": "caf\u00e9\r\nx-injected: 1"}}
+        async with Hub.from_config(config(fake.openai_base_url, fake, http, bad=bad)) as hub:
+            r = await hub.chat(HELLO)
+            exc = await _fail(hub, stream=True)
+        assert "fallback" == r.text
+        assert r.trace is not None
+        assert ["transient", "ok"] == [a.outcome for a in r.trace.attempts]
+        assert isinstance(exc, ProviderError)
+        assert "could not be handled" in exc.message
+        assert [] == leaks(exc, CANARY)
+        assert ["good"] == [q.model for q in fake.requests]
+
 
 def nested(depth: int) -> bytes:
     return b'{"choices": ' + b"[" * depth + b"]" * depth + b"}"

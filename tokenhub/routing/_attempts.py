@@ -55,7 +55,7 @@ def unexpected(call: Call, exc: Exception) -> ProviderError:
     its text may quote the body or the request's headers.
     """
     return error_type_for(ErrorClass.TRANSIENT)(
-        f"the provider's answer could not be handled ({type(exc).__name__})",
+        f"the request or its answer could not be handled ({type(exc).__name__})",
         error_class=ErrorClass.TRANSIENT,
         provider=call.provider,
         model=call.model,
