@@ -82,7 +82,7 @@ def build_providers(
         factory = find_kind(p.kind)
         if factory is None:  # pragma: no cover - parse_config checked the kind
             raise ConfigError([(f"providers.{name}.kind", f"unknown kind {p.kind!r}")])
-        wanted = HttpSettings(p.timeouts, p.max_connections, name)
+        wanted = HttpSettings(p.timeouts, p.max_connections, name, p.max_response_bytes)
         if http is not None:
             client: HttpClient = http(wanted)
         elif p.http == "aiohttp":

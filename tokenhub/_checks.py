@@ -97,6 +97,8 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         )
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
+        if p.max_response_bytes < 1:
+            errors.append((f"providers.{name}.max_response_bytes", "must be at least 1"))
         if p.http not in ("httpx", "aiohttp"):
             errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
     errors.extend(check_vault(cfg.store, cfg.vault))

@@ -8,6 +8,7 @@ this module touches httpx types: the httpx implementation lives in
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import attrs
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from tokenhub._sse import SSEEvent
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DRAIN_BYTES",
     "DRAIN_SECONDS",
     "HttpClient",
@@ -32,17 +34,34 @@ __all__ = [
 ]
 
 
+#: The default bound on a response body (after decompression) and on one stream event.
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
 @attrs.frozen
 class HttpSettings:
-    """What an HTTP client is built from: one provider's timeouts and connection pool size.
+    """What an HTTP client is built from: one provider's timeouts, pool size and size limit.
 
     ``provider`` is the provider's name in the config (empty for a client built
     on its own), so that a client factory can treat providers differently.
+    ``max_response_bytes`` bounds a whole body and each stream event, counted
+    after decompression: more raises a ``too_large`` :class:`TransportError`.
     """
 
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     max_connections: int = 100
     provider: str = ""
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
+def too_large(limit: int) -> TransportError:
+    """The error for a body (or one stream event) over ``limit`` bytes."""
+    return TransportError("too_large", str(limit))
+
+
+def past_deadline() -> TransportError:
+    """The error for a stream still running at the deadline its reader passed."""
+    return TransportError("timeout", "deadline")
 
 
 class HttpResponse(NamedTuple):
@@ -76,8 +95,13 @@ class HttpStream(Protocol):
         """Read the whole (error) body."""
         ...
 
-    def events(self) -> AsyncGenerator[SSEEvent]:
-        """Iterate the body as Server-Sent Events until the connection closes."""
+    def events(self, deadline: float = math.inf) -> AsyncGenerator[SSEEvent]:
+        """Iterate the body as Server-Sent Events until the connection closes.
+
+        ``deadline`` is a :func:`time.monotonic` time: no wait for bytes may
+        outlast it (a stream trickling comments or single bytes included); past
+        it, raise a ``timeout`` :class:`TransportError`.
+        """
         ...
 
 

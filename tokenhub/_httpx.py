@@ -1,14 +1,29 @@
-"""The default HTTP seam implementation: one pooled ``httpx.AsyncClient`` per provider."""
+"""The default HTTP seam implementation: one pooled ``httpx.AsyncClient`` per provider.
+
+Errors are raised outside the ``except`` block that caught httpx's exception,
+after the request (its headers hold the credential) has left the frame: the
+raised :class:`TransportError` has no ``__context__`` reaching httpx's
+exception or its frames.
+"""
 
 from __future__ import annotations
 
+import math
 from contextlib import asynccontextmanager
+from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import httpx
 
-from tokenhub._http import DRAIN_BYTES, DRAIN_SECONDS, HttpResponse, HttpSettings
+from tokenhub._http import (
+    DRAIN_BYTES,
+    DRAIN_SECONDS,
+    HttpResponse,
+    HttpSettings,
+    past_deadline,
+    too_large,
+)
 from tokenhub._sse import SSEDecoder
 from tokenhub.errors import TransportError
 
@@ -30,34 +45,86 @@ def _translate(exc: httpx.HTTPError) -> TransportError:
     return TransportError("network", name)
 
 
-class _HttpxStream:
-    __slots__ = ("_raw", "_response", "headers", "status")
+def _unanswered(exc: httpx.HTTPError) -> bool:
+    """Whether the server closed the connection before sending a byte of the response.
 
-    def __init__(self, response: httpx.Response) -> None:
+    That is what a pooled connection the server has meanwhile closed looks like:
+    worth one more try, which httpx makes on a new connection.
+    """
+    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
+
+
+async def _read(response: httpx.Response, limit: int) -> bytes:
+    """Read the decompressed body, raising ``too_large`` once it passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        size += len(part)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+class _HttpxStream:
+    __slots__ = ("_limit", "_raw", "_read_timeout", "_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response, settings: HttpSettings) -> None:
         self._response = response
         self._raw: AsyncGenerator[bytes] | None = None
+        self._limit = settings.max_response_bytes
+        self._read_timeout = settings.timeouts.read
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         try:
-            return await self._response.aread()
+            return await _read(self._response, self._limit)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from None
+            error = _translate(exc)
+        except TransportError as exc:
+            error = exc.with_traceback(None)
+        raise error
 
-    async def events(self) -> AsyncGenerator[SSEEvent]:
+    async def events(self, deadline: float = math.inf) -> AsyncGenerator[SSEEvent]:
         decoder = SSEDecoder()
         # Not closed here: drain() may read the rest of it (post_stream closes it).
         raw = self._raw = cast("AsyncGenerator[bytes]", self._response.aiter_bytes())
+        limit, read_timeout = self._limit, self._read_timeout
+        pending = 0  # bytes received since the last complete event
+        error: TransportError | None = None
         while True:
+            left = deadline - monotonic()
             try:
-                data = await anext(raw)
+                if left > read_timeout:  # httpx's read timeout fires first: no scope needed
+                    data = await anext(raw)
+                else:
+                    # Near the deadline: bound this read by it (a read that needs no wait
+                    # would not notice a passed deadline, hence the first check).
+                    if left > 0:
+                        with anyio.move_on_after(left):
+                            data = await anext(raw)
+                            left = math.inf
+                    if left != math.inf:
+                        error = past_deadline()
+                        break
             except StopAsyncIteration:
                 break
             except httpx.HTTPError as exc:
-                raise _translate(exc) from None
-            for event in decoder.feed(data):
-                yield event
+                error = _translate(exc)
+                break
+            events = decoder.feed(data)
+            if events:
+                pending = 0
+                for event in events:
+                    yield event
+            else:
+                pending += len(data)
+                if pending > limit:
+                    error = too_large(limit)
+                    break
+        if error is not None:
+            raise error
         for event in decoder.flush():
             yield event
 
@@ -89,6 +156,9 @@ class HttpxClient:
     ``httpx.MockTransport`` in tests, or an ``httpx.AsyncHTTPTransport`` with a
     ``proxy``, ``verify`` (custom TLS) or ``local_address`` (a transport you
     pass brings its own pool, so ``max_connections`` does not bound it).
+
+    A request the server closed its connection on before answering at all (a
+    pooled connection it had closed meanwhile) is sent once more.
     """
 
     def __init__(
@@ -115,16 +185,37 @@ class HttpxClient:
             )
         return self._client
 
+    async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` (streamed); once more if it went out on a dead connection."""
+        try:
+            return await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            if not _unanswered(exc):
+                raise
+        return await client.send(request, stream=True)
+
+    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request) -> HttpResponse:
+        r = await self._send(client, request)
+        try:
+            content = await _read(r, self.settings.max_response_bytes)
+        finally:
+            await r.aclose()
+        return HttpResponse(r.status_code, r.headers, content)
+
     async def post_json(self, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
-        """POST and read the whole response."""
+        """POST and read the whole response (at most ``max_response_bytes`` of it)."""
         client = self._get()
         request = client.build_request("POST", url, content=body, headers=headers)
         del headers  # no plaintext credential in this frame's locals from here on
         try:
-            r = await client.send(request)
+            return await self._exchange(client, request)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from None
-        return HttpResponse(r.status_code, r.headers, r.content)
+            error = _translate(exc)
+        except TransportError as exc:  # too large
+            error = exc
+        del request
+        # Without the frames below this one: they hold the request and response.
+        raise error.with_traceback(None)
 
     @asynccontextmanager
     async def post_stream(
@@ -135,10 +226,15 @@ class HttpxClient:
         request = client.build_request("POST", url, content=body, headers=headers)
         del headers  # no plaintext credential in this frame's locals while the stream is open
         try:
-            response = await client.send(request, stream=True)
+            response = await self._send(client, request)
         except httpx.HTTPError as exc:
-            raise _translate(exc) from None
-        stream = _HttpxStream(response)
+            error: TransportError | None = _translate(exc)
+        else:
+            error = None
+        del request
+        if error is not None:
+            raise error
+        stream = _HttpxStream(response, self.settings)
         try:
             yield stream
             # Ended normally: reuse the connection (closing an unfinished body drops it).

@@ -12,6 +12,7 @@ from typing import Any, NewType
 
 import attrs
 
+from tokenhub._http import DEFAULT_MAX_RESPONSE_BYTES
 from tokenhub._redact import looks_like_key, register
 from tokenhub._secret import Secret
 from tokenhub._serde import converter, string_list
@@ -79,6 +80,7 @@ class ProviderConfig:
     max_connections: int = 100
     options: Mapping[str, Any] = attrs.field(factory=dict)
     http: str = "httpx"
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @property
     def base_urls(self) -> tuple[str, ...]:

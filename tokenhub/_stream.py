@@ -119,6 +119,10 @@ class ChatStream:
                         entry.first_chunk()
                     yield chunk
         except BaseException as exc:
+            if self._run is None:  # failed before its first chunk: the error has the attempts
+                failed = getattr(exc, "trace", None)
+                if failed is not None:
+                    self._trace = failed
             if entry is not None:  # an error, a cancellation or an early close
                 entry.close_now(self.trace, None, exc)
             if self._closed is None or not self._closed.is_set():

@@ -286,13 +286,17 @@ class TransportError(TokenhubError):
     Raised by :mod:`tokenhub.http` clients; adapters turn it into a
     :class:`ProviderError` (the built-in ones into :class:`ProviderTimeoutError`
     or the ``provider_down`` type), so a Hub's callers never see it. ``kind`` is
-    ``connect`` (nothing was sent), ``timeout`` or ``network``; ``detail`` names
-    the underlying exception type. The message never contains URLs, headers or bodies.
+    ``connect`` (nothing was sent), ``timeout``, ``network`` or ``too_large`` (the
+    response, or one stream event, is over the client's ``max_response_bytes``); ``detail``
+    names the underlying exception type (the limit, for ``too_large``). The message
+    never contains URLs, headers or bodies.
     """
 
-    def __init__(self, kind: Literal["connect", "timeout", "network"], detail: str) -> None:
+    def __init__(
+        self, kind: Literal["connect", "timeout", "network", "too_large"], detail: str
+    ) -> None:
         super().__init__(f"{kind}: {detail}")
-        self.kind: Literal["connect", "timeout", "network"] = kind
+        self.kind: Literal["connect", "timeout", "network", "too_large"] = kind
         self.detail = detail
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ from tokenhub._sse import SSEError
 from tokenhub._version import __version__
 from tokenhub.errors import (
     ConfigError,
+    CredentialError,
     ErrorClass,
     ProviderError,
     ProviderTimeoutError,
@@ -205,7 +206,12 @@ class HTTPProvider:
         raise NotImplementedError
 
     async def send(self, call: Call) -> ChatResponse:
-        """Send a non-streaming request; the key is resolved now and used once."""
+        """Send a non-streaming request; the key is resolved now and used once.
+
+        Errors are raised outside the ``except`` blocks that caught their cause, so that no
+        ``__context__`` leads to the HTTP library's exception or the frames that held the
+        request's headers.
+        """
         key = self.settings.key()
         payload = dumps(self.encode(call, stream=False)).encode()
         try:
@@ -214,20 +220,25 @@ class HTTPProvider:
                 self._url(call), self._headers(call, self._auth(key)), payload
             )
         except TransportError as exc:
-            raise self._transport_error(call, exc) from None
+            error: ProviderError | None = self._transport_error(call, exc)
+        else:
+            error = None
+        if error is not None:
+            raise error
         if call.observe is not None:
             call.observe(r.headers)
         if r.status != 200:
             raise self._http_error(call, r, key)
         try:
             return self.decode(call, r, json.loads(r.body), key)
-        except ProviderError:
-            raise
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise self._bad_body(call, r) from None
+        except ProviderError as exc:
+            failure = exc
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
+            failure = self._bad_body(call, r)
+        raise failure
 
     async def stream(self, call: Call) -> AsyncGenerator[Chunk]:
-        """Send a streaming request and yield its chunks."""
+        """Send a streaming request and yield its chunks (no wait outlasts ``call.deadline``)."""
         key = self.settings.key()
         payload = dumps(self.encode(call, stream=True)).encode()
         try:
@@ -240,15 +251,18 @@ class HTTPProvider:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
                 async with (
-                    aclosing(s.events()) as events,
+                    aclosing(s.events(call.deadline)) as events,
                     aclosing(self.chunks(call, events, key)) as chunks,
                 ):
                     async for chunk in chunks:
                         yield chunk
         except TransportError as exc:
-            raise self._transport_error(call, exc) from None
+            error = self._transport_error(call, exc)
         except SSEError:
-            raise self._stream_broken(call, "the provider sent an oversized stream event") from None
+            error = self._stream_broken(call, "the provider sent an oversized stream event")
+        else:
+            return
+        raise error
 
     async def aclose(self) -> None:
         """Close the HTTP pool."""
@@ -303,6 +317,12 @@ class HTTPProvider:
         return error
 
     def _transport_error(self, call: Call, exc: TransportError) -> ProviderError:
+        if exc.kind == "too_large":
+            return self._stream_broken(
+                call,
+                f"the provider's response is larger than {exc.detail} bytes "
+                "(the provider's max_response_bytes)",
+            )
         cls = (
             ProviderTimeoutError
             if exc.kind == "timeout"
@@ -347,5 +367,16 @@ class HTTPProvider:
         }
         h.update(self.settings.headers)
         h.update(call.headers)
-        h.update(auth)
-        return h
+        for value in auth.values():
+            # A key HTTP cannot carry (non-ASCII, a newline from a secret mount) would fail
+            # deep inside the HTTP library, with the key in the exception and frame locals.
+            if not (value.isascii() and value.isprintable()):
+                break
+        else:
+            h.update(auth)
+            return h
+        del auth, value
+        raise CredentialError(
+            f"the API key of provider {call.provider!r} cannot be sent in an HTTP header: it "
+            "holds a non-ASCII or control character (a trailing newline?)"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -98,6 +99,9 @@ class Call:
     #: Adapters pass the URL of each request here before sending it (the attempt
     #: span's ``server.address`` and ``server.port``); may be ``None``.
     observe_url: Callable[[str], None] | None = attrs.field(default=None, repr=False, eq=False)
+    #: The request's deadline as a :func:`time.monotonic` time: a stream's waits for
+    #: the provider must not outlast it (built-in adapters hand it to the HTTP client).
+    deadline: float = math.inf
 
     def cost(self, usage: Usage | None) -> float | None:
         """Price ``usage`` at this model's rates (``None`` without pricing or usage)."""

@@ -8,12 +8,13 @@ succeeds wins. Failures go to :meth:`Run.failed`, which decides and applies.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import anyio
 
 from tokenhub import _semconv as sc
-from tokenhub.errors import CredentialError, ProviderError, RequestError
+from tokenhub.errors import CredentialError, ErrorClass, ProviderError, RequestError, error_type_for
 from tokenhub.providers import Call
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from tokenhub.providers import Provider
     from tokenhub.routing._run import Run
 
-__all__ = ["Opened", "aclose", "attempt", "first_success", "send"]
+__all__ = ["Opened", "aclose", "attempt", "first_success", "send", "unexpected"]
 
 T = TypeVar("T")
 if TYPE_CHECKING:
@@ -39,7 +40,27 @@ def _raise(exc: BaseException, run: Run) -> NoReturn:
     """
     if isinstance(exc, ProviderError | CredentialError | RequestError) and exc.trace is None:
         exc.trace = run.trace
+    # Nor the exceptions it was raised while handling (an adapter's ``raise ... from None``
+    # still sets ``__context__``): they can quote bodies and hold frames with headers.
+    exc.__context__ = exc.__cause__ = None
     raise exc.with_traceback(None)
+
+
+def unexpected(call: Call, exc: Exception) -> ProviderError:
+    """The error boundary: what an adapter raised that is not a tokenhub error, classified.
+
+    A decoder's ``RecursionError``, a ``TypeError`` from a mis-typed chunk, a raw
+    exception of an HTTP library: a transient failure of the provider (it counts
+    against health and fails over). The message names the exception's type only:
+    its text may quote the body or the request's headers.
+    """
+    return error_type_for(ErrorClass.TRANSIENT)(
+        f"the request or its answer could not be handled ({type(exc).__name__})",
+        error_class=ErrorClass.TRANSIENT,
+        provider=call.provider,
+        model=call.model,
+        request_id=call.request_id,
+    )
 
 
 class Opened(Generic[T]):
@@ -76,6 +97,7 @@ async def attempt(run: Run, candidate: Candidate, req: ChatRequest, open_: Opene
         span.headers,
         engine.observers[d.name],
         span.server,
+        time.monotonic() + run.remaining(),
     )
     started = engine.clock.monotonic()
     limit = run.attempt_timeout()
@@ -85,7 +107,9 @@ async def attempt(run: Run, candidate: Candidate, req: ChatRequest, open_: Opene
         error: BaseException = run.timed_out(candidate, limit, "first_token_timeout")
     except (ProviderError, CredentialError, RequestError) as exc:
         error = exc
-    except BaseException as exc:  # cancelled (a lost hedge, the caller), or a bug
+    except Exception as exc:  # noqa: BLE001 - the error boundary: anything an adapter raised
+        error = unexpected(call, exc)
+    except BaseException as exc:  # cancelled (a lost hedge, the caller), or the caller closing
         run.abandoned(candidate, started, span, exc)
         raise
     span.failed(engine.clock.monotonic() - started, sc.error_type(error), str(error))

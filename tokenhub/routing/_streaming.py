@@ -24,7 +24,7 @@ from tokenhub.errors import (
     RequestError,
     StreamInterrupted,
 )
-from tokenhub.routing._attempts import Opened, aclose, attempt, first_success
+from tokenhub.routing._attempts import Opened, aclose, attempt, first_success, unexpected
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -155,8 +155,10 @@ async def _committed(
     engine = run.engine
     first_at = engine.clock.monotonic()
     stall = engine.settings.stall_timeout
-    # A built-in adapter's HTTP read timeout already bounds every wait for a chunk; while
-    # the deadline is further away than that, a cancel scope per chunk (µs each) is waste.
+    # A built-in adapter's HTTP client bounds every wait for bytes by its read timeout and,
+    # through ``call.deadline``, by the deadline (a trickle of comments or single bytes
+    # included); while the deadline is further away than the read timeout, a cancel scope
+    # per chunk (µs each) is waste.
     read_bound = read_timeout if stall is None else None
     last = first
     delivered = 1
@@ -191,37 +193,29 @@ async def _committed(
         if last.finish_reason is None:
             raise _ended(call)
     except ProviderError as exc:
-        span.failed(engine.clock.monotonic() - started, "stream_interrupted", str(exc))
-        engine.state.record_failure(candidate.model)
-        usage = partial.usage or exc.usage
-        run.record(
-            candidate,
-            ErrorClass.STREAM_INTERRUPTED.value,
-            started,
-            status=exc.status,
-            message=exc.message,
-            usage=usage,
-            cost=call.cost(usage),
-        )
-        interrupted = StreamInterrupted(
-            f"the stream broke after {delivered} chunk(s): {exc.message}",
-            partial_text=partial.text,
-            partial_tool_calls=partial.tool_calls,
-            usage=usage,
-            provider=call.provider,
-            model=call.model,
-            status=exc.status,
-            code=exc.error_class.value,
-            request_id=call.request_id,
-        )
-        interrupted.trace = run.trace
-        raise interrupted from None
-    except BaseException as exc:  # closed early by the caller, or cancelled (or a bug)
+        failure: ProviderError | None = exc
+    except Exception as exc:  # noqa: BLE001 - the error boundary: anything an adapter raised
+        failure = unexpected(call, exc)
+    except BaseException as exc:  # closed early by the caller, or cancelled
         usage = partial.usage
         run.abandoned(candidate, started, span, exc, usage=usage, cost=call.cost(usage))
         raise
+    else:
+        failure = None
     finally:
         await aclose(source)
+    if failure is not None:
+        # Raised here, outside the except block: no __context__ leads to the adapter's error.
+        raise _interrupted(
+            run,
+            failure,
+            candidate=candidate,
+            call=call,
+            started=started,
+            partial=partial,
+            span=span,
+            delivered=delivered,
+        )
     span.ok(
         engine.clock.monotonic() - started,
         usage=partial.usage,
@@ -231,3 +225,43 @@ async def _committed(
         finish_reason=last.finish_reason,
     )
     run.succeeded(candidate, started, partial.usage, first_at)
+
+
+def _interrupted(
+    run: Run,
+    exc: ProviderError,
+    *,
+    candidate: Candidate,
+    call: Call,
+    started: float,
+    partial: Partial,
+    span: AttemptSpan,
+    delivered: int,
+) -> StreamInterrupted:
+    """Record a committed stream's failure; return the :class:`StreamInterrupted` to raise."""
+    engine = run.engine
+    span.failed(engine.clock.monotonic() - started, "stream_interrupted", str(exc))
+    engine.state.record_failure(candidate.model)
+    usage = partial.usage or exc.usage
+    run.record(
+        candidate,
+        ErrorClass.STREAM_INTERRUPTED.value,
+        started,
+        status=exc.status,
+        message=exc.message,
+        usage=usage,
+        cost=call.cost(usage),
+    )
+    interrupted = StreamInterrupted(
+        f"the stream broke after {delivered} chunk(s): {exc.message}",
+        partial_text=partial.text,
+        partial_tool_calls=partial.tool_calls,
+        usage=usage,
+        provider=call.provider,
+        model=call.model,
+        status=exc.status,
+        code=exc.error_class.value,
+        request_id=call.request_id,
+    )
+    interrupted.trace = run.trace
+    return interrupted
