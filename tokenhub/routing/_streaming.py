@@ -169,15 +169,17 @@ async def _committed(
         on_chunk(first_at, started)
         add(first)
         yield first
+        now = first_at
         while True:
-            remaining = deadline - monotonic()
-            if read_bound is not None and remaining > read_bound:
+            # ``now`` is the last chunk's time: on this path the HTTP client enforces the
+            # deadline itself, so the time the caller spent on that chunk needs no fresh clock.
+            if read_bound is not None and deadline - now > read_bound:
                 try:
                     chunk = await anext(source)
                 except StopAsyncIteration:
                     break
             else:
-                limit = min(stall if stall is not None else math.inf, remaining)
+                limit = min(stall if stall is not None else math.inf, deadline - monotonic())
                 with anyio.move_on_after(limit) as scope:
                     try:
                         chunk = await anext(source)
@@ -185,7 +187,8 @@ async def _committed(
                         break
                 if scope.cancelled_caught:
                     raise run.timed_out(candidate, limit, "stall_timeout")
-            on_chunk(monotonic(), started)
+            now = monotonic()
+            on_chunk(now, started)
             add(chunk)
             last = chunk
             delivered += 1
