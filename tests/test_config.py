@@ -504,3 +504,24 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         node["output"] = 1.0
     node[last] = value
     return cfg
+
+
+@pytest.mark.parametrize(
+    ("headers", "options"),
+    [
+        ({"X-A": "v\r\nX-Injected: 1"}, {}),
+        ({"X A": "v"}, {}),
+        ({"X-A": "caf\u00e9"}, {}),
+        ({}, {CANARY: 1}),
+        ({}, {"\ud800": 1}),
+    ],
+)
+def test_headers_http_cannot_carry_and_odd_option_names(
+    headers: dict[str, str], options: dict[str, Any]
+) -> None:
+    """Header names and values HTTP cannot carry (CR/LF), and odd option names, are ConfigErrors."""
+    cfg = base()
+    cfg["providers"]["openai"].update(headers=headers, options=options)
+    errors = errors_of(cfg)
+    assert {"providers.openai.headers", "providers.openai.options"} >= {p for p, _ in errors}
+    assert CANARY not in repr(errors)

@@ -7,6 +7,7 @@ checked beside them, in :mod:`tokenhub.routing._checks`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from tokenhub._schema import ENV_NAME
 from tokenhub._settings import Pricing, Timeouts, VaultKey
 
 if TYPE_CHECKING:
-    from tokenhub._schema import HubConfig, StoreConfig, VaultConfig
+    from tokenhub._schema import HubConfig, ProviderConfig, StoreConfig, VaultConfig
 
 __all__ = ["check_references", "check_shape", "check_values", "check_vault"]
 
@@ -75,7 +76,7 @@ def check_references(
     for name, m in models.items():
         ref = m.get("provider") if isinstance(m, Mapping) else None
         if isinstance(ref, str) and ref not in providers and ref not in extra:
-            known = ", ".join(sorted({*map(str, providers), *extra})) or "none configured"
+            known = ", ".join(sorted({*map(safe_name, providers), *extra})) or "none configured"
             errors.append(
                 (
                     f"models.{safe_name(name)}.provider",
@@ -100,6 +101,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     """Numbers in range, base URLs, the HTTP implementation, and what needs a store."""
     errors: list[tuple[str, str]] = []
     for name, p in cfg.providers.items():
+        errors.extend(_header_and_option_problems(f"providers.{name}", p))
         for i, url in enumerate(p.base_urls):
             where = f"providers.{name}.base_url" + (
                 f"[{i}]" if not isinstance(p.base_url, str) else ""
@@ -216,6 +218,23 @@ def _seconds_problem(v: float, *, zero: bool = False) -> str | None:
     if v > MAX_SECONDS:
         return f"must be at most {MAX_SECONDS:,} seconds"
     return None
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _header_and_option_problems(where: str, p: ProviderConfig) -> list[tuple[str, str]]:
+    """Headers that HTTP can carry (no CR/LF: no header injection), options named plainly."""
+    errors: list[tuple[str, str]] = []
+    if not all(map(_HEADER_NAME.fullmatch, p.headers)):
+        errors.append((f"{where}.headers", "header names are HTTP tokens (letters, digits, -)"))
+    if not all(v.isascii() and v.isprintable() for v in p.headers.values()):
+        # Values are not shown: a header may hold a gateway token.
+        errors.append((f"{where}.headers", "header values must be printable ASCII, one line"))
+    if not all(map(_OPTION_NAME.fullmatch, p.options)):
+        errors.append((f"{where}.options", "option names are identifiers (letters, digits, _)"))
+    return errors
 
 
 def _url_problems(url: str) -> list[str]:

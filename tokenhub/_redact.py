@@ -18,6 +18,7 @@ __all__ = [
     "describe",
     "get_logger",
     "looks_like_key",
+    "printable",
     "quote",
     "register",
     "safe_name",
@@ -177,6 +178,9 @@ def safe_name(name: object) -> str:
     text = name if isinstance(name, str) else describe(name)
     if looks_like_key(text):
         return MASK
-    if not text.isprintable():
-        text = repr(text)[1:-1]
-    return truncate(text, 64)
+    return truncate(printable(text), 64)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped, as ``repr`` shows them."""
+    return text if text.isprintable() else repr(text)[1:-1]
