@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import CANARY, config_for
 from tokenhub import Hub
@@ -87,3 +89,35 @@ class TestRegistry:
             register(Secret(k))  # what each request does with its resolved key
         assert time.perf_counter() - start < 1.0
         assert keys[1234] not in scrub(f"x {keys[1234]} y")
+
+
+_pieces = st.sampled_from(
+    [" ", "x", "sk-proj-", "Bearer ", "***", "key=", "?key=", "\n", "日本", "gw-", "token"]
+)
+
+
+class TestIndexedScrub:
+    @settings(max_examples=80, deadline=None)
+    @given(
+        keys=st.lists(st.text("abcdefgh0123456789-_", min_size=3, max_size=30), max_size=6),
+        layout=st.lists(st.tuples(st.integers(0, 5), st.integers(-4, 4), _pieces), max_size=8),
+    )
+    def test_the_index_finds_what_the_search_finds(
+        self, keys: list[str], layout: list[tuple[int, int, str]]
+    ) -> None:
+        """With many keys known, the one-pass index masks exactly what searching each key masks."""
+        import tokenhub._redact as redact
+
+        for k in keys:
+            register(Secret(k))
+        text = ""
+        for which, cut, piece in layout:
+            key = keys[which % len(keys)] if keys else ""
+            text += (key[:cut] if cut < 0 else key[cut:]) + piece + key
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(redact, "_SCAN_LIMIT", 10**9)
+            searched = scrub(text)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(redact, "_SCAN_LIMIT", -1)
+            indexed = scrub(text)
+        assert searched == indexed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -85,14 +85,11 @@ def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
     spans = [m.span() for m in _KEY_SHAPES.finditer(text)]
     spans.extend(m.span(1) for m in _QUERY_KEY.finditer(text))
     extra = [_Needles(s.reveal()) for s in secrets if s and s not in _KNOWN]
-    for needles in (*extra, *_KNOWN.values()):
-        if needles.alone is not None:
-            spans.extend(m.span() for m in needles.alone.finditer(text))
-        for part in needles.parts:
-            start = text.find(part)
-            while start >= 0:
-                spans.append((start, start + len(part)))
-                start = text.find(part, start + 1)
+    if len(_KNOWN) <= _SCAN_LIMIT:
+        _find_each((*extra, *_KNOWN.values()), text, spans)
+    else:
+        _find_each(extra, text, spans)
+        _find_indexed(text, spans)
     if not spans:
         return text
     spans.sort()
@@ -107,6 +104,43 @@ def scrub(text: str, secrets: Iterable[Secret] = ()) -> str:
         done, (cur_start, cur_end) = cur_end, (start, end)
     out.extend((text[done:cur_start], MASK, text[cur_end:]))
     return "".join(out)
+
+
+def _find_each(needles: Iterable[_Needles], text: str, spans: list[tuple[int, int]]) -> None:
+    for n in needles:
+        if n.alone is not None:
+            spans.extend(m.span() for m in n.alone.finditer(text))
+        for part in n.parts:
+            start = text.find(part)
+            while start >= 0:
+                spans.append((start, start + len(part)))
+                start = text.find(part, start + 1)
+
+
+# Up to this many known secrets, the text is searched for each; beyond, one pass over the
+# text looks its 8-character windows up in an index of every needle's first 8 characters.
+_SCAN_LIMIT = 48
+_index: list[Any] = [-1, {}, ()]  # [len(_KNOWN) when built, first 8 -> needles, short patterns]
+
+
+def _find_indexed(text: str, spans: list[tuple[int, int]]) -> None:
+    size = len(_KNOWN)
+    if _index[0] != size:
+        anchors: dict[str, list[str]] = {}
+        shorts = []
+        for n in list(_KNOWN.values()):
+            if n.alone is not None:
+                shorts.append(n.alone)
+            for part in n.parts:
+                anchors.setdefault(part[:_MIN_FRAGMENT], []).append(part)
+        _index[:] = [size, {k: tuple(v) for k, v in anchors.items()}, tuple(shorts)]
+    get = _index[1].get
+    for i in range(len(text) - _MIN_FRAGMENT + 1):
+        parts = get(text[i : i + _MIN_FRAGMENT])
+        if parts is not None:
+            spans.extend((i, i + len(p)) for p in parts if text.startswith(p, i))
+    for pattern in _index[2]:
+        spans.extend(m.span() for m in pattern.finditer(text))
 
 
 class ScrubFilter(logging.Filter):
