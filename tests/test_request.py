@@ -369,3 +369,20 @@ def test_messages_of_non_ascii_text_are_fine() -> None:
     """Valid non-ASCII text (CJK, emoji) passes the Unicode check untouched."""
     r = build_request([{"role": "user", "content": "日本語 🎉"}], stop=["。"], user="ü")
     assert "日本語 🎉" == r.messages[0].content
+
+
+def test_value_objects_are_checked_too() -> None:
+    """Message, Tool and ResponseFormat objects get the same Unicode and JSON checks as dicts."""
+    from tokenhub import Tool
+
+    assert ["messages[0]", "tools[0].parameters", "response_format.schema"] == [
+        p
+        for p, _ in errors(
+            [Message(role="user", content=SURROGATE)],
+            tools=[Tool(name="f", parameters={"a": {1}})],
+            tool_choice="auto",
+            response_format=ResponseFormat(
+                type="json_schema", name="n", schema={"x": float("nan")}
+            ),
+        )
+    ]

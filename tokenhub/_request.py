@@ -301,11 +301,27 @@ def _messages(messages: object, err: _Errors) -> tuple[Message, ...]:
         return ()
     out: list[tuple[int, Message]] = []
     for i, m in enumerate(messages):
-        msg = m if isinstance(m, Message) else _message(f"messages[{i}]", m, err)
+        if isinstance(m, Message):
+            msg: Message | None = m
+            _check_text_of(f"messages[{i}]", m, err)
+        else:
+            msg = _message(f"messages[{i}]", m, err)
         if msg is not None:
             out.append((i, msg))
     _check_tool_results(out, err)
     return tuple(m for _, m in out)
+
+
+def _check_text_of(path: str, m: Message, err: _Errors) -> None:
+    """A :class:`Message` built by the caller: its text must be valid Unicode too."""
+    texts: list[object] = [m.name, m.tool_call_id]  # objects: attrs does not check types
+    if isinstance(m.content, str):
+        texts.append(m.content)
+    elif m.content:
+        texts.extend(p.text if isinstance(p, TextPart) else p.url for p in m.content)
+    texts.extend(t for tc in m.tool_calls for t in (tc.id, tc.name, tc.arguments))
+    if any(_bad_text(t) for t in texts if isinstance(t, str)):
+        err.add(path, _SURROGATE)
 
 
 def _check_tool_results(msgs: list[tuple[int, Message]], err: _Errors) -> None:
@@ -466,6 +482,8 @@ def _tools(tools: object, err: _Errors) -> tuple[Tool, ...]:
         p = f"tools[{i}]"
         if isinstance(t, Tool):
             tool: Tool | None = t
+            if t.parameters:
+                _json(f"{p}.parameters", t.parameters, err)
         else:
             fn = t.get("function") if isinstance(t, Mapping) else None
             if (
@@ -541,6 +559,8 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
     if fmt is None:
         return None
     if isinstance(fmt, ResponseFormat):
+        if fmt.schema:
+            _json("response_format.schema", fmt.schema, err)
         return fmt
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     if kind in ("text", "json_object"):
