@@ -1,7 +1,8 @@
 """Per-request validation and secret registration: what the hardening of issue 14 costs.
 
 * ``request_from`` on a plain two-message call, on a call with three tools (a ~1 KB JSON
-  Schema each) and ``extra_body``, and with the routing options given (median µs);
+  Schema each) and ``extra_body``, and with the routing options given (median µs); then
+  validation and the router's token estimate together, which share the schemas' JSON text;
 * registering 3,000 distinct keys, then what one request spends registering its resolved
   key again once those 3,000 are known;
 * ``scrub`` of a 1 KB text with 3 known keys.
@@ -14,11 +15,15 @@ from __future__ import annotations
 import secrets
 import statistics
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tokenhub._redact import register, scrub
 from tokenhub._request import request_from
 from tokenhub._secret import Secret
+from tokenhub.routing._estimate import estimate_prompt_tokens, heuristic_tokens
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MESSAGES = [
     {"role": "system", "content": "You are a concise assistant."},
@@ -56,6 +61,10 @@ def main() -> None:
     print(f"request_from, plain call:           {plain:8.2f} µs")
     print(f"request_from, 3 tools + extra_body: {tools:8.2f} µs")
     print(f"request_from, with routing options: {routing:8.2f} µs")
+    both = median_us(
+        lambda: estimate_prompt_tokens(request_from(MESSAGES, WITH_TOOLS), heuristic_tokens)
+    )
+    print(f"  the same, then its token estimate:  {both:8.2f} µs")
 
     keys = [f"gw-{secrets.token_hex(20)}" for _ in range(3000)]
     start = time.perf_counter()

@@ -386,3 +386,17 @@ def test_value_objects_are_checked_too() -> None:
             ),
         )
     ]
+
+
+def test_a_validated_schema_is_encoded_once() -> None:
+    """The token estimate reuses the JSON text validation encoded for the same schema object."""
+    from tokenhub._request import schema_json
+
+    params = {"type": "object", "properties": {"q": {"type": "string", "description": "日本"}}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": params}}
+    r = build_request([USER], tools=[tool])
+    assert schema_json(r.tools[0].parameters) is schema_json(params)
+    assert '{"type":"object","properties":{"q":{"type":"string","description":"日本"}}}' == (
+        schema_json(params)
+    )
+    assert '{"a":1}' == schema_json({"a": 1})  # never validated: encoded on the spot

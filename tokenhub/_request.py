@@ -35,6 +35,7 @@ __all__ = [
     "RequestOptions",
     "build_request",
     "request_from",
+    "schema_json",
     "unexpected_keyword",
 ]
 
@@ -120,6 +121,7 @@ _MAX_TOKENS = 2**53
 _INT64 = 2**63
 # What the request body must be, checked before any I/O: strict JSON (no NaN), valid Unicode.
 _strict_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _SURROGATE = "not valid Unicode (a lone surrogate)"
 
 
@@ -138,7 +140,13 @@ def _bad_text(s: str) -> bool:
     return False
 
 
-def _json(path: str, v: object, err: _Errors) -> None:
+# The JSON text of the schemas validated last, by identity: the router estimates a request's
+# tokens right after validating it (no await between), so each schema is encoded once for both.
+_ENCODED: dict[int, tuple[object, str]] = {}
+_ENCODED_MAX = 64
+
+
+def _json(path: str, v: object, err: _Errors, *, keep: bool = False) -> None:
     """Check that ``v`` encodes as strict JSON in valid UTF-8 (what the adapters send)."""
     try:
         text = _strict_json(v)
@@ -148,6 +156,22 @@ def _json(path: str, v: object, err: _Errors) -> None:
         return
     if _bad_text(text):
         err.add(path, _SURROGATE)
+    elif keep:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[id(v)] = (v, text)
+
+
+def schema_json(schema: Mapping[str, Any]) -> str:
+    """The compact JSON text of a tool's ``parameters`` or a ``json_schema``, encoded once.
+
+    Validation keeps the text it encoded; this returns it when ``schema`` is the very object
+    validated (else it encodes again), so the token estimate does not encode the schema twice.
+    """
+    hit = _ENCODED.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    return _json_text(schema)
 
 
 class _Errors:
@@ -483,7 +507,7 @@ def _tools(tools: object, err: _Errors) -> tuple[Tool, ...]:
         if isinstance(t, Tool):
             tool: Tool | None = t
             if t.parameters:
-                _json(f"{p}.parameters", t.parameters, err)
+                _json(f"{p}.parameters", t.parameters, err, keep=True)
         else:
             fn = t.get("function") if isinstance(t, Mapping) else None
             if (
@@ -518,7 +542,7 @@ def _tool(p: str, fn: Mapping[str, Any], err: _Errors) -> Tool | None:
         ok = False
     elif params:
         before = len(err.items)
-        _json(f"{p}.parameters", params, err)
+        _json(f"{p}.parameters", params, err, keep=True)
         ok = ok and len(err.items) == before
     if strict is not None and not isinstance(strict, bool):
         err.add(f"{p}.strict", "expected a boolean")
@@ -560,7 +584,7 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
         return None
     if isinstance(fmt, ResponseFormat):
         if fmt.schema:
-            _json("response_format.schema", fmt.schema, err)
+            _json("response_format.schema", fmt.schema, err, keep=True)
         return fmt
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     if kind in ("text", "json_object"):
@@ -576,7 +600,7 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
         ):
             if spec.get("schema"):
                 before = len(err.items)
-                _json("response_format.json_schema.schema", spec["schema"], err)
+                _json("response_format.json_schema.schema", spec["schema"], err, keep=True)
                 if len(err.items) != before:
                     return None
             return ResponseFormat(
