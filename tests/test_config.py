@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any
 
@@ -144,7 +145,7 @@ class TestErrors:
             ),
             ("models.b.pricing.input", "expected a number, got True"),
             ("models.c.provider", "required key missing"),
-            ("models.d", "expected a mapping, got 3"),
+            ("models.d", "expected a mapping, got an integer"),
             ("models.e.max_output_tokens", "exceeds context_window"),
             ("providers.OpenAI", "duplicate name (same as 'openai')"),
             ("providers.OpenAI.kind", "unknown kind 'opnai'; known: anthropic, openai, vllm"),
@@ -241,8 +242,8 @@ class TestErrors:
         cfg = base()
         cfg["providers"]["openai"].update(headers=3, options=["x"])
         assert [
-            ("providers.openai.headers", "expected a mapping, got 3"),
-            ("providers.openai.options", "expected a mapping with string keys, got a list"),
+            ("providers.openai.headers", "expected a mapping, got an integer"),
+            ("providers.openai.options", "expected a mapping, got a list"),
         ] == errors_of(cfg)
         cfg["providers"]["openai"].update(headers={"x-a": 1}, options={})
         assert [
@@ -375,3 +376,152 @@ def test_credentials_in_headers_are_scrubbed() -> None:
     )
     assert token not in scrub(f"upstream said: bad token {token}")
     assert "assistants=v2" in scrub("header assistants=v2 kept")
+
+
+PASSWORD = "hunter2-canary-7f3a9c"
+
+
+class TestSecretsInErrors:
+    @pytest.mark.parametrize(
+        ("where", "value"),
+        [
+            (("vault",), {"password": PASSWORD}),
+            (("vault",), {"password": {"env": PASSWORD, "file": PASSWORD}}),
+            (("vault",), PASSWORD),
+            (("store",), PASSWORD),
+            (("providers", "openai"), {"kind": "openai", "headers": f"Authorization: {CANARY}"}),
+            (("providers", "openai"), {"kind": "openai", "headers": {"X-Key": [CANARY]}}),
+            (("providers", "openai"), {"kind": "openai", "headers": {CANARY: 1}}),
+            (("providers", "openai"), {"kind": "openai", "options": CANARY}),
+            (("providers", "openai"), {"kind": "openai", "api_key": [CANARY]}),
+            (("providers", "openai"), {"kind": "openai", "api_key": CANARY + "\n"}),
+            (("providers", "openai"), {"kind": "openai", CANARY: 1}),
+            (("models", "gpt-4o-mini"), {"provider": "openai", "upstream": [PASSWORD]}),
+            (("budgets",), [{"scope": PASSWORD, "period": "day", "usd": 1}]),
+        ],
+    )
+    def test_a_misplaced_secret_is_never_quoted(self, where: tuple[str, ...], value: Any) -> None:
+        """A password or key in the wrong shape is named by path and kind, never quoted."""
+        cfg: dict[str, Any] = {**base(), "store": {"path": "x.db"}}
+        node = cfg
+        for key in where[:-1]:
+            node = node[key]
+        node[where[-1]] = value
+        with pytest.raises(ConfigError) as info:
+            Hub.from_config(cfg)
+        shown = f"{info.value} {info.value.errors!r} {info.value.args!r}"
+        assert PASSWORD not in shown
+        assert CANARY not in shown
+        assert CANARY[3:15] not in shown
+        assert PASSWORD[:8] not in shown
+        assert info.value.errors
+
+    def test_a_string_where_a_mapping_belongs_is_named_by_kind(self) -> None:
+        """The message still says what was wrong: a string where a mapping was expected."""
+        cfg = {**base(), "store": {"path": "x.db"}, "vault": {"password": PASSWORD}}
+        assert [("vault.password", "expected a mapping, got a string")] == errors_of(cfg)
+
+
+class TestNumbersAndNulls:
+    @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "failover.timeout",
+            "failover.backoff_base",
+            "failover.breaker.open_for",
+            "failover.breaker.ratio",
+            "providers.openai.timeouts.read",
+            "models.gpt-4o-mini.pricing.input",
+            "models.gpt-4o-mini.weight",
+            "models.gpt-4o-mini.quality",
+            "vault.auto_lock",
+            "store.busy_timeout",
+            "store.logs.retention_days",
+            "routing.max_cost_usd",
+            "routing.exploration",
+            "routing.weights.cost",
+            "budgets[0].usd",
+        ],
+    )
+    def test_nan_and_infinity_are_rejected_everywhere(self, path: str, bad: float) -> None:
+        """Every number in a config must be finite: NaN and infinity are ConfigErrors by path."""
+        cfg = _with(path, bad)
+        errors = errors_of(cfg)
+        assert [path] == [p for p, _ in errors]
+        assert "finite" in errors[0][1]
+
+    @pytest.mark.parametrize(
+        ("path", "value"),
+        [
+            ("store.busy_timeout", 1e7),
+            ("failover.timeout", 1e300),
+            ("providers.openai.timeouts.connect", 2e6),
+            ("vault.auto_lock", 1e12),
+            ("failover.max_retries", 10**30),
+            ("failover.breaker.window", 10**30),
+            ("models.gpt-4o-mini.quality", 10**400),
+        ],
+    )
+    def test_huge_values_are_rejected(self, path: str, value: float) -> None:
+        """Durations over the limit and integers too large to mean anything are ConfigErrors."""
+        assert [path] == [p for p, _ in errors_of(_with(path, value))]
+
+    @pytest.mark.parametrize(
+        "path",
+        ["routing.require", "routing.tags", "routing.deny_models", "models.gpt-4o-mini.tags"],
+    )
+    def test_null_where_a_list_belongs(self, path: str) -> None:
+        """``null`` for a list is a ConfigError saying to write ``[]`` (not a TypeError later)."""
+        assert [(path, "expected a list of strings, got null (write [] for none)")] == errors_of(
+            _with(path, None)
+        )
+
+    def test_null_means_any_where_documented(self) -> None:
+        """``routing.providers: null`` stays valid: no restriction."""
+        Hub.from_config(_with("routing.providers", None))
+
+    @pytest.mark.parametrize("kind", [["openai"], {"openai": 1}, 3, None])
+    def test_kind_of_the_wrong_type(self, kind: Any) -> None:
+        """A provider ``kind`` that is not a string is a ConfigError, not a TypeError."""
+        cfg = base()
+        cfg["providers"]["openai"]["kind"] = kind
+        assert ["providers.openai.kind"] == [p for p, _ in errors_of(cfg)]
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """``base()`` with a store, a budget and ``value`` set at the dotted ``path``."""
+    cfg: dict[str, Any] = {
+        **base(),
+        "store": {"path": "x.db"},
+        "budgets": [{"scope": "global", "period": "day", "usd": 1}],
+    }
+    *parents, last = path.replace("[0]", ".0").split(".")
+    node: Any = cfg
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
+    if last == "input":
+        node["output"] = 1.0
+    node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("headers", "options"),
+    [
+        ({"X-A": "v\r\nX-Injected: 1"}, {}),
+        ({"X A": "v"}, {}),
+        ({"X-A": "caf\u00e9"}, {}),
+        ({}, {CANARY: 1}),
+        ({}, {"\ud800": 1}),
+    ],
+)
+def test_headers_http_cannot_carry_and_odd_option_names(
+    headers: dict[str, str], options: dict[str, Any]
+) -> None:
+    """Header names and values HTTP cannot carry (CR/LF), and odd option names, are ConfigErrors."""
+    cfg = base()
+    cfg["providers"]["openai"].update(headers=headers, options=options)
+    errors = errors_of(cfg)
+    assert {"providers.openai.headers", "providers.openai.options"} >= {p for p, _ in errors}
+    assert CANARY not in repr(errors)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
-from tokenhub import Message, ToolCall
+from tests.conftest import config_for
+from tokenhub import Hub, Message, ToolCall
 from tokenhub._models import ImagePart, ResponseFormat, TextPart, ToolChoice
 from tokenhub._request import ChatOptions, RequestOptions, build_request
 from tokenhub.errors import RequestError
+from tokenhub.testing import FakeProvider
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
@@ -264,3 +267,136 @@ class TestOptions:
         options: RequestOptions = {"temperature": 0.5, "stop": "END", "max_tokens": 3}
         r = build_request([USER], **options)
         assert (0.5, ("END",), 3) == (r.temperature, r.stop, r.max_tokens)
+
+
+SURROGATE = "a\ud800b"
+BAD_ARGUMENTS: list[tuple[str, dict[str, Any]]] = [
+    ("messages[0].role", {"messages": [{"role": ["user"], "content": "hi"}]}),
+    ("messages[0].role", {"messages": [{"role": {"x": 1}, "content": "hi"}]}),
+    ("model", {"model": ["gpt-4o-mini"]}),
+    ("model", {"model": {}}),
+    ("policy.require", {"policy": {"require": None}}),
+    ("policy.tags", {"policy": {"tags": None}}),
+    ("policy.max_cost_usd", {"policy": {"max_cost_usd": float("nan")}}),
+    ("policy", {"policy": ["cheap"]}),
+    ("timeout", {"timeout": "5"}),
+    ("timeout", {"timeout": float("nan")}),
+    ("timeout", {"timeout": float("inf")}),
+    ("timeout", {"timeout": -1}),
+    ("timeout", {"timeout": 10**400}),
+    ("extra_body", {"extra_body": {"x": {1, 2}}}),
+    ("extra_body", {"extra_body": {"x": b"bytes"}}),
+    ("extra_body", {"extra_body": {"x": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}}),
+    ("extra_body", {"extra_body": {"x": float("nan")}}),
+    ("extra_body", {"extra_body": {"x": SURROGATE}}),
+    (
+        "tools[0].function.parameters",
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"a": {1}}}}]},
+    ),
+    (
+        "response_format.json_schema.schema",
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "n", "schema": {"a": b""}},
+            }
+        },
+    ),
+    ("messages[0].content", {"messages": [{"role": "user", "content": SURROGATE}]}),
+    (
+        "messages[0].content[0].text",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": SURROGATE}]}]},
+    ),
+    ("messages[0].name", {"messages": [{"role": "user", "content": "x", "name": SURROGATE}]}),
+    ("stop", {"stop": SURROGATE}),
+    ("user", {"user": SURROGATE}),
+    ("metadata", {"metadata": {"k": SURROGATE}}),
+    ("caller", {"caller": ["a"]}),
+    ("caller", {"caller": SURROGATE}),
+    ("request_id", {"request_id": 5}),
+    ("request_id", {"request_id": "idé"}),
+    ("request_id", {"request_id": "a\r\nX-Injected: 1"}),
+    ("request_id", {"request_id": "x" * 129}),
+    ("max_tokens", {"max_tokens": 10**5000}),
+    ("temperature", {"temperature": 10**400}),
+    ("seed", {"seed": 2**64}),
+]
+
+
+class TestHostileArguments:
+    @pytest.mark.anyio
+    @pytest.mark.parametrize(("path", "kw"), BAD_ARGUMENTS, ids=[p for p, _ in BAD_ARGUMENTS])
+    async def test_every_bad_argument_is_a_request_error_before_any_io(
+        self, fake: FakeProvider, http_impl: str, path: str, kw: dict[str, Any]
+    ) -> None:
+        """A bad value of any argument is a RequestError naming it; nothing is sent."""
+        kw = dict(kw)
+        messages = kw.pop("messages", [USER])
+        kw.setdefault("model", "gpt-4o-mini")
+        async with Hub.from_config(config_for(fake, http_impl)) as hub:
+            with pytest.raises(RequestError) as info:
+                await hub.chat(messages, **kw)
+            with pytest.raises(RequestError):
+                hub.stream(messages, **kw)
+        assert path in [p for p, _ in info.value.errors]
+        assert [] == fake.requests
+        str(info.value).encode()  # the message itself is printable
+
+    @pytest.mark.anyio
+    async def test_bad_request_ids_do_not_open_circuits(
+        self, fake: FakeProvider, http_impl: str
+    ) -> None:
+        """Invalid request ids fail as RequestError, charging no model: healthy models stay closed."""
+        cfg = config_for(fake, http_impl)
+        cfg["failover"] = {"max_retries": 0, "breaker": {"failures": 2}}
+        async with Hub.from_config(cfg) as hub:
+            for _ in range(6):
+                with pytest.raises(RequestError):
+                    await hub.chat([USER], request_id="bad\nid")
+            response = await hub.chat([USER], model="gpt-4o-mini", request_id="ok-1")
+            models = hub.health()["models"]
+        assert response.text
+        assert all(m["circuit"] == "closed" for m in models.values())
+
+    def test_request_id_of_printable_ascii_is_kept(self) -> None:
+        """A valid request id (printable ASCII, no spaces, at most 128) is accepted as given."""
+        from tokenhub._request import request_from
+
+        request_from([USER], {"request_id": "req_01:abc/XYZ-" + "9" * 100, "timeout": 5})
+
+
+def test_messages_of_non_ascii_text_are_fine() -> None:
+    """Valid non-ASCII text (CJK, emoji) passes the Unicode check untouched."""
+    r = build_request([{"role": "user", "content": "日本語 🎉"}], stop=["。"], user="ü")
+    assert "日本語 🎉" == r.messages[0].content
+
+
+def test_value_objects_are_checked_too() -> None:
+    """Message, Tool and ResponseFormat objects get the same Unicode and JSON checks as dicts."""
+    from tokenhub import Tool
+
+    assert ["messages[0]", "tools[0].parameters", "response_format.schema"] == [
+        p
+        for p, _ in errors(
+            [Message(role="user", content=SURROGATE)],
+            tools=[Tool(name="f", parameters={"a": {1}})],
+            tool_choice="auto",
+            response_format=ResponseFormat(
+                type="json_schema", name="n", schema={"x": float("nan")}
+            ),
+        )
+    ]
+
+
+def test_a_validated_schema_is_encoded_once() -> None:
+    """The token estimate reuses the JSON text validation encoded for the same schema object."""
+    from tokenhub._request import schema_json
+
+    params = {"type": "object", "properties": {"q": {"type": "string", "description": "日本"}}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": params}}
+    r = build_request([USER], tools=[tool])
+    assert schema_json(r.tools[0].parameters) is schema_json(params)
+    assert '{"type":"object","properties":{"q":{"type":"string","description":"日本"}}}' == (
+        schema_json(params)
+    )
+    assert '{"a":1}' == schema_json({"a": 1})  # never validated: encoded on the spot

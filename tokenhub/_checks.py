@@ -7,17 +7,20 @@ checked beside them, in :mod:`tokenhub.routing._checks`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
 
+from tokenhub._redact import quote, safe_name
+from tokenhub._request import MAX_SECONDS
 from tokenhub._schema import ENV_NAME
 from tokenhub._settings import Pricing, Timeouts, VaultKey
 
 if TYPE_CHECKING:
-    from tokenhub._schema import HubConfig, StoreConfig, VaultConfig
+    from tokenhub._schema import HubConfig, ProviderConfig, StoreConfig, VaultConfig
 
 __all__ = ["check_references", "check_shape", "check_values", "check_vault"]
 
@@ -36,7 +39,7 @@ _SECTIONS = (
 
 def check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Unknown top-level keys, sections not mappings of names, duplicate names, no models."""
-    errors = [(str(k), "unknown key") for k in config if k not in _SECTIONS]
+    errors = [(safe_name(k), "unknown key") for k in config if k not in _SECTIONS]
     for section in ("providers", "models", "aliases"):
         value = config.get(section, {})
         if not isinstance(value, Mapping):
@@ -45,11 +48,16 @@ def check_shape(config: Mapping[str, Any]) -> list[tuple[str, str]]:
         seen: dict[str, str] = {}
         for name in value:
             if not isinstance(name, str) or not name.strip():
-                errors.append((f"{section}.{name!r}", "names must be non-empty strings"))
+                errors.append((f"{section}.{safe_name(name)}", "names must be non-empty strings"))
                 continue
             folded = name.strip().casefold()
             if folded in seen:
-                errors.append((f"{section}.{name}", f"duplicate name (same as {seen[folded]!r})"))
+                errors.append(
+                    (
+                        f"{section}.{safe_name(name)}",
+                        f"duplicate name (same as {quote(seen[folded])})",
+                    )
+                )
             seen[folded] = name
     if config.get("models", {}) == {}:
         errors.append(("models", "at least one model is required"))
@@ -68,14 +76,24 @@ def check_references(
     for name, m in models.items():
         ref = m.get("provider") if isinstance(m, Mapping) else None
         if isinstance(ref, str) and ref not in providers and ref not in extra:
-            known = ", ".join(sorted({*map(str, providers), *extra})) or "none configured"
-            errors.append((f"models.{name}.provider", f"unknown provider {ref!r}; known: {known}"))
+            known = ", ".join(sorted({*map(safe_name, providers), *extra})) or "none configured"
+            errors.append(
+                (
+                    f"models.{safe_name(name)}.provider",
+                    f"unknown provider {quote(ref)}; known: {known}",
+                )
+            )
     if known_kinds is not None:
         for name, p in providers.items():
             kind = p.get("kind") if isinstance(p, Mapping) else None
             if isinstance(kind, str) and kind not in known_kinds:
                 known = ", ".join(sorted(known_kinds))
-                errors.append((f"providers.{name}.kind", f"unknown kind {kind!r}; known: {known}"))
+                errors.append(
+                    (
+                        f"providers.{safe_name(name)}.kind",
+                        f"unknown kind {quote(kind)}; known: {known}",
+                    )
+                )
     return errors
 
 
@@ -83,6 +101,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     """Numbers in range, base URLs, the HTTP implementation, and what needs a store."""
     errors: list[tuple[str, str]] = []
     for name, p in cfg.providers.items():
+        errors.extend(_header_and_option_problems(f"providers.{name}", p))
         for i, url in enumerate(p.base_urls):
             where = f"providers.{name}.base_url" + (
                 f"[{i}]" if not isinstance(p.base_url, str) else ""
@@ -91,9 +110,9 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         if isinstance(p.api_key, VaultKey) and cfg.store is None:
             errors.append((f"providers.{name}.api_key", "vault references need 'store.path'"))
         errors.extend(
-            (f"providers.{name}.timeouts.{field.name}", "must be positive")
+            (f"providers.{name}.timeouts.{field.name}", reason)
             for field in attrs.fields(Timeouts)
-            if getattr(p.timeouts, field.name) <= 0
+            if (reason := _seconds_problem(getattr(p.timeouts, field.name)))
         )
         if p.max_connections < 1:
             errors.append((f"providers.{name}.max_connections", "must be at least 1"))
@@ -111,7 +130,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         errors.append(("budgets", "budgets are kept in the store: set 'store.path'"))
     f = cfg.failover
     errors.extend(
-        (f"failover.{key}", "must be positive")
+        (f"failover.{key}", reason)
         for key in (
             "timeout",
             "first_token_timeout",
@@ -120,8 +139,10 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             "max_server_wait",
             "hedge_after",
         )
-        if getattr(f, key) is not None and getattr(f, key) <= 0
+        if getattr(f, key) is not None and (reason := _seconds_problem(getattr(f, key)))
     )
+    if f.backoff_base > MAX_SECONDS:
+        errors.append(("failover.backoff_base", f"must be at most {MAX_SECONDS:,} seconds"))
     errors.extend(
         (f"failover.{key}", "must not be negative")
         for key in ("max_retries", "backoff_base", "retry_budget", "retry_burst")
@@ -130,8 +151,13 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     b = f.breaker
     errors.extend(
         (f"failover.breaker.{key}", "must be positive")
-        for key in ("failures", "window", "min_calls", "open_for", "max_open_for")
+        for key in ("failures", "window", "min_calls")
         if getattr(b, key) <= 0
+    )
+    errors.extend(
+        (f"failover.breaker.{key}", reason)
+        for key in ("open_for", "max_open_for")
+        if (reason := _seconds_problem(getattr(b, key)))
     )
     if not 0 < b.ratio <= 1:
         errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
@@ -165,8 +191,8 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
 def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, str]]:
     """The ``vault`` and ``store`` sections: how to unlock, and sizes and intervals."""
     errors: list[tuple[str, str]] = []
-    if v.auto_lock is not None and v.auto_lock <= 0:
-        errors.append(("vault.auto_lock", "must be positive (or null for never)"))
+    if v.auto_lock is not None and (reason := _seconds_problem(v.auto_lock)):
+        errors.append(("vault.auto_lock", f"{reason} (or null for never)"))
     if v.password is not None:
         if len(v.password) != 1 or next(iter(v.password)) not in ("env", "file"):
             errors.append(("vault.password", "expected {'env': NAME} or {'file': PATH}"))
@@ -179,10 +205,37 @@ def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, st
             errors.append(("store.logs.buffer", "must be at least 1"))
         if store.logs.retention_days is not None and store.logs.retention_days <= 0:
             errors.append(("store.logs.retention_days", "must be positive (or null to keep all)"))
-        if store.busy_timeout < 0:
-            errors.append(("store.busy_timeout", "must not be negative"))
-        if store.sync_interval < 0:
-            errors.append(("store.sync_interval", "must not be negative"))
+        errors.extend(
+            (f"store.{key}", reason)
+            for key in ("busy_timeout", "sync_interval")
+            if (reason := _seconds_problem(getattr(store, key), zero=True))
+        )
+    return errors
+
+
+def _seconds_problem(v: float, *, zero: bool = False) -> str | None:
+    """Why ``v`` is no duration in seconds (floats are finite already), or ``None``."""
+    if v < 0 or (v == 0 and not zero):
+        return "must not be negative" if zero else "must be positive"
+    if v > MAX_SECONDS:
+        return f"must be at most {MAX_SECONDS:,} seconds"
+    return None
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+_OPTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _header_and_option_problems(where: str, p: ProviderConfig) -> list[tuple[str, str]]:
+    """Headers that HTTP can carry (no CR/LF: no header injection), options named plainly."""
+    errors: list[tuple[str, str]] = []
+    if not all(map(_HEADER_NAME.fullmatch, p.headers)):
+        errors.append((f"{where}.headers", "header names are HTTP tokens (letters, digits, -)"))
+    if not all(v.isascii() and v.isprintable() for v in p.headers.values()):
+        # Values are not shown: a header may hold a gateway token.
+        errors.append((f"{where}.headers", "header values must be printable ASCII, one line"))
+    if not all(map(_OPTION_NAME.fullmatch, p.options)):
+        errors.append((f"{where}.options", "option names are identifiers (letters, digits, _)"))
     return errors
 
 

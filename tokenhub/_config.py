@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from tokenhub._checks import check_references, check_shape, check_values, check_vault
-from tokenhub._redact import looks_like_key, register
+from tokenhub._redact import looks_like_key, printable, register, safe_name, scrub
 from tokenhub._schema import (
     HubConfig,
     LogsConfig,
@@ -100,8 +100,14 @@ def parse_config(
     errors.extend(check_policy(routing, "routing", model_names, provider_names))
     errors.extend(check_aliases(aliases, model_names))
     if errors:
-        raise ConfigError(sorted(dict.fromkeys(errors)))
+        raise _error(errors)
     return parsed
+
+
+def _error(errors: list[tuple[str, str]]) -> ConfigError:
+    """One error for every problem; names from the config are shown printable and scrubbed."""
+    clean = ((printable(scrub(path)), printable(scrub(why))) for path, why in errors)
+    return ConfigError(sorted(dict.fromkeys(clean)))
 
 
 _SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie|signature", re.IGNORECASE)
@@ -128,7 +134,7 @@ def parse_local(config: Mapping[str, Any]) -> tuple[StoreConfig | None, VaultCon
     if not errors:
         errors.extend(check_vault(store, vault))
     if errors:
-        raise ConfigError(sorted(dict.fromkeys(errors)))
+        raise _error(errors)
     return store, vault
 
 
@@ -154,5 +160,5 @@ def _structure_section(
         try:
             out[name] = converter.structure(entry, cls)
         except Exception as exc:  # noqa: BLE001 - every structuring failure is reported by path
-            errors.extend(validation_errors(exc, f"{section}.{name}"))
+            errors.extend(validation_errors(exc, f"{section}.{safe_name(name)}"))
     return out

@@ -7,7 +7,6 @@ every mistake must name its path (``messages[2].tool_call_id``).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -23,6 +22,7 @@ from tokenhub._models import (
     ToolCall,
     ToolChoice,
 )
+from tokenhub._redact import describe, quote, safe_name, truncate
 from tokenhub.errors import RequestError
 
 if TYPE_CHECKING:
@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAT_KEYS",
+    "MAX_SECONDS",
     "ChatOptions",
     "RequestOptions",
     "build_request",
     "request_from",
+    "schema_json",
     "unexpected_keyword",
 ]
 
@@ -110,10 +112,66 @@ _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "tool_call_i
 # Keys that appear when a response message is fed back as history; ignored when empty.
 _ECHOED_KEYS = frozenset({"refusal", "annotations", "audio", "function_call", "reasoning_content"})
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Sent as a header: printable ASCII without spaces, so no request can smuggle a CR/LF.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+#: The longest duration tokenhub accepts, in a request or a config (about 11.6 days): beyond it
+#: timers of the OS and SQLite's busy timeout (milliseconds in a C int) overflow or wrap.
+MAX_SECONDS = 1_000_000
+_MAX_TOKENS = 2**53
+_INT64 = 2**63
+# What the request body must be, checked before any I/O: strict JSON (no NaN), valid Unicode.
+_strict_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SURROGATE = "not valid Unicode (a lone surrogate)"
 
 
 def _type_name(v: object) -> str:
     return type(v).__name__
+
+
+def _bad_text(s: str) -> bool:
+    """Whether ``s`` cannot be encoded as UTF-8 (a lone surrogate); O(1) for ASCII text."""
+    if s.isascii():
+        return False
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+# The JSON text of the schemas validated last, by identity: the router estimates a request's
+# tokens right after validating it (no await between), so each schema is encoded once for both.
+_ENCODED: dict[int, tuple[object, str]] = {}
+_ENCODED_MAX = 64
+
+
+def _json(path: str, v: object, err: _Errors, *, keep: bool = False) -> None:
+    """Check that ``v`` encodes as strict JSON in valid UTF-8 (what the adapters send)."""
+    try:
+        text = _strict_json(v)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # The encoder's messages name types and limits, never values.
+        err.add(path, f"must be JSON-encodable ({truncate(str(exc), 100)})")
+        return
+    if _bad_text(text):
+        err.add(path, _SURROGATE)
+    elif keep:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[id(v)] = (v, text)
+
+
+def schema_json(schema: Mapping[str, Any]) -> str:
+    """The compact JSON text of a tool's ``parameters`` or a ``json_schema``, encoded once.
+
+    Validation keeps the text it encoded; this returns it when ``schema`` is the very object
+    validated (else it encodes again), so the token estimate does not encode the schema twice.
+    """
+    hit = _ENCODED.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    return _json_text(schema)
 
 
 class _Errors:
@@ -147,7 +205,9 @@ def unexpected_keyword(
 def request_from(messages: Any, options: Mapping[str, Any]) -> ChatRequest:
     """:func:`build_request` for options already checked; keys other than its own are ignored.
 
-    Values are read as ``Any``: callers' annotations are promises, this checks them.
+    Values are read as ``Any``: callers' annotations are promises, this checks them. The
+    routing options of :class:`ChatOptions` (``model`` to ``timeout``) are checked too when
+    given, so that every bad argument is a :class:`RequestError` before any I/O.
     """
     get = options.get
     tools, tool_choice = get("tools"), get("tool_choice")
@@ -156,6 +216,8 @@ def request_from(messages: Any, options: Mapping[str, Any]) -> ChatRequest:
     stop, seed, user = get("stop"), get("seed"), get("user")
     metadata, extra_body = get("metadata"), get("extra_body")
     err = _Errors()
+    if not _REQUEST_KEYS.issuperset(options):
+        _routing_options(options, err)
     msgs = _messages(messages, err)
     tool_objs = _tools(tools, err)
     choice = _tool_choice(tool_choice, tool_objs, err)
@@ -163,21 +225,31 @@ def request_from(messages: Any, options: Mapping[str, Any]) -> ChatRequest:
     _number("temperature", temperature, 0.0, 2.0, err)
     _number("top_p", top_p, 0.0, 1.0, err)
     if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+        not isinstance(max_tokens, int)
+        or isinstance(max_tokens, bool)
+        or not 1 <= max_tokens <= _MAX_TOKENS
     ):
-        err.add("max_tokens", f"expected a positive integer, got {max_tokens!r}")
+        err.add("max_tokens", f"expected a positive integer, got {quote(max_tokens)}")
     stops = _stop(stop, err)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        err.add("seed", f"expected an integer, got {seed!r}")
+        err.add("seed", f"expected an integer, got {quote(seed)}")
+    elif seed is not None and not -_INT64 <= seed < _INT64:
+        err.add("seed", "must fit in 64 bits")
     if user is not None and not isinstance(user, str):
         err.add("user", f"expected a string, got {_type_name(user)}")
+    elif user is not None and _bad_text(user):
+        err.add("user", _SURROGATE)
     if metadata is not None and (
         not isinstance(metadata, Mapping)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     ):
         err.add("metadata", "expected a mapping of strings to strings")
+    elif metadata is not None and any(_bad_text(k) or _bad_text(v) for k, v in metadata.items()):
+        err.add("metadata", _SURROGATE)
     if extra_body is not None and not isinstance(extra_body, Mapping):
         err.add("extra_body", f"expected a mapping, got {_type_name(extra_body)}")
+    elif extra_body:
+        _json("extra_body", extra_body, err)
     if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
         err.add("parallel_tool_calls", "expected a boolean")
     if err.items:
@@ -199,21 +271,46 @@ def request_from(messages: Any, options: Mapping[str, Any]) -> ChatRequest:
     )
 
 
+def _routing_options(options: Mapping[str, Any], err: _Errors) -> None:
+    """The options of :class:`ChatOptions` that steer routing; never sent upstream as given."""
+    get = options.get
+    model, policy, caller = get("model"), get("policy"), get("caller")
+    request_id, timeout = get("request_id"), get("timeout")
+    if model is not None and not isinstance(model, str):
+        err.add("model", f"expected a model or alias name, got {describe(model)}")
+    if policy is not None and not isinstance(policy, Mapping):
+        err.add("policy", f"expected a mapping, got {describe(policy)}")
+    if caller is not None and (not isinstance(caller, str) or _bad_text(caller)):
+        err.add("caller", f"expected a string, got {describe(caller)}")
+    if request_id is not None and (
+        not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id)
+    ):
+        err.add("request_id", "expected 1-128 printable ASCII characters, without spaces")
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= MAX_SECONDS  # NaN fails too
+    ):
+        err.add("timeout", f"expected seconds, above 0 and at most {MAX_SECONDS:,}")
+
+
 def _number(name: str, v: object, lo: float, hi: float, err: _Errors) -> None:
     if v is None:
         return
-    if not isinstance(v, int | float) or isinstance(v, bool) or math.isnan(v):
-        err.add(name, f"expected a number, got {v!r}")
+    if not isinstance(v, int | float) or isinstance(v, bool) or v != v:  # noqa: PLR0124 - NaN
+        err.add(name, f"expected a number, got {quote(v)}")
     elif not lo <= v <= hi:
-        err.add(name, f"must be between {lo:g} and {hi:g}, got {v!r}")
+        err.add(name, f"must be between {lo:g} and {hi:g}, got {quote(v)}")
 
 
 def _stop(stop: object, err: _Errors) -> tuple[str, ...]:
     if stop is None:
         return ()
     if isinstance(stop, str):
-        return (stop,)
+        stop = (stop,)
     if isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
+        if any(_bad_text(s) for s in stop):
+            err.add("stop", _SURROGATE)
         return tuple(stop)
     err.add("stop", "expected a string or a list of strings")
     return ()
@@ -228,11 +325,27 @@ def _messages(messages: object, err: _Errors) -> tuple[Message, ...]:
         return ()
     out: list[tuple[int, Message]] = []
     for i, m in enumerate(messages):
-        msg = m if isinstance(m, Message) else _message(f"messages[{i}]", m, err)
+        if isinstance(m, Message):
+            msg: Message | None = m
+            _check_text_of(f"messages[{i}]", m, err)
+        else:
+            msg = _message(f"messages[{i}]", m, err)
         if msg is not None:
             out.append((i, msg))
     _check_tool_results(out, err)
     return tuple(m for _, m in out)
+
+
+def _check_text_of(path: str, m: Message, err: _Errors) -> None:
+    """A :class:`Message` built by the caller: its text must be valid Unicode too."""
+    texts: list[object] = [m.name, m.tool_call_id]  # objects: attrs does not check types
+    if isinstance(m.content, str):
+        texts.append(m.content)
+    elif m.content:
+        texts.extend(p.text if isinstance(p, TextPart) else p.url for p in m.content)
+    texts.extend(t for tc in m.tool_calls for t in (tc.id, tc.name, tc.arguments))
+    if any(_bad_text(t) for t in texts if isinstance(t, str)):
+        err.add(path, _SURROGATE)
 
 
 def _check_tool_results(msgs: list[tuple[int, Message]], err: _Errors) -> None:
@@ -245,7 +358,7 @@ def _check_tool_results(msgs: list[tuple[int, Message]], err: _Errors) -> None:
             if m.tool_call_id not in open_calls:
                 err.add(
                     f"messages[{i}].tool_call_id",
-                    f"no earlier assistant tool call has id {m.tool_call_id!r}",
+                    f"no earlier assistant tool call has id {quote(m.tool_call_id)}",
                 )
             else:
                 open_calls.discard(m.tool_call_id)
@@ -258,15 +371,18 @@ def _message(path: str, m: object, err: _Errors) -> Message | None:
     before = len(err.items)
     for k, v in m.items():
         if k not in _MESSAGE_KEYS and not (k in _ECHOED_KEYS and not v):
-            err.add(f"{path}.{k}", "unknown key")
+            err.add(f"{path}.{safe_name(k)}", "unknown key")
     role = m.get("role")
-    if role not in _ROLES:
-        err.add(f"{path}.role", f"unknown role {role!r}; expected one of {sorted(_ROLES)}")
+    if not isinstance(role, str) or role not in _ROLES:
+        what = f"unknown role {quote(role)}" if isinstance(role, str) else "expected a role name"
+        err.add(f"{path}.role", f"{what}; expected one of {sorted(_ROLES)}")
         return None
     content = _content(f"{path}.content", m.get("content"), role, err)
     name = m.get("name")
     if name is not None and not isinstance(name, str):
         err.add(f"{path}.name", "expected a string")
+    elif name is not None and _bad_text(name):
+        err.add(f"{path}.name", _SURROGATE)
     tool_calls: tuple[ToolCall, ...] = ()
     if m.get("tool_calls"):
         if role != "assistant":
@@ -277,6 +393,8 @@ def _message(path: str, m: object, err: _Errors) -> Message | None:
     if role == "tool":
         if not isinstance(tool_call_id, str) or not tool_call_id:
             err.add(f"{path}.tool_call_id", "a tool message needs the id of the call it answers")
+        elif _bad_text(tool_call_id):
+            err.add(f"{path}.tool_call_id", _SURROGATE)
     elif tool_call_id is not None:
         err.add(f"{path}.tool_call_id", "only tool messages carry a tool_call_id")
     if content is None and role != "assistant":
@@ -286,7 +404,7 @@ def _message(path: str, m: object, err: _Errors) -> Message | None:
     if len(err.items) != before:
         return None
     return Message(
-        role=role,
+        role=role,  # type: ignore[arg-type]  # one of _ROLES, checked above
         content=content,
         name=name,
         tool_calls=tool_calls,
@@ -295,7 +413,11 @@ def _message(path: str, m: object, err: _Errors) -> Message | None:
 
 
 def _content(path: str, c: object, role: str, err: _Errors) -> str | tuple[ContentPart, ...] | None:
-    if c is None or isinstance(c, str):
+    if c is None:
+        return c
+    if isinstance(c, str):
+        if _bad_text(c):
+            err.add(path, _SURROGATE)
         return c
     if not isinstance(c, Sequence):
         err.add(path, f"expected a string or a list of content parts, got {_type_name(c)}")
@@ -304,15 +426,19 @@ def _content(path: str, c: object, role: str, err: _Errors) -> str | tuple[Conte
     for i, p in enumerate(c):
         ppath = f"{path}[{i}]"
         if isinstance(p, TextPart | ImagePart):
+            if isinstance(p, TextPart) and _bad_text(p.text):
+                err.add(f"{ppath}.text", _SURROGATE)
             parts.append(p)
             continue
         kind = p.get("type") if isinstance(p, Mapping) else None
         if kind == "text" and isinstance(p, Mapping):
             text = p.get("text")
-            if isinstance(text, str):
-                parts.append(TextPart(text))
-            else:
+            if not isinstance(text, str):
                 err.add(f"{ppath}.text", "expected a string")
+            elif _bad_text(text):
+                err.add(f"{ppath}.text", _SURROGATE)
+            else:
+                parts.append(TextPart(text))
         elif kind == "image_url" and isinstance(p, Mapping):
             if role != "user":
                 err.add(ppath, f"images are only allowed in user messages, not {role}")
@@ -320,12 +446,20 @@ def _content(path: str, c: object, role: str, err: _Errors) -> str | tuple[Conte
             image = p.get("image_url")
             url = image.get("url") if isinstance(image, Mapping) else image
             detail = image.get("detail") if isinstance(image, Mapping) else None
-            if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+            if (
+                not isinstance(url, str)
+                or not url.startswith(("http://", "https://", "data:"))
+                or _bad_text(url)
+            ):
                 err.add(f"{ppath}.image_url", "expected an http(s) or data: URL")
+            elif detail is not None and (not isinstance(detail, str) or _bad_text(detail)):
+                err.add(f"{ppath}.image_url.detail", "expected a string")
             else:
                 parts.append(ImagePart(url=url, detail=detail))
         else:
-            err.add(ppath, f"unknown content part type {kind!r}; expected 'text' or 'image_url'")
+            err.add(
+                ppath, f"unknown content part type {quote(kind)}; expected 'text' or 'image_url'"
+            )
     return tuple(parts)
 
 
@@ -344,13 +478,16 @@ def _tool_calls(path: str, calls: object, err: _Errors) -> tuple[ToolCall, ...]:
             err.add(p, "expected {'id', 'type': 'function', 'function': {'name', 'arguments'}}")
             continue
         call_id, name, args = tc.get("id"), fn.get("name"), fn.get("arguments", "")
-        if not isinstance(call_id, str) or not call_id:
+        if not isinstance(call_id, str) or not call_id or _bad_text(call_id):
             err.add(f"{p}.id", "expected a non-empty string")
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name or _bad_text(name):
             err.add(f"{p}.function.name", "expected a non-empty string")
         if isinstance(args, Mapping):
-            args = json.dumps(args, separators=(",", ":"))
-        if not isinstance(args, str):
+            try:
+                args = _strict_json(args)
+            except (TypeError, ValueError, RecursionError):
+                args = None
+        if not isinstance(args, str) or _bad_text(args):
             err.add(f"{p}.function.arguments", "expected a JSON string")
         if isinstance(call_id, str) and isinstance(name, str) and isinstance(args, str):
             out.append(ToolCall(id=call_id, name=name, arguments=args))
@@ -369,6 +506,8 @@ def _tools(tools: object, err: _Errors) -> tuple[Tool, ...]:
         p = f"tools[{i}]"
         if isinstance(t, Tool):
             tool: Tool | None = t
+            if t.parameters:
+                _json(f"{p}.parameters", t.parameters, err, keep=True)
         else:
             fn = t.get("function") if isinstance(t, Mapping) else None
             if (
@@ -382,7 +521,7 @@ def _tools(tools: object, err: _Errors) -> tuple[Tool, ...]:
         if tool is None:
             continue
         if tool.name in seen:
-            err.add(f"{p}.function.name", f"duplicate tool name {tool.name!r}")
+            err.add(f"{p}.function.name", f"duplicate tool name {quote(tool.name)}")
         seen.add(tool.name)
         out.append(tool)
     return tuple(out)
@@ -395,12 +534,16 @@ def _tool(p: str, fn: Mapping[str, Any], err: _Errors) -> Tool | None:
     if not isinstance(name, str) or not _TOOL_NAME.match(name):
         err.add(f"{p}.name", "expected 1-64 letters, digits, '_' or '-'")
         ok = False
-    if desc is not None and not isinstance(desc, str):
+    if desc is not None and (not isinstance(desc, str) or _bad_text(desc)):
         err.add(f"{p}.description", "expected a string")
         ok = False
     if not isinstance(params, Mapping):
         err.add(f"{p}.parameters", "expected a JSON Schema object")
         ok = False
+    elif params:
+        before = len(err.items)
+        _json(f"{p}.parameters", params, err, keep=True)
+        ok = ok and len(err.items) == before
     if strict is not None and not isinstance(strict, bool):
         err.add(f"{p}.strict", "expected a boolean")
         ok = False
@@ -432,7 +575,7 @@ def _tool_choice(choice: object, tools: tuple[Tool, ...], err: _Errors) -> ToolC
     if result.mode != "none" and not tools:
         err.add("tool_choice", "needs tools")
     if result.mode == "function" and result.name not in {t.name for t in tools}:
-        err.add("tool_choice", f"names tool {result.name!r}, which is not in tools")
+        err.add("tool_choice", f"names tool {quote(result.name)}, which is not in tools")
     return result
 
 
@@ -440,6 +583,8 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
     if fmt is None:
         return None
     if isinstance(fmt, ResponseFormat):
+        if fmt.schema:
+            _json("response_format.schema", fmt.schema, err, keep=True)
         return fmt
     kind = fmt.get("type") if isinstance(fmt, Mapping) else None
     if kind in ("text", "json_object"):
@@ -449,8 +594,15 @@ def _response_format(fmt: object, err: _Errors) -> ResponseFormat | None:
         if (
             isinstance(spec, Mapping)
             and isinstance(spec.get("name"), str)
+            and not _bad_text(spec["name"])
             and isinstance(spec.get("schema", {}), Mapping)
+            and isinstance(spec.get("strict", False), bool | None)
         ):
+            if spec.get("schema"):
+                before = len(err.items)
+                _json("response_format.json_schema.schema", spec["schema"], err, keep=True)
+                if len(err.items) != before:
+                    return None
             return ResponseFormat(
                 type="json_schema",
                 name=spec["name"],

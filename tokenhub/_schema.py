@@ -13,9 +13,9 @@ from typing import Any, NewType
 import attrs
 
 from tokenhub._http import DEFAULT_MAX_RESPONSE_BYTES
-from tokenhub._redact import looks_like_key, register
+from tokenhub._redact import looks_like_key, quote, register
 from tokenhub._secret import Secret
-from tokenhub._serde import converter, string_list
+from tokenhub._serde import FieldError, converter, string_list
 from tokenhub._settings import (
     Budget,
     EnvKey,
@@ -49,7 +49,10 @@ def _structure_key(v: Any, t: Any) -> KeyRef | None:
         return None
     if isinstance(v, str):
         if not v:
-            raise TypeError("an empty API key")
+            raise FieldError("an empty API key")
+        if not (v.isascii() and v.isprintable()):
+            # Not shown: it is a key. A header cannot carry it (a trailing newline, usually).
+            raise FieldError("a key must be printable ASCII (a stray newline?)")
         secret = Secret(v)
         register(secret)
         return LiteralKey(secret)
@@ -57,12 +60,12 @@ def _structure_key(v: Any, t: Any) -> KeyRef | None:
         ((kind, name),) = v.items()
         if kind == "env" and isinstance(name, str):
             if not ENV_NAME.match(name) or looks_like_key(name):
-                raise TypeError("'env' must name an environment variable (a key was pasted?)")
+                raise FieldError("'env' must name an environment variable (a key was pasted?)")
             return EnvKey(name)
         if kind == "vault" and isinstance(name, str) and name:
             return VaultKey(name)
     # Never echo the value: it may be a key pasted into the wrong shape.
-    raise TypeError("expected {'env': NAME}, {'vault': NAME} or a literal key string")
+    raise FieldError("expected {'env': NAME}, {'vault': NAME} or a literal key string")
 
 
 converter.register_structure_hook_func(lambda t: t in (KeyRef, KeyRef | None), _structure_key)
@@ -162,7 +165,7 @@ def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
         return v
     if isinstance(v, list | tuple) and v and all(isinstance(u, str) for u in v):
         return tuple(v)
-    raise TypeError("expected a URL string or a non-empty list of URL strings")
+    raise FieldError("expected a URL string or a non-empty list of URL strings")
 
 
 converter.register_structure_hook_func(
@@ -175,9 +178,9 @@ def _structure_caps(v: Any, _: type) -> CapabilityNames | None:
         return None
     unknown = sorted(set(string_list(v, "capability names")) - CAPABILITIES)
     if unknown:
-        raise ValueError(
+        raise FieldError(
             f"unknown capabilit{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(CAPABILITIES))}"
+            f"{', '.join(map(quote, unknown))}; expected some of {', '.join(sorted(CAPABILITIES))}"
         )
     return CapabilityNames(frozenset(v))
 

@@ -48,7 +48,8 @@ def kinds_for(config: object) -> frozenset[str]:
     builtin = frozenset(_BUILTIN)
     section = config.get("providers") if isinstance(config, Mapping) else None
     if isinstance(section, Mapping) and any(
-        isinstance(p, Mapping) and p.get("kind") not in builtin for p in section.values()
+        isinstance(p, Mapping) and isinstance(p.get("kind"), str) and p["kind"] not in builtin
+        for p in section.values()
     ):
         return builtin | frozenset(_installed())
     return builtin

@@ -7,12 +7,14 @@ the policy, and the config parser when it parses a config.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from tokenhub._serde import converter, string_list, validation_errors
+from tokenhub._redact import describe, quote, safe_name
+from tokenhub._serde import MAX_INT, FieldError, converter, string_list, validation_errors
 from tokenhub.errors import RequestError
 from tokenhub.routing._policy import CAPABILITIES, MODES, Alias, Policy
 
@@ -21,25 +23,29 @@ __all__ = ["check_aliases", "check_policy", "policy_override"]
 
 def _structure_alias(v: Any, _: type) -> Alias:
     if not isinstance(v, Mapping):
-        raise TypeError(f"expected a mapping, got {type(v).__name__}")
-    extra = sorted(set(v) - {"models", "sticky", "fallbacks"})
+        raise FieldError(f"expected a mapping, got {describe(v)}")
+    extra = sorted(map(safe_name, set(v) - {"models", "sticky", "fallbacks"}))
     if extra:
-        raise ValueError(f"unknown key(s): {', '.join(extra)}")
+        raise FieldError(f"unknown key(s): {', '.join(extra)}")
     models = v.get("models")
     if isinstance(models, list | tuple) and all(isinstance(m, str) for m in models):
         variants = tuple((m, 1.0) for m in models)
     elif isinstance(models, Mapping) and all(
-        isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool) and w > 0
+        isinstance(k, str)
+        and isinstance(w, int | float)
+        and not isinstance(w, bool)
+        and 0 < w <= MAX_INT
+        and math.isfinite(w)
         for k, w in models.items()
     ):
         variants = tuple((k, float(w)) for k, w in models.items())
     else:
-        raise TypeError("models: expected a list of names or a mapping of names to weights > 0")
+        raise FieldError("models: expected a list of names or a mapping of names to weights > 0")
     if not variants:
-        raise ValueError("models: at least one model is required")
+        raise FieldError("models: at least one model is required")
     sticky = v.get("sticky", "request")
     if sticky not in ("request", "caller", "round_robin", "random"):
-        raise ValueError("sticky: expected 'request', 'caller', 'round_robin' or 'random'")
+        raise FieldError("sticky: expected 'request', 'caller', 'round_robin' or 'random'")
     fallbacks = tuple(string_list(v.get("fallbacks", ()), "model names"))
     return Alias(models=variants, sticky=sticky, fallbacks=fallbacks)
 
@@ -57,7 +63,7 @@ def check_policy(
     errors: list[tuple[str, str]] = []
     if p.mode not in MODES:
         known = ", ".join(MODES)
-        errors.append((f"{where}.mode", f"unknown mode {p.mode!r}; expected one of {known}"))
+        errors.append((f"{where}.mode", f"unknown mode {quote(p.mode)}; expected one of {known}"))
     if p.weights is not None:
         errors.extend(
             (f"{where}.weights.{f.name}", "must not be negative")
@@ -72,7 +78,9 @@ def check_policy(
         errors.append((f"{where}.headroom", "must be at least 0 and below 1"))
     unknown_caps = sorted(p.require - CAPABILITIES)
     if unknown_caps:
-        errors.append((f"{where}.require", f"unknown capabilities: {', '.join(unknown_caps)}"))
+        errors.append(
+            (f"{where}.require", f"unknown capabilities: {', '.join(map(safe_name, unknown_caps))}")
+        )
     for key, names, what in (
         ("fallbacks", models, "model"),
         ("models", models, "model"),
@@ -81,7 +89,7 @@ def check_policy(
         ("deny_providers", providers, "provider"),
     ):
         errors.extend(
-            (f"{where}.{key}", f"unknown {what} {n!r}")
+            (f"{where}.{key}", f"unknown {what} {quote(n)}")
             for n in sorted(getattr(p, key) or ())
             if n not in names
         )
@@ -99,7 +107,7 @@ def check_aliases(aliases: Mapping[str, Alias], models: set[str]) -> list[tuple[
             ("fallbacks", m) for m in alias.fallbacks
         ]
         errors.extend(
-            (f"{where}.{key}", f"unknown model {m!r}") for key, m in named if m not in models
+            (f"{where}.{key}", f"unknown model {quote(m)}") for key, m in named if m not in models
         )
     return errors
 
@@ -115,12 +123,12 @@ def policy_override(
     for key, value in override.items():
         kind = _POLICY_TYPES.get(key)
         if kind is None:
-            errors.append((f"policy.{key}", "unknown key"))
+            errors.append((f"policy.{safe_name(key)}", "unknown key"))
             continue
         try:
             changes[key] = converter.structure(value, kind)
         except Exception as exc:  # noqa: BLE001 - reported by path
-            errors.extend(validation_errors(exc, f"policy.{key}"))
+            errors.extend(validation_errors(exc, f"policy.{safe_name(key)}"))
     if "mode" in changes and "weights" not in changes:
         changes["weights"] = None  # a mode named in the request replaces configured weights
     policy = attrs.evolve(base, **changes)

@@ -11,7 +11,6 @@ exactly instead (``o200k_base`` by default).
 from __future__ import annotations
 
 import base64
-import json
 import math
 import string
 import struct
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tokenhub._models import ImagePart, TextPart
 from tokenhub._redact import get_logger
+from tokenhub._request import schema_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -179,10 +179,10 @@ def estimate_prompt_tokens(request: ChatRequest, count: Callable[[str], float]) 
     for t in request.tools:
         total += _PER_TOOL + count(t.name) + count(t.description or "")
         if t.parameters:
-            total += count(json.dumps(t.parameters, separators=(",", ":")))
+            total += count(schema_json(t.parameters))
     fmt = request.response_format
     if fmt is not None and fmt.schema:
-        total += count(json.dumps(fmt.schema, separators=(",", ":")))
+        total += count(schema_json(fmt.schema))
     return round(total)
 
 
