@@ -9,7 +9,12 @@ from tokenhub._ratelimit import event_status
 from tokenhub._sse import parse_json
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
-from tokenhub.providers._wire import malformed, token_count, unbelievable_usage
+from tokenhub.providers._wire import (
+    MAX_TOKEN_COUNT,
+    malformed,
+    token_count,
+    unbelievable_usage,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -59,6 +64,16 @@ def _usage(call: Call, u: Any) -> Usage | None:
         return None
     prompt = u.get("prompt_tokens_details")
     completion = u.get("completion_tokens_details")
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+    if (
+        p.__class__ is int
+        and c.__class__ is int
+        and 0 <= p < MAX_TOKEN_COUNT
+        and 0 <= c < MAX_TOKEN_COUNT
+        and prompt is None
+        and completion is None
+    ):  # the common shape, checked without the general path
+        return Usage(input_tokens=p, output_tokens=c)
     counts = (
         token_count(u.get("prompt_tokens")),
         token_count(u.get("completion_tokens")),
@@ -188,8 +203,9 @@ class OpenAIProvider(HTTPProvider):
         content, finish = message.get("content"), choice.get("finish_reason")
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         refusal, model, response_id = message.get("refusal"), data.get("model"), data.get("id")
-        if not all(map(_text, (content, finish, reasoning, refusal, model, response_id))):
-            raise malformed(call, r, "a text field is not a string")
+        for v in (content, finish, reasoning, refusal, model, response_id):
+            if v is not None and v.__class__ is not str:  # inline: this runs for every answer
+                raise malformed(call, r, "a text field is not a string")
         created = data.get("created")
         if created is not None and created.__class__ is not int:
             raise malformed(call, r, "'created' is not an integer")
