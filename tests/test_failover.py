@@ -455,7 +455,7 @@ class TestRequestProblems:
         )
 
     async def test_auth_failure_takes_the_credential_out(self, fake: FakeProvider) -> None:
-        """A 401 disables that provider's key; its models are skipped until an operator re-enables it."""
+        """A 401 disables the key for that model; it is skipped until an operator re-enables it."""
         cfg = config(fake, "m1")
         cfg["providers"]["b"] = {
             "kind": "anthropic",
@@ -466,10 +466,11 @@ class TestRequestProblems:
         fake.script("m1", Reply(status=401))
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             assert "c" == (await hub.chat(HELLO)).model
-            assert {"o": {"reason": "auth", "disabled_for_s": None}} == hub.health()["credentials"]
+            expected = {"o": {"reason": "auth", "disabled_for_s": None, "models": ["m1"]}}
+            assert expected == hub.health()["credentials"]
             r = await hub.chat(HELLO)
             assert r.trace is not None
-            assert "credential of 'o' disabled (auth)" == r.trace.excluded[0].reason
+            assert "credential of 'o' disabled for 'm1' (auth)" == r.trace.excluded[0].reason
             hub.enable_credential("o")
             assert "m1" == (await hub.chat(HELLO)).model
         assert ["m1", "c", "c", "m1"] == seen(fake)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenhub._ratelimit import (
+    event_status,
     parse_go_duration,
     parse_retry_after,
     parse_retry_after_text,
@@ -403,3 +404,34 @@ class TestShouldRetry:
     def test_absent_or_unclear(self, headers: dict[str, str]) -> None:
         """Anything else is no verdict."""
         assert should_retry_header(headers) is None
+
+
+class TestEventStatus:
+    @pytest.mark.parametrize(
+        ("code", "kind", "expected"),
+        [
+            (429, None, 429),
+            ("429", None, 429),
+            ("503", "server_error", 503),
+            (None, "throttling_error", 429),
+            (None, "ThrottlingException", 429),
+            ("rate_limit_exceeded", "requests", 429),
+            (None, "overloaded_error", 503),
+            (None, "authentication_error", 401),
+            (None, "server_error", 500),
+            (None, None, 500),
+            ("4290", None, 500),
+            (200, None, 500),
+            (True, None, 500),
+            ("abc", "mystery", 500),
+            (["429"], {"x": 1}, 500),
+        ],
+    )
+    def test_status_of_an_in_stream_error(self, code: object, kind: object, expected: int) -> None:
+        """An error status in code wins, then a known word in type, then one in code; else 500."""
+        assert expected == event_status(code, kind)
+
+    @given(st.one_of(st.none(), st.integers(), st.text(max_size=8)), st.text(max_size=8))
+    def test_never_raises(self, code: object, kind: str) -> None:
+        """Any code and type give a status between 400 and 599."""
+        assert 400 <= event_status(code, kind) < 600

@@ -256,6 +256,53 @@ class TestCredentials:
         state.disable_credential("p", "auth")
         assert "credential" == kind(state)
 
+    def test_a_model_scoped_block_leaves_the_siblings(self, state: StateBackend) -> None:
+        """A credential disabled for one model blocks that model only, shown with its models."""
+        state.disable_credential("p", "auth", model="a")
+        block = state.blocked("a", "p")
+        assert block is not None
+        assert ("credential", "credential of 'p' disabled for 'a' (auth)") == (
+            block.kind,
+            block.reason,
+        )
+        assert kind(state, "b", "p") is None
+        assert kind(state, "a", "q") is None
+        expected = {"p": {"reason": "auth", "disabled_for_s": None, "models": ["a"]}}
+        assert expected == state.snapshot()["credentials"]
+
+    def test_a_second_model_widens_the_block_to_the_provider(self, state: StateBackend) -> None:
+        """Two models of one provider disabled so: the whole provider's key is out, until enabled."""
+        state.disable_credential("p", "auth", model="a")
+        state.disable_credential("p", "auth", model="b")
+        assert ["credential"] * 3 == [kind(state, m, "p") for m in ("a", "b", "c")]
+        assert {"p": {"reason": "auth", "disabled_for_s": None}} == state.snapshot()["credentials"]
+        state.enable_credential("p")
+        assert [None] * 3 == [kind(state, m, "p") for m in ("a", "b", "c")]
+        assert {} == state.snapshot()["credentials"]
+
+    def test_the_same_model_twice_stays_model_scoped(self, state: StateBackend) -> None:
+        """Repeated auth failures of one model do not disable the provider."""
+        state.disable_credential("p", "auth", model="a")
+        state.disable_credential("p", "auth", model="a")
+        assert (None, "credential") == (kind(state, "b", "p"), kind(state, "a", "p"))
+
+    def test_enable_clears_model_scoped_blocks(self, state: StateBackend) -> None:
+        """Enabling the provider's credential puts it back for every model it was out for."""
+        state.disable_credential("p", "auth", model="a")
+        state.enable_credential("p")
+        assert kind(state, "a", "p") is None
+        state.disable_credential("p", "auth", model="b")
+        assert kind(state, "c", "p") is None  # "a" was forgotten: no widening
+
+    def test_an_expired_model_block_does_not_widen(
+        self, state: StateBackend, clock: FakeClock
+    ) -> None:
+        """A model-scoped block that has expired does not count toward disabling the provider."""
+        state.disable_credential("p", "auth", 10.0, model="a")
+        clock.advance(11.0)
+        state.disable_credential("p", "auth", model="b")
+        assert (None, None, "credential") == tuple(kind(state, m, "p") for m in ("c", "a", "b"))
+
     def test_enable_unknown_provider_is_a_no_op(self, state: StateBackend) -> None:
         """Enabling a credential that was never disabled changes nothing."""
         state.enable_credential("p")

@@ -137,6 +137,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             "stall_timeout",
             "backoff_cap",
             "max_server_wait",
+            "max_cooldown",
             "hedge_after",
         )
         if getattr(f, key) is not None and (reason := _seconds_problem(getattr(f, key)))

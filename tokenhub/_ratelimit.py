@@ -1,4 +1,4 @@
-"""Server wait hints read from rate-limit headers and error messages.
+"""Server wait hints read from rate-limit headers and error messages, and error events' statuses.
 
 Every function here is pure: the current time is passed in, nothing raises on
 malformed input (an unusable value is skipped), and header names are expected
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "event_status",
     "parse_go_duration",
     "parse_retry_after",
     "parse_retry_after_text",
@@ -67,6 +68,33 @@ _TEXT_UNITS: dict[str, float] = {  # in milliseconds
     "hours": 3600e3,
     "hr": 3600e3,
     "hrs": 3600e3,
+}
+
+# Error words seen in the ``type`` or ``code`` of error events sent inside a 200 response
+# (OpenAI, Anthropic, and gateways relaying Bedrock or Azure), and the HTTP status they mean.
+_EVENT_WORDS: dict[str, int] = {
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "rate_limited": 429,
+    "throttling_error": 429,
+    "throttlingexception": 429,
+    "throttled": 429,
+    "too_many_requests": 429,
+    "insufficient_quota": 429,
+    "overloaded_error": 503,
+    "overloaded": 503,
+    "service_unavailable": 503,
+    "serviceunavailableexception": 503,
+    "server_error": 500,
+    "api_error": 500,
+    "internal_error": 500,
+    "internal_server_error": 500,
+    "timeout_error": 408,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "permission_denied": 403,
+    "billing_error": 402,
 }
 
 _OPENAI_BUCKETS = ("requests", "tokens")
@@ -136,6 +164,25 @@ def parse_retry_after_text(message: str) -> float | None:
         return parse_go_duration(go.lower())
     seconds = float(number) * _TEXT_UNITS[unit.lower()] / 1e3
     return seconds if math.isfinite(seconds) else None
+
+
+def event_status(code: object, kind: object, default: int = 500) -> int:
+    """The HTTP status an error event sent inside a 200 response behaves like.
+
+    An error status in ``code`` (``429`` or ``"429"``) wins, then a known word in
+    ``kind`` (``"rate_limit_error"``, ``"throttling_error"``, ``"overloaded_error"``,
+    ...), then one in ``code``; else ``default``.
+    """
+    if code.__class__ is int and 400 <= code < 600:
+        return code
+    if isinstance(code, str) and len(code) == 3 and code.isdigit() and "400" <= code < "600":
+        return int(code)
+    for word in (kind, code):
+        if isinstance(word, str):
+            status = _EVENT_WORDS.get(word.lower())
+            if status is not None:
+                return status
+    return default
 
 
 def should_retry_header(headers: Mapping[str, str]) -> bool | None:

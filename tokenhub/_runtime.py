@@ -27,7 +27,8 @@ Guarantees every backend gives, within one process:
   outcome (recorded, or handed back with :meth:`~StateBackend.release`) decides what
   comes next. Across replicas one probe per circuit is best effort.
 - A disabled credential blocks every model of its provider until it expires or is
-  enabled again.
+  enabled again; one disabled for a model (``model=``) blocks that model, and a
+  second model disabled so disables it for the whole provider.
 - Times (``Block.until``, ``not_before``) are this process's monotonic seconds, the
   clock the backend was built with. A shared backend never publishes them as they
   are: it sends durations or wall-clock deadlines and converts on receipt.
@@ -142,8 +143,14 @@ class StateBackend(Protocol):
         """Send nothing to ``model`` for ``seconds`` (a rate limit's wait hint); never shortens."""
         ...
 
-    def disable_credential(self, provider: str, reason: str, seconds: float | None = None) -> None:
-        """Take ``provider``'s key out of rotation, for ``seconds`` or until enabled again."""
+    def disable_credential(
+        self, provider: str, reason: str, seconds: float | None = None, *, model: str | None = None
+    ) -> None:
+        """Take ``provider``'s key out of rotation, for ``seconds`` or until enabled again.
+
+        With ``model`` (an auth failure), only for that model until a second model
+        of the provider is disabled so: then for the whole provider.
+        """
         ...
 
     # -- the Hub and telemetry

@@ -128,7 +128,11 @@ class BreakerSettings:
 
 @attrs.frozen
 class FailoverConfig:
-    """How the Hub retries, waits, fails over and gives up (seconds throughout)."""
+    """How the Hub retries, waits, fails over and gives up (seconds throughout).
+
+    ``max_cooldown`` caps every wait a provider asks for (``Retry-After`` and the
+    like) before it becomes a cooldown or a credential block.
+    """
 
     timeout: float = 600.0
     first_token_timeout: float | None = None
@@ -139,6 +143,7 @@ class FailoverConfig:
     retry_budget: float = 0.2
     retry_burst: float = 3.0
     max_server_wait: float = 60.0
+    max_cooldown: float = 600.0
     content_policy_fallback: bool = False
     hedge_after: float | None = None
     hedge_p95: bool = False

@@ -277,10 +277,12 @@ class AttemptSpan:
         response_id: str | None,
         finish_reason: str | None,
     ) -> None:
-        """Close a successful attempt."""
+        """Close a successful attempt.
+
+        ``response_model`` is the upstream's word: a span attribute only. As a
+        metric attribute it would let an upstream mint series without bound.
+        """
         attrs = self._attrs
-        if response_model:
-            attrs = {**attrs, sc.RESPONSE_MODEL: response_model}
         t = self._t
         t.duration.record(seconds, attrs)
         t.attempts.add(1, {**self._attrs, sc.OUTCOME: "ok"})

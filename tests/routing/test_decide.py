@@ -96,10 +96,16 @@ class TestContextOverflow:
 class TestCredentials:
     @pytest.mark.parametrize("cls", [ErrorClass.AUTH, ErrorClass.QUOTA_EXHAUSTED])
     def test_disables_the_credential_and_fails_over(self, cls: ErrorClass) -> None:
-        """Auth and quota failures take the key out of rotation (for the hint, if any)."""
-        assert Decision("next", disable_credential=(cls.value, None)) == run(error(cls))
+        """Auth and quota failures take the key out of rotation (for the hint, if any).
+
+        Auth failures take it out for the failed model first; quota is the account's.
+        """
+        scoped = cls is ErrorClass.AUTH
+        expected = Decision("next", disable_credential=(cls.value, None), credential_model=scoped)
+        assert expected == run(error(cls))
         timed = run(error(cls, retry_after=30.0), last=True)
-        assert Decision("raise", disable_credential=(cls.value, 30.0)) == timed
+        expected = Decision("raise", disable_credential=(cls.value, 30.0), credential_model=scoped)
+        assert expected == timed
 
     @pytest.mark.parametrize(
         "exc", [CredentialError("no key"), RequestError([("tools", "not supported")])]
@@ -251,3 +257,22 @@ class TestProperties:
                 assert (0, 0.0, False) == (tries, first.delay, first.spends_budget)
         if first.action == "next":
             assert not last
+
+
+class TestServerWaitCap:
+    @pytest.mark.parametrize("cls", [ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED])
+    def test_a_huge_wait_hint_is_capped_at_max_cooldown(self, cls: ErrorClass) -> None:
+        """A Retry-After of 10^22 s cools the model down for max_cooldown, not forever."""
+        d = run(error(cls, retry_after=1e22))
+        assert (SETTINGS.max_cooldown, "next") == (d.cool_down, d.action)
+        small = run(error(cls, retry_after=1e22), settings=FailoverConfig(max_cooldown=5.0))
+        assert 5.0 == small.cool_down
+
+    def test_a_credential_block_hint_is_capped_too(self) -> None:
+        """A quota failure's huge wait hint disables the key for max_cooldown at most."""
+        d = run(error(ErrorClass.QUOTA_EXHAUSTED, retry_after=1e22))
+        assert ("quota_exhausted", SETTINGS.max_cooldown) == d.disable_credential
+
+    def test_a_hint_below_the_cap_is_kept(self) -> None:
+        """Waits shorter than max_cooldown pass unchanged."""
+        assert 20.0 == run(error(ErrorClass.RATE_LIMITED, retry_after=20.0)).cool_down

@@ -23,6 +23,7 @@ from tokenhub.errors import (
     error_type_for,
 )
 from tokenhub.providers._types import Capabilities, Classification
+from tokenhub.providers._wire import detail_message, json_answer_chunks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -95,7 +96,8 @@ def error_envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
     if isinstance(err, dict):
         data = err
     elif data.get("object") != "error":  # vLLM's older flat shape has object: error
-        return None, None, str(err) if isinstance(err, str) else None
+        message = err if isinstance(err, str) else detail_message(data.get("detail"))
+        return None, None, message  # a FastAPI-style server sends {"detail": ...}
     kind, code, message = data.get("type"), data.get("code"), data.get("message")
     return (
         kind if isinstance(kind, str) else None,
@@ -250,6 +252,11 @@ class HTTPProvider:
                 if s.status != 200:
                     body = await s.read()
                     raise self._http_error(call, HttpResponse(s.status, s.headers, body), key)
+                if s.headers.get("content-type", "").startswith("application/json"):
+                    r = HttpResponse(s.status, s.headers, await s.read())  # stream ignored
+                    for chunk in json_answer_chunks(call, r, key, self.decode):
+                        yield chunk
+                    return
                 async with (
                     aclosing(s.events(call.deadline)) as events,
                     aclosing(self.chunks(call, events, key)) as chunks,

@@ -104,7 +104,11 @@ class Call:
     deadline: float = math.inf
 
     def cost(self, usage: Usage | None) -> float | None:
-        """Price ``usage`` at this model's rates (``None`` without pricing or usage)."""
+        """Price ``usage`` at this model's rates (``None`` without pricing or usage).
+
+        Never negative, NaN or infinite: counts that would make it so (from an
+        adapter that did not check them) price as unknown, ``None``.
+        """
         p = self.pricing
         if p is None or usage is None:
             return None
@@ -113,13 +117,16 @@ class Call:
         plain = max(usage.input_tokens - cached - written, 0)
         cached_price = p.input if p.cached_input is None else p.cached_input
         write_price = p.input if p.cache_write is None else p.cache_write
-        total = (
-            plain * p.input
-            + cached * cached_price
-            + written * write_price
-            + usage.output_tokens * p.output
-        )
-        return total / 1_000_000
+        try:
+            total = (
+                plain * p.input
+                + cached * cached_price
+                + written * write_price
+                + usage.output_tokens * p.output
+            ) / 1_000_000
+        except OverflowError:  # an int count too large for a float
+            return None
+        return total if 0.0 <= total < math.inf else None
 
     def response(
         self,

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._http import TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub._ratelimit import event_status
 from tokenhub._sse import parse_json
 from tokenhub.errors import ProviderError, RequestError
 from tokenhub.providers._base import HTTPProvider, classify_status, dumps, error_envelope
 from tokenhub.providers._types import Capabilities, Classification
+from tokenhub.providers._wire import malformed, token_count, unbelievable_usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -111,16 +113,59 @@ def encode_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dic
     return ("\n\n".join(system) if system else None), out
 
 
-def _usage(u: Mapping[str, Any]) -> Usage:
-    plain = u.get("input_tokens") or 0
-    read = u.get("cache_read_input_tokens") or 0
-    written = u.get("cache_creation_input_tokens") or 0
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
+def _counts(call: Call, u: Any, into: dict[str, int]) -> bool:
+    """Copy the usage counts present in ``u`` into ``into``; ``False`` if one is not believable.
+
+    A later report of a field replaces an earlier one, as in Anthropic's SDK.
+    """
+    if not isinstance(u, dict):
+        return True
+    for field in _USAGE_FIELDS:
+        n = token_count(u.get(field))
+        if n == -1:
+            unbelievable_usage(call, field)
+            return False
+        if n is not None:
+            into[field] = n
+    return True
+
+
+def _usage(counts: Mapping[str, int]) -> Usage:
+    plain = counts.get("input_tokens", 0)
+    read = counts.get("cache_read_input_tokens", 0)
+    written = counts.get("cache_creation_input_tokens", 0)
     return Usage(
         input_tokens=plain + read + written,
-        output_tokens=u.get("output_tokens") or 0,
+        output_tokens=counts.get("output_tokens", 0),
         cached_input_tokens=read,
         cache_write_input_tokens=written,
     )
+
+
+def _block_ok(b: Any) -> bool:
+    """Whether a content block has the fields the adapter reads, with their types."""
+    if not isinstance(b, dict):
+        return False
+    kind = b.get("type")
+    if kind == "text":
+        return b.get("text").__class__ is str
+    if kind == "tool_use":
+        return (
+            b.get("id").__class__ is str
+            and b.get("name").__class__ is str
+            and isinstance(b.get("input") or {}, dict)
+        )
+    if kind == "thinking":
+        return b.get("thinking", "").__class__ is str
+    return True
 
 
 class AnthropicProvider(HTTPProvider):
@@ -222,8 +267,22 @@ class AnthropicProvider(HTTPProvider):
         )
 
     def decode(self, call: Call, r: HttpResponse, data: Any, key: Secret | None) -> ChatResponse:  # noqa: ARG002
-        """Turn a 200 response body into a :class:`ChatResponse`."""
-        blocks = data["content"]
+        """Turn a 200 response body into a :class:`ChatResponse`.
+
+        A body that is not an answer (no ``content`` list, a block without the
+        fields its type needs, a text field that is not a string) is a transient error.
+        """
+        if not isinstance(data, dict):
+            raise malformed(call, r, "not a JSON object")
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            raise malformed(call, r, "no content")
+        if not all(map(_block_ok, blocks)):
+            raise malformed(call, r, "a content block has not the expected shape")
+        stop, model, response_id = data.get("stop_reason"), data.get("model"), data.get("id")
+        if not all(v is None or v.__class__ is str for v in (stop, model, response_id)):
+            raise malformed(call, r, "a text field is not a string")
+        counts: dict[str, int] = {}
         return call.response(
             text="".join(b["text"] for b in blocks if b.get("type") == "text"),
             tool_calls=tuple(
@@ -231,10 +290,10 @@ class AnthropicProvider(HTTPProvider):
                 for b in blocks
                 if b.get("type") == "tool_use"
             ),
-            finish_reason=_STOP.get(data.get("stop_reason") or "", "stop"),
-            usage=_usage(data.get("usage") or {}),
-            upstream_model=data.get("model"),
-            response_id=data.get("id"),
+            finish_reason=_STOP.get(stop or "", "stop"),
+            usage=_usage(counts) if _counts(call, data.get("usage"), counts) else None,
+            upstream_model=model,
+            response_id=response_id,
             upstream_request_id=self._upstream_request_id(r.headers),
             reasoning="".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking"),
         )
@@ -249,7 +308,8 @@ class AnthropicProvider(HTTPProvider):
         """
         response_id: str | None = None
         model: str | None = None
-        usage = Usage()
+        counts: dict[str, int] = {}  # the latest report of each usage field
+        believable = True
         stop: str | None = None
         tool_index: dict[int, int] = {}  # content block index -> tool call ordinal
         try:
@@ -303,33 +363,33 @@ class AnthropicProvider(HTTPProvider):
                 elif kind == "message_start":
                     msg = data.get("message") or {}
                     response_id, model = msg.get("id"), msg.get("model")
-                    usage = _usage(msg.get("usage") or {})
+                    believable = _counts(call, msg.get("usage"), counts) and believable
                 elif kind == "message_delta":
                     stop = (data.get("delta") or {}).get("stop_reason") or stop
-                    out = (data.get("usage") or {}).get("output_tokens")
-                    if out is not None:  # cumulative: keep the latest, never sum
-                        usage = Usage(
-                            input_tokens=usage.input_tokens,
-                            output_tokens=out,
-                            cached_input_tokens=usage.cached_input_tokens,
-                            cache_write_input_tokens=usage.cache_write_input_tokens,
-                        )
+                    # Cumulative: each field reported here replaces the one before, never summed.
+                    believable = _counts(call, data.get("usage"), counts) and believable
                 elif kind == "message_stop":
                     yield call.chunk(
                         finish_reason=_STOP.get(stop or "", "stop"),
-                        usage=usage,
+                        usage=_usage(counts) if believable else None,
                         response_id=response_id,
                         upstream_model=model,
                     )
                     return
                 elif kind == "error":
+                    err = data.get("error")
+                    status = (
+                        event_status(err.get("code"), err.get("type"))
+                        if isinstance(err, dict)
+                        else 500
+                    )
                     body = dumps(data).encode()
-                    raise self._error(call, self.classify(500, {}, body), key)
+                    raise self._error(call, self.classify(status, {}, body), key)
             raise self._stream_broken(call, "the stream ended before message_stop")
         except ProviderError as exc:
-            exc.usage = usage if usage.input_tokens else None
+            exc.usage = _usage(counts) if believable and any(counts.values()) else None
             raise
         except TransportError as exc:
             error = self._transport_error(call, exc)
-            error.usage = usage if usage.input_tokens else None
+            error.usage = _usage(counts) if believable and any(counts.values()) else None
             raise error from None

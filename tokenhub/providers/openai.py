@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
+from tokenhub._ratelimit import event_status
 from tokenhub._sse import parse_json
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
+from tokenhub.providers._wire import (
+    MAX_TOKEN_COUNT,
+    malformed,
+    token_count,
+    unbelievable_usage,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -51,17 +58,55 @@ def _image(p: ImagePart) -> dict[str, str]:
     return {"url": p.url} if p.detail is None else {"url": p.url, "detail": p.detail}
 
 
-def _usage(u: Any) -> Usage | None:
+def _usage(call: Call, u: Any) -> Usage | None:
+    """The reported usage, or ``None`` when absent or not believable (logged)."""
     if not isinstance(u, dict):
         return None
-    prompt = u.get("prompt_tokens_details") or {}
-    completion = u.get("completion_tokens_details") or {}
-    return Usage(
-        input_tokens=u.get("prompt_tokens") or 0,
-        output_tokens=u.get("completion_tokens") or 0,
-        cached_input_tokens=prompt.get("cached_tokens") or 0,
-        reasoning_tokens=completion.get("reasoning_tokens"),
+    prompt = u.get("prompt_tokens_details")
+    completion = u.get("completion_tokens_details")
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+    if (
+        p.__class__ is int
+        and c.__class__ is int
+        and 0 <= p < MAX_TOKEN_COUNT
+        and 0 <= c < MAX_TOKEN_COUNT
+        and prompt is None
+        and completion is None
+    ):  # the common shape, checked without the general path
+        return Usage(input_tokens=p, output_tokens=c)
+    counts = (
+        token_count(u.get("prompt_tokens")),
+        token_count(u.get("completion_tokens")),
+        token_count(prompt.get("cached_tokens")) if isinstance(prompt, dict) else None,
+        token_count(completion.get("reasoning_tokens")) if isinstance(completion, dict) else None,
     )
+    if -1 in counts:
+        unbelievable_usage(call, "usage")
+        return None
+    prompt_tokens, completion_tokens, cached, reasoning = counts
+    return Usage(
+        input_tokens=prompt_tokens or 0,
+        output_tokens=completion_tokens or 0,
+        cached_input_tokens=cached or 0,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _text(v: Any) -> bool:
+    """Whether ``v`` is a string or ``null``: what a text field of an answer may be."""
+    return v is None or v.__class__ is str
+
+
+def _tool_call(t: Any) -> ToolCall | None:
+    if not isinstance(t, dict):
+        return None
+    f = t.get("function")
+    if not isinstance(f, dict):
+        return None
+    id_, name, arguments = t.get("id"), f.get("name"), f.get("arguments")
+    if id_.__class__ is not str or name.__class__ is not str or not _text(arguments):
+        return None
+    return ToolCall(id=id_, name=name, arguments=arguments or "")
 
 
 class OpenAIProvider(HTTPProvider):
@@ -139,33 +184,51 @@ class OpenAIProvider(HTTPProvider):
         return body
 
     def decode(self, call: Call, r: HttpResponse, data: Any, key: Secret | None) -> ChatResponse:
-        """Turn a 200 response body into a :class:`ChatResponse`."""
-        if "error" in data and not data.get("choices"):
-            raise self._error(call, self._classify_event(data), key, status=r.status)
+        """Turn a 200 response body into a :class:`ChatResponse`.
+
+        A body that is not an answer (no choices, a message that is not an
+        object, a text field that is not a string) is a transient error.
+        """
+        if not isinstance(data, dict):
+            raise malformed(call, r, "not a JSON object")
         choices = data.get("choices")
-        choice = choices[0] if choices else _EMPTY
-        message = choice.get("message") or _EMPTY
+        if "error" in data and not choices:
+            raise self._error(call, self._classify_event(data), key, status=r.status)
+        if not isinstance(choices, list) or not choices:
+            raise malformed(call, r, "no choices")
+        choice = choices[0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise malformed(call, r, "no message in choices[0]")
+        content, finish = message.get("content"), choice.get("finish_reason")
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        refusal, model, response_id = message.get("refusal"), data.get("model"), data.get("id")
+        for v in (content, finish, reasoning, refusal, model, response_id):
+            if v is not None and v.__class__ is not str:  # inline: this runs for every answer
+                raise malformed(call, r, "a text field is not a string")
+        created = data.get("created")
+        if created is not None and created.__class__ is not int:
+            raise malformed(call, r, "'created' is not an integer")
         raw_tools = message.get("tool_calls")
+        tool_calls: tuple[ToolCall, ...] = ()
+        if raw_tools:
+            if not isinstance(raw_tools, list):
+                raise malformed(call, r, "'tool_calls' is not a list")
+            parsed = tuple(map(_tool_call, raw_tools))
+            if None in parsed:
+                raise malformed(call, r, "a tool call has not the expected shape")
+            tool_calls = parsed  # type: ignore[assignment]
         return call.response(
-            text=message.get("content") or "",
-            tool_calls=tuple(
-                ToolCall(
-                    id=t["id"],
-                    name=t["function"]["name"],
-                    arguments=t["function"].get("arguments") or "",
-                )
-                for t in raw_tools
-            )
-            if raw_tools
-            else (),
-            finish_reason=choice.get("finish_reason") or "stop",
-            usage=_usage(data.get("usage")),
-            upstream_model=data.get("model"),
-            response_id=data.get("id"),
+            text=content or "",
+            tool_calls=tool_calls,
+            finish_reason=finish or "stop",
+            usage=_usage(call, data.get("usage")),
+            upstream_model=model,
+            response_id=response_id,
             upstream_request_id=self._upstream_request_id(r.headers),
-            created=data.get("created"),
-            reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
-            refusal=message.get("refusal"),
+            created=created,
+            reasoning=reasoning or "",
+            refusal=refusal,
         )
 
     def _classify_event(self, data: dict[str, Any]) -> Classification:
@@ -173,11 +236,8 @@ class OpenAIProvider(HTTPProvider):
         err = data.get("error")
         err = err if isinstance(err, dict) else {"message": str(err)}
         message = str(err.get("message") or "error in stream")
-        code = err.get("code")
-        status = code if isinstance(code, int) and not isinstance(code, bool) else 500
-        kind = err.get("type")
-        if kind in ("overloaded_error", "server_error") and status == 500:
-            status = 503 if kind == "overloaded_error" else 500
+        code, kind = err.get("code"), err.get("type")
+        status = event_status(code, kind)
         return classify_status(
             status,
             {},
@@ -200,7 +260,7 @@ class OpenAIProvider(HTTPProvider):
         response_id: str | None = None
         model: str | None = None
         created = 0
-        done = False
+        done = reported = False
         async for event in events:
             data = event.data
             if data == "[DONE]":
@@ -221,13 +281,15 @@ class OpenAIProvider(HTTPProvider):
             created = obj.get("created", created)
             raw_usage = obj.get("usage")
             if raw_usage:
-                usage = _usage(raw_usage)
+                usage, reported = _usage(call, raw_usage), True
             for choice in obj.get("choices") or ():
                 if choice.get("index", 0) != 0:
                     continue
                 delta = choice.get("delta") or _EMPTY
                 text = delta.get("content") or ""
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if text.__class__ is not str or reasoning.__class__ is not str:
+                    raise self._stream_broken(call, "the provider sent a malformed stream chunk")
                 raw_tools = delta.get("tool_calls")  # most chunks carry none: build nothing
                 tools = (
                     tuple(
@@ -253,7 +315,7 @@ class OpenAIProvider(HTTPProvider):
                         upstream_model=model,
                         created=created,
                     )
-        if finish is None or (not done and usage is None):
+        if finish is None or (not done and not reported):
             raise self._stream_broken(call, "the stream ended before the answer was complete")
         yield call.chunk(
             finish_reason=finish,

@@ -49,6 +49,10 @@ class Decision:
     (reason, seconds or ``None`` for until re-enabled). ``min_window``: from now
     on only candidates with a larger context window. ``spends_budget``: the
     retry happens only if the retry budget allows one (else it is a ``raise``).
+    ``credential_model``: disable the key for the failed model only, at first (an
+    auth failure: a gateway may relay one deployment's 401; the state widens the
+    block to the provider when a second of its models fails so). Server wait hints
+    are capped at ``settings.max_cooldown`` before they become a cooldown or a block.
     """
 
     action: Action
@@ -59,6 +63,7 @@ class Decision:
     disable_credential: tuple[str, float | None] | None = None
     min_window: int | None = None
     spends_budget: bool = False
+    credential_model: bool = False
 
 
 def decide(
@@ -86,6 +91,8 @@ def decide(
     cls = error.error_class
     health: Literal["failure", "release"] = "failure" if cls.counts_against_health else "release"
     hint = error.retry_after
+    if hint is not None:  # the server's word, bounded: a huge Retry-After must not exclude forever
+        hint = min(hint, settings.max_cooldown)
     cool_down = hint if hint is not None and cls in _WAIT_HINTED else None
     disable = (cls.value, hint) if cls in _CREDENTIAL else None
 
@@ -98,7 +105,15 @@ def decide(
         spends_budget: bool = False,
     ) -> Decision:
         return Decision(
-            action, delay, shrunk, health, cool_down, disable, min_window, spends_budget
+            action,
+            delay,
+            shrunk,
+            health,
+            cool_down,
+            disable,
+            min_window,
+            spends_budget,
+            cls is ErrorClass.AUTH,
         )
 
     if cls is ErrorClass.CONTEXT_OVERFLOW:

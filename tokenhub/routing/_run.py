@@ -180,7 +180,8 @@ class Run:
             state.cool_down(name, decision.cool_down)
         if decision.disable_credential is not None:
             reason, seconds = decision.disable_credential
-            state.disable_credential(candidate.provider, reason, seconds)
+            scope = name if decision.credential_model else None
+            state.disable_credential(candidate.provider, reason, seconds, model=scope)
         if decision.min_window is not None:
             self._min_window = max(self._min_window or 0, decision.min_window)
         if decision.spends_budget and not engine.budget.withdraw():

@@ -55,6 +55,10 @@ def _ewma(old: float | None, sample: float, alpha: float) -> float:
     return sample if old is None else old + alpha * (sample - old)
 
 
+def _left(until: float, now: float) -> float | None:
+    return None if until == math.inf else until - now
+
+
 def _p95(samples: collections.deque[float]) -> float | None:
     if not samples:
         return None
@@ -80,6 +84,8 @@ class RuntimeState:
         self.clock = clock
         self._stats: dict[str, _Stats] = {}
         self._credentials: dict[str, tuple[float, str]] = {}
+        #: Blocks of one model's use of its provider's key: (provider, model) -> (until, reason).
+        self._model_credentials: dict[tuple[str, str], tuple[float, str]] = {}
         self._output_tokens: float | None = None
         self._remaining: dict[tuple[str, str], int] = {}
 
@@ -165,9 +171,35 @@ class RuntimeState:
         s = self._get(model)
         s.not_before = max(s.not_before, self.clock() + seconds)
 
-    def disable_credential(self, provider: str, reason: str, seconds: float | None = None) -> None:
-        """Take ``provider``'s key out of rotation, for ``seconds`` or until re-enabled."""
-        until = math.inf if seconds is None else self.clock() + seconds
+    def disable_credential(
+        self, provider: str, reason: str, seconds: float | None = None, *, model: str | None = None
+    ) -> None:
+        """Take ``provider``'s key out of rotation, for ``seconds`` or until re-enabled.
+
+        With ``model``, the failure was seen on that model only (a gateway may
+        relay one deployment's 401): the key is taken out for that model, and for
+        the whole provider once a second model of it is blocked so too.
+        """
+        now = self.clock()
+        until = math.inf if seconds is None else now + seconds
+        if model is not None:
+            blocked = self._model_credentials
+            others = [
+                m
+                for (p, m), (end, _) in blocked.items()
+                if p == provider and m != model and end > now
+            ]
+            if not others:
+                blocked[provider, model] = (until, reason)
+                _log.warning(
+                    "credential of %s taken out of rotation for %s (%s)",
+                    provider,
+                    model,
+                    reason,
+                    extra={"provider": provider, "model": model, "error_class": reason},
+                )
+                return
+            self._forget_models(provider)
         self._credentials[provider] = (until, reason)
         _log.warning(
             "credential of %s taken out of rotation (%s)",
@@ -177,8 +209,13 @@ class RuntimeState:
         )
 
     def enable_credential(self, provider: str) -> None:
-        """Put ``provider``'s key back into rotation (operator action)."""
+        """Put ``provider``'s key back into rotation (operator action), for all its models."""
         self._credentials.pop(provider, None)
+        self._forget_models(provider)
+
+    def _forget_models(self, provider: str) -> None:
+        for k in [k for k in self._model_credentials if k[0] == provider]:
+            del self._model_credentials[k]
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -191,6 +228,17 @@ class RuntimeState:
             if now < until:
                 return Block("credential", until, f"credential of {provider!r} disabled ({reason})")
             del self._credentials[provider]
+        if self._model_credentials:  # empty until an auth failure: no lookup per candidate
+            cred = self._model_credentials.get((provider, model))
+            if cred is not None:
+                until, reason = cred
+                if now < until:
+                    return Block(
+                        "credential",
+                        until,
+                        f"credential of {provider!r} disabled for {model!r} ({reason})",
+                    )
+                del self._model_credentials[provider, model]
         s = self._stats.get(model)
         if s is None:
             return None
@@ -251,9 +299,17 @@ class RuntimeState:
             }
             for name, s in self._stats.items()
         }
-        credentials = {
-            p: {"reason": reason, "disabled_for_s": None if until == math.inf else until - now}
+        credentials: dict[str, dict[str, Any]] = {}
+        for (p, m), (until, reason) in sorted(self._model_credentials.items()):
+            if until > now:
+                entry = credentials.setdefault(
+                    p,
+                    {"reason": reason, "disabled_for_s": _left(until, now), "models": []},
+                )
+                entry["models"].append(m)
+        credentials.update(
+            (p, {"reason": reason, "disabled_for_s": _left(until, now)})
             for p, (until, reason) in self._credentials.items()
             if until > now
-        }
+        )
         return {"models": models, "credentials": credentials}
