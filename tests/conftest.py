@@ -1,14 +1,27 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tokenhub import Hub
+from tokenhub import _redact as redact
 from tokenhub.testing import FakeClock, FakeProvider
 
 CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
+
+
+@pytest.fixture(autouse=True)
+def forget_registered_secrets() -> Iterator[None]:
+    """Each test ends by forgetting the secrets it registered, so that none masks words later."""
+    # The registry is process-wide and only grows: a value a test registers (Hypothesis draws
+    # the code's own words, "openai" among them) would be masked in every later test's messages.
+    known = dict(redact._KNOWN)
+    yield
+    redact._KNOWN.clear()
+    redact._KNOWN.update(known)
+    redact._index[:] = [-1, {}, ()]  # built for a registry of some size: rebuild it
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,12 @@ from tokenhub import Hub
 from tokenhub._config import parse_config
 from tokenhub._settings import EnvKey, LiteralKey, Pricing, Timeouts
 from tokenhub.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in a fresh directory: configs here name a relative store ("x.db") that may be opened."""
+    monkeypatch.chdir(tmp_path)
 
 
 def base() -> dict[str, Any]:

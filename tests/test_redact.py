@@ -121,3 +121,17 @@ class TestIndexedScrub:
             m.setattr(redact, "_SCAN_LIMIT", -1)
             indexed = scrub(text)
         assert searched == indexed
+
+
+# These two run in this order: the first registers a provider's name as if it were a key (as
+# a property test may: Hypothesis draws the code's own words), the second needs the name
+# readable. conftest.py's autouse fixture forgets what each test registered.
+class TestIsolation:
+    def test_a_registers_a_word_of_a_config_path(self) -> None:
+        """A registered word is masked where it stands alone, in a config path too."""
+        register(Secret("openai"))
+        assert f"providers.{MASK}.api_key" == scrub("providers.openai.api_key")
+
+    def test_b_a_later_test_sees_the_word(self) -> None:
+        """The secret registered by the test before is forgotten: the path reads in full."""
+        assert "providers.openai.api_key" == scrub("providers.openai.api_key")
