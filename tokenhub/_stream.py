@@ -129,19 +129,26 @@ class ChatStream:
                 raise
             if isinstance(exc, TokenhubError) or not isinstance(exc, Exception):
                 raise
-            # The Hub closed its clients under this stream: say so, not how the client broke.
-            if call is None:
-                raise HubClosedError from None
-            raise StreamInterrupted(
-                "the Hub was closed during the stream",
-                partial_text=partial.text,
-                partial_tool_calls=partial.tool_calls,
-                usage=partial.usage,
-                provider=call.provider,
-                model=call.model,
-                request_id=self.request_id,
-                code="hub_closed",
-            ) from None
+            # The Hub closed its clients under this stream: say so, not how the client broke
+            # (raised below, outside this block, so that no context leads to the client's error).
+            replacement: TokenhubError | None = (
+                HubClosedError()
+                if call is None
+                else StreamInterrupted(
+                    "the Hub was closed during the stream",
+                    partial_text=partial.text,
+                    partial_tool_calls=partial.tool_calls,
+                    usage=partial.usage,
+                    provider=call.provider,
+                    model=call.model,
+                    request_id=self.request_id,
+                    code="hub_closed",
+                )
+            )
+        else:
+            replacement = None
+        if replacement is not None:
+            raise replacement
         last = partial.last
         if call is None or last is None or last.finish_reason is None:  # pragma: no cover
             raise AssertionError("the engine ended a stream without its finish")
