@@ -90,7 +90,10 @@ def http_impl(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_hub(fake: FakeProvider, clock: FakeClock, http_impl: str) -> Callable[..., Hub]:
-    def make(**timeouts: float) -> Hub:
-        return Hub.from_config(config_for(fake, http_impl, **timeouts), clock=clock)
+    def make(*, failover: dict[str, Any] | None = None, **timeouts: float) -> Hub:
+        config = config_for(fake, http_impl, **timeouts)
+        if failover is not None:
+            config["failover"] = failover
+        return Hub.from_config(config, clock=clock)
 
     return make

@@ -496,7 +496,7 @@ class TestStream:
         """A stream cut after delivered chunks raises StreamInterrupted carrying the partial text."""
         fake.script(UPSTREAM[model], Reply(text="alpha beta gamma delta", cut_after=2))
         got: list[str] = []
-        async with make_hub() as hub:
+        async with make_hub(failover={"continue_streams": "off"}) as hub:
             with pytest.raises(StreamInterrupted) as info:
                 async for c in hub.stream(HELLO, model=model):
                     got.append(c.text)
@@ -523,7 +523,7 @@ class TestStream:
         """A malformed chunk ends the stream with StreamInterrupted; no garbage reaches the caller."""
         fake.script(UPSTREAM[model], Reply(text="alpha beta gamma", malformed_after=1))
         got: list[str] = []
-        async with make_hub() as hub:
+        async with make_hub(failover={"continue_streams": "off"}) as hub:
             with pytest.raises(StreamInterrupted):
                 async for c in hub.stream(HELLO, model=model):
                     got.append(c.text)
@@ -544,7 +544,7 @@ class TestStream:
     ) -> None:
         """An Anthropic stream that never sends message_stop is not a success."""
         fake.script("claude-3-5-haiku-latest", Reply(text="almost done", no_done=True))
-        async with make_hub() as hub:
+        async with make_hub(failover={"continue_streams": "off"}) as hub:
             with pytest.raises(StreamInterrupted) as info:
                 await collect(hub, "claude-haiku")
         assert "almost done" == info.value.partial_text
@@ -574,7 +574,7 @@ class TestStream:
                 stream_error_after=2,
             ),
         )
-        async with make_hub() as hub:
+        async with make_hub(failover={"continue_streams": "off"}) as hub:
             with pytest.raises(StreamInterrupted) as info:
                 await collect(hub, "claude-haiku")
         assert "overloaded" == info.value.code

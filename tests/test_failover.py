@@ -240,7 +240,7 @@ class TestStreams:
         assert ["provider_down", "ok"] == [a.outcome for a in stream.trace.attempts]
 
     async def test_cut_after_chunks_is_never_a_success(self, fake: FakeProvider) -> None:
-        """A stream cut after delivered chunks raises StreamInterrupted; no silent failover."""
+        """A cut stream that no rescue reproduces raises StreamInterrupted; never a silent switch."""
         fake.script("m1", Reply(text="one two three four", cut_after=2))
         async with Hub.from_config(config(fake, "m1", "m2"), clock=FakeClock()) as hub:
             stream = hub.stream(HELLO)
@@ -248,8 +248,10 @@ class TestStreams:
                 async for _ in stream:
                     pass
         assert "one two " == info.value.partial_text
-        assert ["m1"] == seen(fake)
-        assert ["stream_interrupted"] == [a.outcome for a in stream.trace.attempts]
+        # Each rescue (m2, then m1 again) answered "echo: Hello": checked, dropped.
+        assert ["m1", "m2", "m1"] == seen(fake)
+        outcomes = [a.outcome for a in stream.trace.attempts]
+        assert ["stream_interrupted", "diverged", "diverged"] == outcomes
         assert info.value.trace == stream.trace
 
     async def test_stall_after_chunks(self, fake: FakeProvider) -> None:
@@ -299,7 +301,7 @@ class TestStreams:
                 }
             },
             "models": {"c": {"provider": "a"}},
-            "failover": {"stall_timeout": 0.3},
+            "failover": {"stall_timeout": 0.3, "continue_streams": "off"},
         }
         fake.script("c", Reply(text="a b c d", delay_between_chunks=0.5, ping_every=1))
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
@@ -565,6 +567,7 @@ class TestAccounting:
                 }
             },
             "models": {"c": {"provider": "a", "pricing": {"input": 1, "output": 1}}},
+            "failover": {"continue_streams": "off"},
         }
         fake.script("c", Reply(text="a b c d", usage=(50, 4), cut_after=2))
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
@@ -713,25 +716,25 @@ class TestHedging:
 
 class TestContinuation:
     def cfg(self, fake: FakeProvider) -> dict[str, Any]:
-        cfg = config(fake, "m1", "m2", failover={"continue_streams": True})
+        cfg = config(fake, "m1", "m2")
         cfg["models"]["m2"]["capabilities"] = ["prefill"]
         return cfg
 
     async def test_cut_stream_continues_on_a_prefill_model(self, fake: FakeProvider) -> None:
-        """With continue_streams, a cut answer is continued by a prefill-capable fallback."""
+        """A cut answer is continued by a prefill-capable fallback (its space not repeated)."""
         fake.script("m1", Reply(text="Once upon a time", cut_after=2))
         fake.script("m2", Reply(text=" there was a fox."))
         async with Hub.from_config(self.cfg(fake), clock=FakeClock()) as hub:
             stream = hub.stream(HELLO)
             text = "".join([c.text async for c in stream])
-        assert "Once upon  there was a fox." == text
+        assert "Once upon there was a fox." == text
         assert ("m2", text) == (stream.response.model, stream.response.text)
         sent = fake.requests[-1].body["messages"]
-        assert {"role": "assistant", "content": "Once upon "} == sent[-1]
+        assert {"role": "assistant", "content": "Once upon"} == sent[-1]
         assert ["stream_interrupted", "ok"] == [a.outcome for a in stream.trace.attempts]
 
     async def test_a_rejected_prefill_does_not_mask_the_failure(self, fake: FakeProvider) -> None:
-        """If the continuation fails (prefill rejected), the original interruption is raised."""
+        """A rejected prefill and answers that differ leave the original interruption raised."""
         fake.script("m1", Reply(text="Once upon a time", cut_after=2))
         fake.script(
             "m2",
@@ -752,7 +755,7 @@ class TestContinuation:
         assert ("Once upon ", "m1") == (info.value.partial_text, info.value.model)
 
     async def test_never_with_tool_calls_in_flight(self, fake: FakeProvider) -> None:
-        """A stream cut in the middle of a tool call is not continued."""
+        """A stream cut in the middle of a tool call is never continued by prefill."""
         fake.script(
             "m1",
             Reply(
@@ -767,4 +770,6 @@ class TestContinuation:
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             with pytest.raises(StreamInterrupted):
                 _ = [c async for c in hub.stream(HELLO, tools=tools)]
-        assert ["m1"] == seen(fake)
+        # Regenerated and checked (the echoes differ), never continued by prefill.
+        assert ["m1", "m2", "m1"] == seen(fake)
+        assert all(r.body["messages"][-1]["role"] == "user" for r in fake.requests)

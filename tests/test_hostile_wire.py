@@ -328,7 +328,7 @@ class TestAnthropicStreamUsage:
             stop=False,
         )
         fake.script("claude-3-5-haiku-latest", Reply(body=body, headers=SSE))
-        async with make_hub() as hub:
+        async with make_hub(failover={"continue_streams": "off"}) as hub:
             with pytest.raises(StreamInterrupted) as caught:
                 _ = [c async for c in hub.stream(HELLO, model="claude-haiku")]
         assert Usage(input_tokens=25, output_tokens=3) == caught.value.usage

@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub.routing._estimate",
             "tokenhub.routing._health",
             "tokenhub.routing._partial",
+            "tokenhub.routing._rescue",
             "tokenhub.routing._router",
             "tokenhub.routing._checks",
             "tokenhub.routing._decide",

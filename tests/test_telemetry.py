@@ -370,7 +370,7 @@ class TestMetrics:
         """Continuing a broken stream on another model counts as a failover."""
         fake.script("m1", Reply(text="Once upon a time", cut_after=2))
         fake.script("m2", Reply(text=" there was a fox."))
-        cfg = config(fake, continue_streams=True)
+        cfg = config(fake)
         cfg["models"]["m2"]["capabilities"] = ["prefill"]
         async with Hub.from_config(
             cfg,

@@ -22,6 +22,7 @@ __all__ = [
     "Message",
     "ResponseFormat",
     "RouteTrace",
+    "Splice",
     "TextPart",
     "Tool",
     "ToolCall",
@@ -179,6 +180,15 @@ class ChatResponse:
     reasoning: str = ""
     refusal: str | None = None
     trace: RouteTrace | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def unverified(self) -> bool:
+        """Whether part of the text was written by a model asked to continue a broken stream.
+
+        Only with ``continue_streams: "instruct"``: such a continuation cannot be
+        checked against what was already delivered (see :class:`Splice`).
+        """
+        return self.trace is not None and any(s.method == "instruct" for s in self.trace.splices)
 
     def to_openai(self) -> dict[str, Any]:
         """Return the response as an OpenAI ``chat.completion`` dict."""
@@ -343,6 +353,24 @@ class Attempt:
 
 
 @attrs.frozen
+class Splice:
+    """Where a broken stream was rescued: who broke, who finished it, and how.
+
+    ``offset`` is the length of the text delivered before the break and
+    ``tool_calls`` the number of tool calls begun; ``method`` is ``prefill``
+    (the delivered text sent as the start of the answer), ``regenerate`` (a
+    new answer that began with exactly what was delivered, its repeated start
+    dropped) or ``instruct`` (a model asked to continue: unverified).
+    """
+
+    broken: str
+    model: str
+    method: Literal["prefill", "regenerate", "instruct"]
+    offset: int
+    tool_calls: int = 0
+
+
+@attrs.frozen
 class RouteTrace:
     """Why the Hub chose what it chose: candidates in the order tried, exclusions, attempts."""
 
@@ -354,6 +382,7 @@ class RouteTrace:
     alias: str | None = None
     pinned: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    splices: tuple[Splice, ...] = ()
 
     def with_attempts(self, attempts: tuple[Attempt, ...]) -> RouteTrace:
         """A copy with ``attempts`` (the hot path's cheaper ``attrs.evolve``)."""
@@ -366,6 +395,7 @@ class RouteTrace:
             alias=self.alias,
             pinned=self.pinned,
             attempts=attempts,
+            splices=self.splices,
         )
 
     @property

@@ -131,7 +131,11 @@ class FailoverConfig:
     """How the Hub retries, waits, fails over and gives up (seconds throughout).
 
     ``max_cooldown`` caps every wait a provider asks for (``Retry-After`` and the
-    like) before it becomes a cooldown or a credential block.
+    like) before it becomes a cooldown or a credential block. ``continue_streams``
+    says how a stream that broke after delivering chunks is rescued: ``verified``
+    (continue it by prefill, or splice a regenerated answer that begins with
+    exactly what was delivered), ``instruct`` (also ask a model to continue,
+    unverified, when nothing verified works) or ``off``.
     """
 
     timeout: float = 600.0
@@ -147,7 +151,7 @@ class FailoverConfig:
     content_policy_fallback: bool = False
     hedge_after: float | None = None
     hedge_p95: bool = False
-    continue_streams: bool = False
+    continue_streams: Literal["verified", "off", "instruct"] = "verified"
     breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
 
 

@@ -233,9 +233,9 @@ class TestStream:
         assert ["hi", " there", ""] == await streamed(engine, route("a", "b"))
 
     async def test_committed_after_the_first_chunk(self) -> None:
-        """A break after a chunk raises StreamInterrupted with the partial text; no failover."""
+        """Without rescue, a break after a chunk raises StreamInterrupted; no failover."""
         provider = Scripted({"up-a": [["par", "tial", failure()]], "up-b": [["never"]]})
-        engine = engine_for(table(provider, "a", "b"), FakeClock())
+        engine = engine_for(table(provider, "a", "b"), FakeClock(), continue_streams="off")
         with pytest.raises(StreamInterrupted) as caught:
             await streamed(engine, route("a", "b"))
         assert ("partial", ["up-a"]) == (
@@ -257,10 +257,10 @@ class TestStream:
         assert "x" == caught.value.partial_text
 
     async def test_continues_on_a_prefill_model(self) -> None:
-        """With continue_streams, a later prefill-capable model continues a broken stream."""
+        """On the defaults, a later prefill-capable model continues a broken stream."""
         provider = Scripted({"up-a": [["Hel", failure()]], "up-b": [["lo"]]})
         deployments = {**table(provider, "a"), **table(provider, "b", prefill=True)}
-        engine = engine_for(deployments, FakeClock(), continue_streams=True)
+        engine = engine_for(deployments, FakeClock())
         assert ["Hel", "lo", ""] == await streamed(engine, route("a", "b"))
         continued = provider.calls[1].request.messages[-1]
         assert ("assistant", "Hel") == (continued.role, continued.content)

@@ -42,6 +42,10 @@ class Partial:
             for _, parts in sorted(self._tools.items())
         )
 
+    def tool_parts(self) -> dict[int, tuple[str, str]]:
+        """The tool calls so far by stream index: (name, arguments joined)."""
+        return {i: (parts[1], "".join(parts[2:])) for i, parts in self._tools.items()}
+
     def add(self, chunk: Chunk) -> None:
         """Take in one chunk (this runs for every chunk: most carry text and nothing else)."""
         self.last = chunk

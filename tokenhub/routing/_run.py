@@ -13,6 +13,8 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from tokenhub import _semconv as sc
 from tokenhub._models import Attempt
 from tokenhub._redact import get_logger
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from tokenhub._clock import Clock
-    from tokenhub._models import Candidate, ChatRequest, RouteTrace, Usage
+    from tokenhub._models import Candidate, ChatRequest, RouteTrace, Splice, Usage
     from tokenhub._runtime import StateBackend
     from tokenhub._settings import FailoverConfig
     from tokenhub._telemetry import AttemptSpan, Telemetry
@@ -61,6 +63,7 @@ class Engine:
         *,
         telemetry: Telemetry,
         budget: RetryBudget | None = None,
+        no_prefill: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -69,6 +72,8 @@ class Engine:
         self.telemetry = telemetry
         #: Process-wide: shared by the engines that replace this one with the same settings.
         self.budget = budget or RetryBudget(settings.retry_budget, settings.retry_burst)
+        #: Models that refused a prefill: a broken stream is regenerated on them instead.
+        self.no_prefill: set[str] = set() if no_prefill is None else no_prefill
         # Built once per table rather than once per attempt.
         self.observers: dict[str, Callable[[Mapping[str, str]], None]] = {
             name: partial(state.observe_limits, name) for name in deployments
@@ -83,6 +88,7 @@ class Engine:
             deployments,
             telemetry=self.telemetry,
             budget=self.budget,
+            no_prefill=self.no_prefill,
         )
 
     def run(
@@ -132,6 +138,12 @@ class Run:
         if cached is None or len(cached.attempts) != len(self.attempts):
             cached = self._trace = self.base_trace.with_attempts(tuple(self.attempts))
         return cached
+
+    def splice(self, splice: Splice) -> None:
+        """Record where a rescue took over a broken stream (it appears on the trace)."""
+        base = self.base_trace
+        self.base_trace = attrs.evolve(base, splices=(*base.splices, splice))
+        self._trace = None
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline."""

@@ -318,7 +318,7 @@ class FakeProvider:
             return await self._send_full(
                 wire, api, reply.status, payload, reply.headers, reply=reply
             )
-        plan = plan_answer(reply, body, model)
+        plan = plan_answer(reply, body, model, prefill=api == "anthropic")
         if body.get("stream") is not True:
             answer = openai_body(plan) if api == "openai" else anthropic_body(plan)
             return await self._send_full(wire, api, 200, dumps(answer), reply.headers, reply=reply)

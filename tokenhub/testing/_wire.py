@@ -136,8 +136,13 @@ def _arg_fragments(call: ScriptedToolCall) -> list[str]:
     return _split(json.dumps(dict(call.arguments)), 3) or ["{}"]
 
 
-def plan_answer(reply: Reply, body: dict[str, Any], model: str) -> Plan:
-    """Resolve a successful ``reply`` against the request ``body`` (echo, usage, pieces)."""
+def plan_answer(reply: Reply, body: dict[str, Any], model: str, *, prefill: bool = False) -> Plan:
+    """Resolve a successful ``reply`` against the request ``body`` (echo, usage, pieces).
+
+    With ``prefill`` (the Anthropic API), a trailing assistant message is the start of
+    the answer: an answer that begins with it is sent without that start, as the model
+    would continue it.
+    """
     messages = [m for m in body["messages"] if isinstance(m, dict)]
     if reply.text is not None:
         text = reply.text
@@ -146,6 +151,10 @@ def plan_answer(reply: Reply, body: dict[str, Any], model: str) -> Plan:
     else:
         last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = "echo: " + _text_of(last.get("content"))
+    if prefill and messages and messages[-1].get("role") == "assistant":
+        start = _text_of(messages[-1].get("content"))
+        if start and text.startswith(start):
+            text = text[len(start) :]
     if reply.usage is None:
         words = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages)
         usage = (words, max(1, len(text.split())))
