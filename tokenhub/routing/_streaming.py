@@ -193,7 +193,7 @@ async def _committed(
             last = chunk
             delivered += 1
             yield chunk
-        if last.finish_reason is None:
+        if partial.finish_reason is None:  # a usage-only chunk may follow the finish chunk
             raise _ended(call)
     except ProviderError as exc:
         failure: ProviderError | None = exc
@@ -225,7 +225,7 @@ async def _committed(
         cost=call.cost(partial.usage),
         response_model=last.upstream_model,
         response_id=last.response_id,
-        finish_reason=last.finish_reason,
+        finish_reason=partial.finish_reason,
     )
     run.succeeded(candidate, started, partial.usage, first_at)
 
