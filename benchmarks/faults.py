@@ -18,8 +18,11 @@ from tokenhub.testing import FakeProvider, Reply
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
-def config(fake: FakeProvider, names: tuple[str, ...], read: float | None = None) -> dict[str, Any]:
-    provider: dict[str, Any] = {"kind": "openai", "base_url": fake.openai_base_url}
+def config(
+    fake: FakeProvider, names: tuple[str, ...], read: float | None = None, kind: str = "openai"
+) -> dict[str, Any]:
+    url = fake.anthropic_base_url if kind == "anthropic" else fake.openai_base_url
+    provider: dict[str, Any] = {"kind": kind, "base_url": url}
     if read:
         provider["timeouts"] = {"read": read}
     return {
@@ -28,7 +31,7 @@ def config(fake: FakeProvider, names: tuple[str, ...], read: float | None = None
             n: {"provider": "o", "pricing": {"input": i + 1, "output": i + 1}}
             for i, n in enumerate(names)
         },
-        "routing": {"mode": "cheap"},
+        "routing": {"mode": "cheap", "fallbacks": list(names[1:])},
     }
 
 
@@ -40,20 +43,23 @@ async def case(
     stream: bool = False,
     read: float | None = None,
     repeat: int = 1,
+    kind: str = "openai",
+    pin: str | None = None,
+    once: bool = False,
 ) -> None:
     async with FakeProvider() as fake:
-        fake.default("m1", reply)
-        async with Hub.from_config(config(fake, names, read)) as hub:
+        (fake.script if once else fake.default)("m1", reply)
+        async with Hub.from_config(config(fake, names, read, kind)) as hub:
             for _ in range(repeat - 1):
                 await hub.chat(HELLO)
             started = time.monotonic()
             try:
                 if stream:
-                    s = hub.stream(HELLO)
+                    s = hub.stream(HELLO, model=pin)
                     _ = [c async for c in s]
                     outcome = f"answer from {s.response.model}"
                 else:
-                    r = await hub.chat(HELLO)
+                    r = await hub.chat(HELLO, model=pin)
                     outcome = f"answer from {r.model}"
             except Exception as exc:  # noqa: BLE001 - the outcome is what is reported
                 outcome = type(exc).__name__
@@ -98,6 +104,13 @@ async def main() -> None:
     await case("malformed chunk first", Reply(text="a b", malformed_after=0), stream=True)
     await case("malformed chunk after 1", Reply(text="a b", malformed_after=1), stream=True)
     await case("stream without [DONE]", Reply(text="a b", no_done=True), stream=True)
+    await case(
+        "Anthropic stream without message_stop",
+        Reply(text="a b", no_done=True),
+        stream=True,
+        kind="anthropic",
+    )
+    await case("pinned model (model=m1), one 500", Reply(status=500), pin="m1", once=True)
     await case("context overflow with numbers", Reply(status=400, body=overflow))
     await case(
         "content filter",

@@ -320,11 +320,11 @@ class TestAnthropicStreamUsage:
     async def test_an_interrupted_stream_keeps_its_usage(
         self, fake: FakeProvider, make_hub: Callable[..., Hub]
     ) -> None:
-        """Cut after message_delta with input_tokens 0 at the start: the error carries the counts."""
+        """Cut after a stop-reason-less message_delta (input_tokens 0 at the start): the error has the counts."""
         body = anthropic_sse(
             message_start(input_tokens=0),
             TEXT,
-            message_delta(input_tokens=25, output_tokens=3),
+            message_delta(input_tokens=25, output_tokens=3) | {"delta": {}},
             stop=False,
         )
         fake.script("claude-3-5-haiku-latest", Reply(body=body, headers=SSE))

@@ -452,7 +452,7 @@ class TestFailover:
             },
             "routing": {"fallbacks": ["nocaps", "ok"]},
         }
-        fake.script("main", Reply(status=500))
+        fake.script("main", Reply(status=503))  # an overload: no quick retry on a pinned model
         async with Hub.from_config(cfg) as hub:
             r = await hub.chat(HELLO, model="main", tools=[TOOL])
         assert ["main", "ok"] == [req.model for req in fake.requests]

@@ -150,12 +150,13 @@ class ChatStream:
         if replacement is not None:
             raise replacement
         last = partial.last
-        if call is None or last is None or last.finish_reason is None:  # pragma: no cover
+        finish = partial.finish_reason
+        if call is None or last is None or finish is None:  # pragma: no cover
             raise AssertionError("the engine ended a stream without its finish")
         response = call.response(
             text=partial.text,
             tool_calls=partial.tool_calls,
-            finish_reason=last.finish_reason,
+            finish_reason=finish,
             usage=partial.usage,
             upstream_model=last.upstream_model,
             response_id=last.response_id,

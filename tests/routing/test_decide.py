@@ -175,6 +175,64 @@ class TestLastCandidate:
         assert (Decision("next", cool_down=5.0), []) == (d, draws)
 
 
+class TestPinned:
+    @pytest.mark.parametrize(
+        "exc",
+        [
+            error(ErrorClass.TRANSIENT, status=500),
+            error(ErrorClass.TRANSIENT, status=502),
+            error(ErrorClass.TRANSIENT, status=504),
+            error(ErrorClass.PROVIDER_DOWN),  # connection refused or reset
+        ],
+    )
+    def test_one_quick_retry_before_failing_over(self, exc: ProviderError) -> None:
+        """A one-off 5xx or reset on the pinned model is retried once, after a short full jitter."""
+        d = run(exc, pinned=True)
+        delay = full_jitter(0, 0.5, base=SETTINGS.backoff_base, cap=SETTINGS.backoff_cap)
+        expected = Decision("retry", delay, health="failure", spends_budget=True, no_budget="next")
+        assert expected == d
+        assert Decision("next", health="failure") == run(exc, pinned=True, tries=1)
+
+    @pytest.mark.parametrize(
+        ("exc", "expected"),
+        [
+            (error(ErrorClass.OVERLOADED, status=503), Decision("next", health="failure")),
+            (error(ErrorClass.OVERLOADED, status=529), Decision("next", health="failure")),
+            (error(ErrorClass.RATE_LIMITED), Decision("next")),
+            (error(ErrorClass.RATE_LIMITED, retry_after=2.0), Decision("next", cool_down=2.0)),
+            (
+                ProviderTimeoutError("silent", error_class=ErrorClass.PROVIDER_DOWN),
+                Decision("next", health="failure"),
+            ),
+            (error(ErrorClass.INVALID_REQUEST), Decision("raise")),
+        ],
+    )
+    def test_overloads_rate_limits_and_timeouts_fail_over_at_once(
+        self, exc: ProviderError, expected: Decision
+    ) -> None:
+        """On a pinned model, 503/529, 429 and timeouts still move on without a retry."""
+        assert expected == run(exc, pinned=True)
+
+    def test_unpinned_fails_over_at_once(self) -> None:
+        """Without a pin, a 500 moves on to the next candidate at once, as before."""
+        assert Decision("next", health="failure") == run(error(ErrorClass.TRANSIENT))
+
+    def test_bounded_by_the_deadline_max_retries_and_the_server(self) -> None:
+        """No quick retry past the deadline, with max_retries 0, or against x-should-retry: false."""
+        exc = error(ErrorClass.TRANSIENT)
+        delay = run(exc, pinned=True).delay
+        assert "next" == run(exc, pinned=True, remaining=delay).action
+        assert "next" == run(exc, pinned=True, settings=FailoverConfig(max_retries=0)).action
+        exc.should_retry = False
+        assert "next" == run(exc, pinned=True).action
+
+    def test_the_last_candidate_is_unchanged(self) -> None:
+        """A pinned model with no fallbacks retries as any last candidate does (raise when refused)."""
+        exc = error(ErrorClass.TRANSIENT)
+        assert run(exc, last=True) == run(exc, last=True, pinned=True)
+        assert "raise" == run(exc, last=True).no_budget
+
+
 class TestRequestErrors:
     def test_content_policy_raises_unless_fallback(self) -> None:
         """A content-policy refusal is final, unless content_policy_fallback is on."""
@@ -226,6 +284,7 @@ class TestProperties:
         remaining=st.floats(0, 700),
         draw=st.floats(0, 1, exclude_max=True),
         window=st.none() | st.integers(1, 200_000),
+        pinned=st.booleans(),
     )
     def test_pure_and_within_bounds(
         self,
@@ -235,28 +294,36 @@ class TestProperties:
         remaining: float,
         draw: float,
         window: int | None,
+        pinned: bool,
     ) -> None:
-        """Same inputs, same decision; a retry fits the deadline, and only the last one waits."""
+        """Same inputs, same decision; a retry fits the deadline; only the last or pinned one waits."""
         kw: dict[str, Any] = {
             "tries": tries,
             "last": last,
             "remaining": remaining,
             "random": lambda: draw,
             "context_window": window,
+            "pinned": pinned,
         }
         first, second = run(exc, **kw), run(exc, **kw)
         assert first == second
         if first.action == "retry":
             assert first.delay < remaining or first.request is not None
-            if first.request is None:  # a same-model retry: only on the last candidate
-                assert last
+            if first.request is None:  # a same-model retry: the last candidate, or a pinned one
+                assert last or (pinned and tries == 0 and first.no_budget == "next")
                 assert tries < SETTINGS.max_retries
                 assert first.spends_budget
                 assert not isinstance(exc, ProviderTimeoutError)
+                if not last:
+                    assert isinstance(exc, ProviderError)
+                    assert exc.error_class in {ErrorClass.TRANSIENT, ErrorClass.PROVIDER_DOWN}
             else:  # the one shrink
                 assert (0, 0.0, False) == (tries, first.delay, first.spends_budget)
         if first.action == "next":
             assert not last
+        other = run(exc, **(kw | {"pinned": not pinned}))
+        if "retry" not in (first.action, other.action) or last:  # the pin changes nothing else
+            assert first == other
 
 
 class TestServerWaitCap:

@@ -65,9 +65,11 @@ class TestScripting:
         assert len(fake.requests) == 2
 
     def test_reply_validation(self) -> None:
-        """Reply.chunks and ping_every must be at least 1; Reply is frozen."""
+        """Reply.chunks and ping_every must be at least 1, cut_tail_after 0; Reply is frozen."""
         with pytest.raises(ValueError, match="chunks"):
             Reply(chunks=0)
+        with pytest.raises(ValueError, match="cut_tail_after"):
+            Reply(cut_tail_after=-1)
         with pytest.raises(ValueError, match="ping_every"):
             Reply(ping_every=0)
         with pytest.raises(AttributeError):

@@ -233,6 +233,30 @@ class TestStreamFaults:
         assert kinds == ["message_start", "content_block_start", "content_block_delta"]
 
     @pytest.mark.anyio
+    async def test_cut_tail_after_openai(self) -> None:
+        """cut_tail_after=1 on OpenAI sends the finish chunk, then cuts before the usage chunk."""
+        async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:
+            fake.script("gpt", Reply(text="a b", cut_tail_after=1))
+            body = oa(stream=True, stream_options={"include_usage": True})
+            _, raw, error = await collect(client, OPENAI_PATH, body)
+        assert isinstance(error, httpx.RemoteProtocolError)
+        parsed = chunks(raw)
+        assert parsed[-1].choices[0].finish_reason == "stop"
+        assert all(c.usage is None for c in parsed)
+
+    @pytest.mark.anyio
+    async def test_cut_tail_after_anthropic(self) -> None:
+        """cut_tail_after=1 on Anthropic sends message_delta, then cuts before message_stop."""
+        async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:
+            fake.script("claude", Reply(text="a b", cut_tail_after=1))
+            _, raw, error = await collect(client, ANTHROPIC_PATH, an(stream=True))
+        assert isinstance(error, httpx.RemoteProtocolError)
+        assert [e.type for e in anthropic_events(raw)][-2:] == [
+            "content_block_stop",
+            "message_delta",
+        ]
+
+    @pytest.mark.anyio
     async def test_fault_beyond_content_fires_at_end(self) -> None:
         """A cut_after larger than the content count cuts after the last content chunk."""
         async with FakeProvider() as fake, httpx.AsyncClient(base_url=fake.url) as client:

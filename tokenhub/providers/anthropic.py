@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tokenhub._http import TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
 from tokenhub._ratelimit import event_status
-from tokenhub._sse import parse_json
+from tokenhub._sse import SSEError, parse_json
 from tokenhub.errors import ProviderError, RequestError
 from tokenhub.providers._base import HTTPProvider, classify_status, dumps, error_envelope
 from tokenhub.providers._types import Capabilities, Classification
@@ -304,7 +304,10 @@ class AnthropicProvider(HTTPProvider):
         """Translate Anthropic's stream events into chunks.
 
         A failure mid-stream carries the usage reported so far (``error.usage``):
-        Anthropic bills the input and the output already generated.
+        Anthropic bills the input and the output already generated. Once
+        ``message_delta`` has brought the stop reason (and the final usage), the
+        answer is complete: losing ``message_stop`` to a cut, a timeout or a
+        garbled event changes nothing.
         """
         response_id: str | None = None
         model: str | None = None
@@ -320,10 +323,10 @@ class AnthropicProvider(HTTPProvider):
                 try:
                     data = parse_json(event.data)
                 except ValueError:
-                    raise self._stream_broken(
-                        call, "the provider sent a malformed stream event"
-                    ) from None
+                    data = None
                 if not isinstance(data, dict):
+                    if stop is not None:  # the tail after the stop reason is garbled
+                        break
                     raise self._stream_broken(call, "the provider sent a malformed stream event")
                 kind = data.get("type", kind)
                 if kind == "content_block_delta":
@@ -369,13 +372,8 @@ class AnthropicProvider(HTTPProvider):
                     # Cumulative: each field reported here replaces the one before, never summed.
                     believable = _counts(call, data.get("usage"), counts) and believable
                 elif kind == "message_stop":
-                    yield call.chunk(
-                        finish_reason=_STOP.get(stop or "", "stop"),
-                        usage=_usage(counts) if believable else None,
-                        response_id=response_id,
-                        upstream_model=model,
-                    )
-                    return
+                    stop = stop or "end_turn"
+                    break
                 elif kind == "error":
                     err = data.get("error")
                     status = (
@@ -385,11 +383,23 @@ class AnthropicProvider(HTTPProvider):
                     )
                     body = dumps(data).encode()
                     raise self._error(call, self.classify(status, {}, body), key)
-            raise self._stream_broken(call, "the stream ended before message_stop")
+            if stop is None:
+                raise self._stream_broken(call, "the stream ended before its stop reason")
         except ProviderError as exc:
             exc.usage = _usage(counts) if believable and any(counts.values()) else None
             raise
         except TransportError as exc:
-            error = self._transport_error(call, exc)
-            error.usage = _usage(counts) if believable and any(counts.values()) else None
-            raise error from None
+            if stop is None:
+                error = self._transport_error(call, exc)
+                error.usage = _usage(counts) if believable and any(counts.values()) else None
+                raise error from None
+        except SSEError:
+            if stop is None:
+                raise
+        # Cut, timed out or oversized after the stop reason: the answer stands.
+        yield call.chunk(
+            finish_reason=_STOP.get(stop or "", "stop"),
+            usage=_usage(counts) if believable else None,
+            response_id=response_id,
+            upstream_model=model,
+        )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tokenhub._http import TransportError
 from tokenhub._models import ImagePart, Message, TextPart, ToolCall, ToolCallDelta, Usage
 from tokenhub._ratelimit import event_status
-from tokenhub._sse import parse_json
+from tokenhub._sse import SSEError, parse_json
 from tokenhub.providers._base import HTTPProvider, classify_status
 from tokenhub.providers._types import Capabilities, Classification
 from tokenhub.providers._wire import (
@@ -253,70 +254,77 @@ class OpenAIProvider(HTTPProvider):
         """Translate the SSE events of a 200 stream into chunks.
 
         The finish reason is held back and delivered on the last chunk together
-        with the usage, which OpenAI sends after it.
+        with the usage, which OpenAI sends after it. Once the finish reason has
+        arrived the answer is complete: losing what follows it (the usage chunk,
+        ``[DONE]``) to a cut, a timeout or a garbled event leaves the usage unknown.
         """
         finish: str | None = None
         usage: Usage | None = None
         response_id: str | None = None
         model: str | None = None
         created = 0
-        done = reported = False
-        async for event in events:
-            data = event.data
-            if data == "[DONE]":
-                done = True
-                break
-            try:
-                obj = parse_json(data)
-            except ValueError:
-                raise self._stream_broken(
-                    call, "the provider sent a malformed stream chunk"
-                ) from None
-            if not isinstance(obj, dict):
-                raise self._stream_broken(call, "the provider sent a malformed stream chunk")
-            if obj.get("error") is not None:
-                raise self._error(call, self._classify_event(obj), key)
-            response_id = obj.get("id", response_id)
-            model = obj.get("model", model)
-            created = obj.get("created", created)
-            raw_usage = obj.get("usage")
-            if raw_usage:
-                usage, reported = _usage(call, raw_usage), True
-            for choice in obj.get("choices") or ():
-                if choice.get("index", 0) != 0:
-                    continue
-                delta = choice.get("delta") or _EMPTY
-                text = delta.get("content") or ""
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                if text.__class__ is not str or reasoning.__class__ is not str:
+        try:
+            async for event in events:
+                data = event.data
+                if data == "[DONE]":
+                    break
+                try:
+                    obj = parse_json(data)
+                except ValueError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    if finish is not None:  # the tail after the finish reason is garbled
+                        break
                     raise self._stream_broken(call, "the provider sent a malformed stream chunk")
-                raw_tools = delta.get("tool_calls")  # most chunks carry none: build nothing
-                tools = (
-                    tuple(
-                        ToolCallDelta(
-                            index=t.get("index", 0),
-                            id=t.get("id"),
-                            name=(t.get("function") or _EMPTY).get("name"),
-                            arguments=(t.get("function") or _EMPTY).get("arguments") or "",
+                if obj.get("error") is not None:
+                    raise self._error(call, self._classify_event(obj), key)
+                response_id = obj.get("id", response_id)
+                model = obj.get("model", model)
+                created = obj.get("created", created)
+                raw_usage = obj.get("usage")
+                if raw_usage:
+                    usage = _usage(call, raw_usage)
+                for choice in obj.get("choices") or ():
+                    if choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta") or _EMPTY
+                    text = delta.get("content") or ""
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if text.__class__ is not str or reasoning.__class__ is not str:
+                        raise self._stream_broken(
+                            call, "the provider sent a malformed stream chunk"
                         )
-                        for t in raw_tools
+                    raw_tools = delta.get("tool_calls")  # most chunks carry none: build nothing
+                    tools = (
+                        tuple(
+                            ToolCallDelta(
+                                index=t.get("index", 0),
+                                id=t.get("id"),
+                                name=(t.get("function") or _EMPTY).get("name"),
+                                arguments=(t.get("function") or _EMPTY).get("arguments") or "",
+                            )
+                            for t in raw_tools
+                        )
+                        if raw_tools
+                        else ()
                     )
-                    if raw_tools
-                    else ()
-                )
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                if text or reasoning or tools:
-                    yield call.chunk(
-                        text=text,
-                        tool_calls=tools,
-                        reasoning=reasoning,
-                        response_id=response_id,
-                        upstream_model=model,
-                        created=created,
-                    )
-        if finish is None or (not done and not reported):
-            raise self._stream_broken(call, "the stream ended before the answer was complete")
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                    if text or reasoning or tools:
+                        yield call.chunk(
+                            text=text,
+                            tool_calls=tools,
+                            reasoning=reasoning,
+                            response_id=response_id,
+                            upstream_model=model,
+                            created=created,
+                        )
+        except (TransportError, SSEError):
+            if finish is None:
+                raise
+            # Cut, timed out or oversized after the finish reason: the answer stands.
+        if finish is None:
+            raise self._stream_broken(call, "the stream ended before its finish reason")
         yield call.chunk(
             finish_reason=finish,
             usage=usage,

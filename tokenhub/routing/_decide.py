@@ -34,6 +34,9 @@ _MIN_SHRUNK_OUTPUT = 64
 _SAME_MODEL_RETRY = frozenset({ErrorClass.OVERLOADED, ErrorClass.TRANSIENT})
 _WAIT_HINTED = frozenset({ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED})
 _CREDENTIAL = frozenset({ErrorClass.AUTH, ErrorClass.QUOTA_EXHAUSTED})
+# A one-off failure worth one quick retry on a pinned model: a plain 5xx, a refused or reset
+# connection (a timeout is a ProviderTimeoutError and never retried; overloads go elsewhere).
+_PINNED_RETRY = frozenset({ErrorClass.TRANSIENT, ErrorClass.PROVIDER_DOWN})
 
 
 @attrs.frozen
@@ -51,8 +54,10 @@ class Decision:
     retry happens only if the retry budget allows one (else it is a ``raise``).
     ``credential_model``: disable the key for the failed model only, at first (an
     auth failure: a gateway may relay one deployment's 401; the state widens the
-    block to the provider when a second of its models fails so). Server wait hints
-    are capped at ``settings.max_cooldown`` before they become a cooldown or a block.
+    block to the provider when a second of its models fails so). ``no_budget``:
+    the action instead of a retry the budget refuses (``next`` for a pinned
+    model's quick retry, which has candidates left). Server wait hints are capped
+    at ``settings.max_cooldown`` before they become a cooldown or a block.
     """
 
     action: Action
@@ -64,6 +69,7 @@ class Decision:
     min_window: int | None = None
     spends_budget: bool = False
     credential_model: bool = False
+    no_budget: Action = "raise"
 
 
 def decide(
@@ -77,6 +83,7 @@ def decide(
     settings: FailoverConfig,
     remaining: float,
     random: Callable[[], float],
+    pinned: bool = False,
 ) -> Decision:
     """Decide about ``error`` from ``request`` (as sent) on a candidate.
 
@@ -85,6 +92,8 @@ def decide(
     ``tries`` counts the retries already made on it, ``last`` says whether it
     is the last candidate; ``remaining`` is the seconds left before the
     deadline. ``random`` is drawn (in [0, 1)) only when a backoff is computed.
+    ``pinned`` says the candidate is the model the caller asked for (``model=``):
+    a one-off transient failure on it gets one quick retry before failing over.
     """
     if not isinstance(error, ProviderError):  # CredentialError, RequestError
         return Decision("raise" if last else "next")
@@ -103,6 +112,7 @@ def decide(
         shrunk: ChatRequest | None = None,
         min_window: int | None = None,
         spends_budget: bool = False,
+        no_budget: Action = "raise",
     ) -> Decision:
         return Decision(
             action,
@@ -114,6 +124,7 @@ def decide(
             min_window,
             spends_budget,
             cls is ErrorClass.AUTH,
+            no_budget,
         )
 
     if cls is ErrorClass.CONTEXT_OVERFLOW:
@@ -128,6 +139,16 @@ def decide(
     if cls is ErrorClass.CONTENT_POLICY:
         return verdict("next" if settings.content_policy_fallback and not last else "raise")
     if not last:
+        if (
+            pinned
+            and cls in _PINNED_RETRY
+            and tries == 0 < settings.max_retries
+            and error.should_retry is not False
+            and not isinstance(error, ProviderTimeoutError)
+        ):
+            delay = full_jitter(0, random(), base=settings.backoff_base, cap=settings.backoff_cap)
+            if delay < remaining:
+                return verdict("retry", delay, spends_budget=True, no_budget="next")
         return verdict("next")
     # The last candidate: retry overloads, transients and rate limits within limits.
     s = settings

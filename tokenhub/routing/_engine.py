@@ -12,6 +12,10 @@ What it does per class (the docs' failover page has the table):
 * overloaded, transient, provider_down (connect, reset): fail over at once; on
   the last candidate retry with full-jitter backoff, at most ``max_retries``
   times, within the retry budget, unless the provider said ``x-should-retry: false``.
+* transient, provider_down (connect, reset) on the model pinned with ``model=``:
+  one quick retry on it (a full-jitter backoff of at most ``backoff_base``,
+  within the retry budget and the deadline), then fail over; overloads, rate
+  limits and timeouts fail over at once there too.
 * timeouts: fail over (never retry a silent provider, so it costs one timeout).
 * context_overflow: shrink ``max_tokens`` once when the provider's numbers
   allow (on any candidate, outside ``max_retries``), else skip to a candidate

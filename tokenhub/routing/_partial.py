@@ -13,9 +13,9 @@ __all__ = ["Partial"]
 
 
 class Partial:
-    """What a stream has delivered so far: text, reasoning, tool calls and usage."""
+    """What a stream has delivered so far: text, reasoning, tool calls, usage, finish reason."""
 
-    __slots__ = ("_reasoning", "_text", "_tools", "last", "usage")
+    __slots__ = ("_reasoning", "_text", "_tools", "finish_reason", "last", "usage")
 
     def __init__(self) -> None:
         self._text: list[str] = []
@@ -23,6 +23,8 @@ class Partial:
         self._tools: dict[int, list[str]] = {}
         self.usage: Usage | None = None
         self.last: Chunk | None = None
+        #: The finish reason, once a chunk brought it (a usage-only chunk may follow it).
+        self.finish_reason: str | None = None
 
     @property
     def text(self) -> str:
@@ -58,6 +60,8 @@ class Partial:
             self._add_tools(chunk.tool_calls)
         if chunk.usage is not None:
             self.usage = chunk.usage
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
 
     def _add_tools(self, deltas: tuple[ToolCallDelta, ...]) -> None:
         for d in deltas:

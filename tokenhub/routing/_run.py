@@ -183,6 +183,7 @@ class Run:
             settings=engine.settings,
             remaining=self.remaining(),
             random=engine.clock.random,
+            pinned=name == self.base_trace.pinned,
         )
         if decision.health == "failure":
             state.record_failure(name)
@@ -197,7 +198,7 @@ class Run:
         if decision.min_window is not None:
             self._min_window = max(self._min_window or 0, decision.min_window)
         if decision.spends_budget and not engine.budget.withdraw():
-            return _RAISE
+            return _RAISE if decision.no_budget == "raise" else Decision(decision.no_budget)
         return decision
 
     def deadline_error(self, candidate: Candidate) -> ProviderTimeoutError:

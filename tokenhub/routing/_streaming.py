@@ -318,7 +318,7 @@ async def _committed(
             yield chunk
         if check is not None and not check.spliced:
             raise Diverged("the new answer ended before the splice point", check.received)
-        if last.finish_reason is None:
+        if partial.finish_reason is None:  # a usage-only chunk may follow the finish chunk
             raise _ended(call)
     except Diverged as exc:
         diverged = exc
@@ -358,7 +358,7 @@ async def _committed(
         cost=call.cost(partial.usage),
         response_model=last.upstream_model,
         response_id=last.response_id,
-        finish_reason=last.finish_reason,
+        finish_reason=partial.finish_reason,
     )
     run.succeeded(candidate, started, partial.usage, first_at)
 

@@ -20,6 +20,11 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: int | None)
         raise ValueError(f"{attribute.name} must be at least 1, got {value}")
 
 
+def _at_least_zero(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attribute.name} must be at least 0, got {value}")
+
+
 @attrs.frozen(kw_only=True)
 class ScriptedToolCall:
     """A tool call the fake model makes (OpenAI ``tool_calls``, Anthropic ``tool_use`` blocks).
@@ -85,6 +90,11 @@ class Reply:
     """Streaming: send one event whose data is ``{not json`` after N content chunks."""
     no_done: bool = False
     """Streaming: omit ``data: [DONE]`` (OpenAI) or ``message_stop`` (Anthropic), then close."""
+    cut_tail_after: int | None = attrs.field(default=None, validator=_at_least_zero)
+    """Streaming: send N events of the tail that follows the content, then close the
+    connection mid-body. The tail is OpenAI's finish chunk, usage chunk (when asked for) and
+    ``[DONE]``; Anthropic's ``message_delta`` (stop reason and usage) and ``message_stop``.
+    ``0`` cuts before the finish reason, ``1`` after it (OpenAI: before the usage)."""
     stream_error: Mapping[str, Any] | None = None
     """Streaming: send this in-stream error object (merged over a default) and end the stream."""
     stream_error_after: int = 0

@@ -393,8 +393,11 @@ class FakeProvider:
             outcome = await self._fault(wire, api, reply, sent, final=True)
         if outcome is not None:
             return outcome
-        for event in closing:
+        cut = reply.cut_tail_after
+        for event in closing if cut is None else closing[:cut]:
             await wire.data(event)
+        if cut is not None:
+            return False
         await wire.send(h11.EndOfMessage())
         return not reply.no_done
 
