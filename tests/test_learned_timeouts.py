@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from tokenhub import Hub
+from tokenhub._settings import LearnedTimeouts
 from tokenhub.errors import ConfigError, StreamInterrupted
+from tokenhub.routing._state import RuntimeState
 from tokenhub.testing import FakeClock, FakeProvider, Reply
 
 pytestmark = pytest.mark.anyio
@@ -263,3 +265,27 @@ class TestConfig:
         with pytest.raises(ConfigError) as info:
             Hub.from_config(cfg)
         assert [("models.m1.ttft_ms", "must be positive")] == list(info.value.errors)
+
+
+class TestState:
+    def test_limit_rises_with_the_first_slow_sample(self) -> None:
+        """A cached limit is recomputed at once when a sample above its quantile arrives."""
+        state = RuntimeState(clock=FakeClock().monotonic)
+        state.declare_timeouts(LearnedTimeouts(min_samples=10), {})
+        for _ in range(20):
+            state.record_success("m", latency_ms=1.0, output_tokens=None, ttft_ms=500.0)
+        assert 2.0 == state.first_token_limit("m")  # 500 ms x 4
+        state.record_success("m", latency_ms=1.0, output_tokens=None, ttft_ms=5000.0)
+        state.record_success("m", latency_ms=1.0, output_tokens=None, ttft_ms=5000.0)
+        assert 20.0 == state.first_token_limit("m")  # p95 of 22: the 21st, 5 s x 4
+
+    def test_limits_are_clamped_and_scaled(self) -> None:
+        """A limit stays within floor and ceiling; a thinking model's is scaled, floor included."""
+        state = RuntimeState(clock=FakeClock().monotonic)
+        settings = LearnedTimeouts(min_samples=1, floor=1.0, ceiling=30.0, thinking_scale=10)
+        state.declare_timeouts(settings, {"t": (None, True)})
+        for model in ("fast", "slow", "t"):
+            ms = {"fast": 1.0, "slow": 60_000.0, "t": 1.0}[model]
+            state.record_success(model, latency_ms=1.0, output_tokens=None, ttft_ms=ms, gap_ms=ms)
+        assert (1.0, 30.0, 10.0) == tuple(map(state.first_token_limit, ("fast", "slow", "t")))
+        assert (5.0, 30.0, 30.0) == tuple(map(state.stall_limit, ("fast", "slow", "t")))

@@ -36,13 +36,14 @@ _REMAINING = {
 
 
 class _Samples:
-    """A model's recent samples of one kind (ms), with their quantile computed lazily."""
+    """A model's recent samples of one kind (ms), their quantile and limit computed lazily."""
 
-    __slots__ = ("fresh", "quantile", "values")
+    __slots__ = ("fresh", "limit", "quantile", "values")
 
     def __init__(self) -> None:
         self.values: collections.deque[float] = collections.deque(maxlen=SAMPLES)
         self.quantile: float | None = None  # None: stale, recomputed when next read
+        self.limit: float | None = None  # the limit (s) built on it; None: stale
         self.fresh = 0
 
     def add(self, ms: float) -> None:
@@ -50,7 +51,10 @@ class _Samples:
         self.fresh += 1
         q = self.quantile
         if q is not None and (ms > q or self.fresh >= _STALE_AFTER):
-            self.quantile = None
+            self.quantile = self.limit = None
+
+    def stale(self) -> None:
+        self.quantile = self.limit = None
 
     def at(self, quantile: float) -> float:
         q = self.quantile
@@ -170,8 +174,9 @@ class RuntimeState:
             s.ttft.add(ttft_ms)
         if gap_ms is not None:
             s.gaps.add(gap_ms)
-        if thinking:
+        if thinking and not s.thinking:
             s.thinking = True
+            s.ttft.limit = s.gaps.limit = None
         s.failure = _ewma(s.failure, 0.0, self._alpha)
         if output_tokens is not None:
             self._output_tokens = _ewma(self._output_tokens, float(output_tokens), self._alpha)
@@ -206,9 +211,9 @@ class RuntimeState:
         self, settings: LearnedTimeouts, models: Mapping[str, tuple[float | None, bool]]
     ) -> None:
         """Learn limits as ``settings`` say; ``models``: name -> (``ttft_ms`` prior, thinking)."""
-        if settings.quantile != self._learned.quantile:
-            for s in self._stats.values():
-                s.ttft.quantile = s.gaps.quantile = None
+        for s in self._stats.values():
+            s.ttft.stale()
+            s.gaps.stale()
         self._learned, self._declared = settings, models
 
     def release(self, model: str) -> None:
@@ -334,27 +339,34 @@ class RuntimeState:
 
     def first_token_limit(self, model: str) -> float | None:
         """The learned limit (s) on ``model``'s first chunk: from its samples, else its prior."""
+        s = self._stats.get(model)
+        if s is not None and s.ttft.limit is not None:  # the usual case: cached
+            return s.ttft.limit
         t = self._learned
         if not t.enabled:
             return None
         prior, declared = self._declared.get(model, _UNDECLARED)
-        s = self._stats.get(model)
         if s is not None and len(s.ttft.values) >= t.min_samples:
-            base = s.ttft.at(t.quantile)
-        elif prior is not None:
-            base = prior
-        else:
+            thinking = declared or s.thinking
+            limit = s.ttft.limit = _limit(s.ttft.at(t.quantile), t.floor, t, thinking=thinking)
+            return limit
+        if prior is None:
             return None
-        return _limit(base, t.floor, t, thinking=declared or (s is not None and s.thinking))
+        return _limit(prior, t.floor, t, thinking=declared or (s is not None and s.thinking))
 
     def stall_limit(self, model: str) -> float | None:
         """The learned limit (s) on a silence between ``model``'s chunks, once it has samples."""
-        t = self._learned
         s = self._stats.get(model)
-        if not t.enabled or s is None or len(s.gaps.values) < t.min_samples:
+        if s is None:
             return None
-        declared = self._declared.get(model, _UNDECLARED)[1]
-        return _limit(s.gaps.at(t.quantile), t.stall_floor, t, thinking=declared or s.thinking)
+        if s.gaps.limit is not None:
+            return s.gaps.limit
+        t = self._learned
+        if not t.enabled or len(s.gaps.values) < t.min_samples:
+            return None
+        thinking = self._declared.get(model, _UNDECLARED)[1] or s.thinking
+        limit = s.gaps.limit = _limit(s.gaps.at(t.quantile), t.stall_floor, t, thinking=thinking)
+        return limit
 
     def failure_rate(self, model: str) -> float | None:
         """The decayed failure rate in [0, 1], if any attempts were seen."""
