@@ -379,6 +379,11 @@ def snapshot_model(**changes: object) -> dict[str, object]:
         "latency_p95_ms": None,
         "ttft_p95_ms": None,
         "failure_rate": None,
+        "first_token_timeout_s": None,
+        "stall_timeout_s": None,
+        "ttft_samples": 0,
+        "gap_samples": 0,
+        "thinking": False,
         **changes,
     }
 
@@ -394,7 +399,11 @@ class TestSnapshot:
         assert {
             "models": {
                 "fast": snapshot_model(
-                    latency_ms=10.0, latency_p95_ms=10.0, ttft_p95_ms=4.0, failure_rate=0.0
+                    latency_ms=10.0,
+                    latency_p95_ms=10.0,
+                    ttft_p95_ms=4.0,
+                    failure_rate=0.0,
+                    ttft_samples=1,
                 ),
                 "cool": snapshot_model(rate_limited_for_s=5.0),
                 "down": snapshot_model(circuit="open", open_for_s=8.0, failure_rate=1.0),

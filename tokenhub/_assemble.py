@@ -408,6 +408,8 @@ def routing_table(
             read_timeout=p.timeouts.read if p is not None and http else None,
             max_output_tokens=m.max_output_tokens,
             pricing=m.pricing,
+            ttft_ms=m.ttft_ms,
+            thinking=m.thinking,
         )
         infos[name] = ModelInfo(
             name=name,

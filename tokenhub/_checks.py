@@ -17,10 +17,11 @@ import attrs
 from tokenhub._redact import quote, safe_name
 from tokenhub._request import MAX_SECONDS
 from tokenhub._schema import ENV_NAME
-from tokenhub._settings import Pricing, Timeouts, VaultKey
+from tokenhub._settings import SAMPLES, Pricing, Timeouts, VaultKey
 
 if TYPE_CHECKING:
     from tokenhub._schema import HubConfig, ProviderConfig, StoreConfig, VaultConfig
+    from tokenhub._settings import FailoverConfig
 
 __all__ = ["check_references", "check_shape", "check_values", "check_vault"]
 
@@ -164,7 +165,10 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         errors.append(("failover.breaker.ratio", "must be above 0 and at most 1"))
     if b.max_open_for < b.open_for:
         errors.append(("failover.breaker.max_open_for", "must not be below open_for"))
+    errors.extend(_learned_problems(f))
     for name, m in cfg.models.items():
+        if m.ttft_ms is not None and m.ttft_ms <= 0:
+            errors.append((f"models.{name}.ttft_ms", "must be positive"))
         if m.quality is not None and not 0 <= m.quality <= 1:
             errors.append((f"models.{name}.quality", "must be between 0 and 1"))
         for key in ("weight", "latency_ms"):
@@ -186,6 +190,31 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
             and m.max_output_tokens > m.context_window
         ):
             errors.append((f"models.{name}.max_output_tokens", "exceeds context_window"))
+    return errors
+
+
+def _learned_problems(f: FailoverConfig) -> list[tuple[str, str]]:
+    t, where = f.learned_timeouts, "failover.learned_timeouts"
+    errors = [
+        (f"{where}.{key}", reason)
+        for key in ("floor", "stall_floor", "ceiling")
+        if (reason := _seconds_problem(getattr(t, key)))
+    ]
+    if not 0 < t.quantile <= 1:
+        errors.append((f"{where}.quantile", "must be above 0 and at most 1"))
+    errors.extend(
+        (f"{where}.{key}", "must be at least 1 (a limit below what is normal cuts it)")
+        for key in ("factor", "thinking_scale")
+        if getattr(t, key) < 1
+    )
+    if t.ceiling < max(t.floor, t.stall_floor):
+        errors.append((f"{where}.ceiling", "must not be below floor or stall_floor"))
+    if not 1 <= t.min_samples <= SAMPLES:
+        errors.append(
+            (f"{where}.min_samples", f"must be between 1 and {SAMPLES} (the samples kept)")
+        )
+    if not t.prompt_tokens_per_s > 0:
+        errors.append((f"{where}.prompt_tokens_per_s", "must be positive"))
     return errors
 
 

@@ -2,11 +2,12 @@
 
 Runtime state is everything tokenhub learns from traffic and forgets on restart:
 cooldowns (a rate limit's wait hint), circuit breakers, latency and time-to-first-chunk
-statistics, the average answer length, credentials taken out of rotation, and the
-rate-limit allowances providers report. :class:`StateBackend` is that state in
-domain terms. The in-memory :class:`tokenhub.routing._state.RuntimeState` is one
-implementation; a shared one (Redis, so that many replicas behave as one Hub)
-implements the same protocol. This module holds values and the protocol only: no I/O.
+statistics and the timeouts learned from them, the average answer length, credentials
+taken out of rotation, and the rate-limit allowances providers report.
+:class:`StateBackend` is that state in domain terms. The in-memory
+:class:`tokenhub.routing._state.RuntimeState` is one implementation; a shared one
+(Redis, so that many replicas behave as one Hub) implements the same protocol. This
+module holds values and the protocol only: no I/O.
 ``docs/_drafts/state-seam.md`` is the contributor's guide.
 
 Every method is synchronous and must not do network I/O: the router reads
@@ -51,7 +52,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from tokenhub._settings import BreakerSettings
+    from tokenhub._settings import BreakerSettings, LearnedTimeouts
 
 __all__ = ["Block", "StateBackend"]
 
@@ -124,6 +125,33 @@ class StateBackend(Protocol):
         """The 95th percentile of ``model``'s recent times to first chunk (the hedging delay)."""
         ...
 
+    def first_token_limit(self, model: str) -> float | None:
+        """The learned limit in seconds on the wait for ``model``'s first chunk, if any.
+
+        From ``min_samples`` times to first chunk on, their quantile times the
+        factor, clamped to the floor and the ceiling (scaled for a thinking model);
+        before that, the model's ``ttft_ms`` prior so treated; ``None`` without
+        either, or when learning is off. Read once per streamed attempt: cheap.
+        """
+        ...
+
+    def stall_limit(self, model: str) -> float | None:
+        """The learned limit in seconds on a silence between chunks, like :meth:`first_token_limit`.
+
+        From each stream's longest gap between chunks; no prior (``None`` until
+        ``min_samples`` streams were seen).
+        """
+        ...
+
+    def declare_timeouts(
+        self, settings: LearnedTimeouts, models: Mapping[str, tuple[float | None, bool]]
+    ) -> None:
+        """How to learn limits from now on, and each model's (``ttft_ms`` prior, thinking) facts.
+
+        The engine calls it when a config is installed; samples are kept.
+        """
+        ...
+
     def record_success(
         self,
         model: str,
@@ -131,8 +159,15 @@ class StateBackend(Protocol):
         latency_ms: float,
         output_tokens: int | None,
         ttft_ms: float | None = None,
+        gap_ms: float | None = None,
+        thinking: bool = False,
     ) -> None:
-        """Feed a successful attempt: averages, samples, and the breaker (a probe closes it)."""
+        """Feed a successful attempt: averages, samples, and the breaker (a probe closes it).
+
+        ``ttft_ms`` and ``gap_ms`` (a stream's longest silence between chunks) are
+        a stream's; ``thinking`` says the answer showed reasoning (the model thinks).
+        It runs once per request: appending samples is all it may cost, not sorting.
+        """
         ...
 
     def record_failure(self, model: str) -> None:
@@ -176,9 +211,11 @@ class StateBackend(Protocol):
 
         ``{"models": {name: {"circuit": "closed" | "open" | "half_open",
         "open_for_s", "rate_limited_for_s", "latency_ms", "latency_p95_ms",
-        "ttft_p95_ms", "failure_rate"}}, "credentials": {provider: {"reason",
-        "disabled_for_s"}}}``: durations in seconds from now, ``None`` where
-        unmeasured, and ``disabled_for_s`` ``None`` for a block with no end. An
-        open circuit whose period is over shows as ``half_open``.
+        "ttft_p95_ms", "failure_rate", "first_token_timeout_s", "stall_timeout_s",
+        "ttft_samples", "gap_samples", "thinking"}}, "credentials": {provider:
+        {"reason", "disabled_for_s"}}}``: durations in seconds from now (the learned
+        limits in seconds), ``None`` where unmeasured, and ``disabled_for_s``
+        ``None`` for a block with no end. An open circuit whose period is over
+        shows as ``half_open``.
         """
         ...

@@ -109,6 +109,8 @@ class ModelConfig:
     weight: float = 1.0
     latency_ms: float | None = None
     output_tokens: int | None = None
+    ttft_ms: float | None = None
+    thinking: bool = False
 
 
 @attrs.frozen

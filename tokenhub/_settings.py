@@ -17,17 +17,23 @@ from tokenhub._secret import Secret
 from tokenhub.errors import CredentialError
 
 __all__ = [
+    "SAMPLES",
     "BreakerSettings",
     "Budget",
     "EnvKey",
     "FailoverConfig",
     "KeyRef",
     "KeySource",
+    "LearnedTimeouts",
     "LiteralKey",
     "Pricing",
     "Timeouts",
     "VaultKey",
 ]
+
+
+SAMPLES = 64
+"""How many recent samples of each kind the runtime state keeps per model."""
 
 
 class KeySource(Protocol):
@@ -127,6 +133,30 @@ class BreakerSettings:
 
 
 @attrs.frozen
+class LearnedTimeouts:
+    """Per-model first-token and stall limits learned from traffic (streams only).
+
+    A limit is the ``quantile`` of a model's recent samples (times to first chunk;
+    each stream's longest gap between chunks) times ``factor``, at least ``floor``
+    (``stall_floor``) and at most ``ceiling`` seconds, trusted from ``min_samples``
+    samples on; before that a model's ``ttft_ms`` prior stands in for the quantile.
+    A model that thinks before answering (declared ``thinking``, or seen reporting
+    reasoning) has its limits and floors scaled by ``thinking_scale``. A first-token
+    limit grows by the prompt's estimated tokens over ``prompt_tokens_per_s``.
+    """
+
+    enabled: bool = True
+    quantile: float = 0.95
+    factor: float = 4.0
+    floor: float = 1.0
+    stall_floor: float = 5.0
+    ceiling: float = 300.0
+    thinking_scale: float = 10.0
+    min_samples: int = 10
+    prompt_tokens_per_s: float = 2000.0
+
+
+@attrs.frozen
 class FailoverConfig:
     """How the Hub retries, waits, fails over and gives up (seconds throughout).
 
@@ -135,7 +165,8 @@ class FailoverConfig:
     says how a stream that broke after delivering chunks is rescued: ``verified``
     (continue it by prefill, or splice a regenerated answer that begins with
     exactly what was delivered), ``instruct`` (also ask a model to continue,
-    unverified, when nothing verified works) or ``off``.
+    unverified, when nothing verified works) or ``off``. ``first_token_timeout`` and
+    ``stall_timeout``, when set, override the limits ``learned_timeouts`` learns.
     """
 
     timeout: float = 600.0
@@ -153,6 +184,7 @@ class FailoverConfig:
     hedge_p95: bool = False
     continue_streams: Literal["verified", "off", "instruct"] = "verified"
     breaker: BreakerSettings = attrs.field(factory=BreakerSettings)
+    learned_timeouts: LearnedTimeouts = attrs.field(factory=LearnedTimeouts)
 
 
 @attrs.frozen

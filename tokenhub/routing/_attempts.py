@@ -100,11 +100,11 @@ async def attempt(run: Run, candidate: Candidate, req: ChatRequest, open_: Opene
         time.monotonic() + run.remaining(),
     )
     started = engine.clock.monotonic()
-    limit = run.attempt_timeout()
+    limit, setting = run.attempt_timeout(candidate)
     try:
         with anyio.move_on_after(limit):
             return Opened(candidate, call, await open_(call, d.provider), started, span)
-        error: BaseException = run.timed_out(candidate, limit, "first_token_timeout")
+        error: BaseException = run.timed_out(candidate, limit, setting)
     except (ProviderError, CredentialError, RequestError) as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - the error boundary: anything an adapter raised

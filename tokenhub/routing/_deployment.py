@@ -27,6 +27,8 @@ class Deployment:
     for an instance passed in). ``read_timeout`` is the HTTP read timeout that
     bounds each wait for a chunk, known only for adapters on tokenhub's HTTP
     layer (``None`` otherwise, and the engine guards each chunk itself).
+    ``ttft_ms`` (the expected time to first chunk, before traffic says) and
+    ``thinking`` (it thinks before answering) feed the learned timeouts.
     """
 
     name: str
@@ -40,3 +42,5 @@ class Deployment:
     read_timeout: float | None = None
     max_output_tokens: int | None = None
     pricing: Pricing | None = None
+    ttft_ms: float | None = None
+    thinking: bool = False

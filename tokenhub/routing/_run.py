@@ -9,7 +9,6 @@ pure :func:`tokenhub.routing._decide.decide`; :meth:`Run.failed` applies it.
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +77,10 @@ class Engine:
         self.observers: dict[str, Callable[[Mapping[str, str]], None]] = {
             name: partial(state.observe_limits, name) for name in deployments
         }
+        state.declare_timeouts(
+            settings.learned_timeouts,
+            {name: (d.ttft_ms, d.thinking) for name, d in deployments.items()},
+        )
 
     def using(self, deployments: Mapping[str, Deployment]) -> Engine:
         """The same machinery (and retry budget) over another table of deployments."""
@@ -260,10 +263,49 @@ class Run:
         self._started_attempts += 1
         return self._started_attempts
 
-    def attempt_timeout(self) -> float:
-        """Return the attempt's time limit: the first-token timeout, capped by the deadline."""
-        limit = self.engine.settings.first_token_timeout
-        return min(limit if limit is not None else math.inf, self.remaining())
+    def attempt_timeout(self, candidate: Candidate) -> tuple[float, str]:
+        """The attempt's time limit, capped by the deadline, and the setting it comes from.
+
+        ``first_token_timeout`` when set; else, for a stream with another candidate
+        left to fail over to, the limit learned for the model (grown for a long
+        prompt). A whole answer's time depends on its length, which nothing
+        predicts: a learned limit never cuts one, nor the last candidate's stream.
+        """
+        engine = self.engine
+        limit = engine.settings.first_token_timeout
+        if limit is not None:
+            return min(limit, self.remaining()), "first_token_timeout"
+        if self.stream:
+            learned = engine.state.first_token_limit(candidate.model)
+            if learned is not None and self._fallback_after(candidate):
+                learned += (
+                    self.base_trace.prompt_tokens
+                    / engine.settings.learned_timeouts.prompt_tokens_per_s
+                )
+                return min(learned, self.remaining()), "the learned first-token limit"
+        return self.remaining(), "first_token_timeout"
+
+    def _fallback_after(self, candidate: Candidate) -> bool:
+        """Whether a candidate after ``candidate`` could be sent to now."""
+        candidates, state = self.base_trace.candidates, self.engine.state
+        later = candidates[candidates.index(candidate) + 1 :] if candidate in candidates else ()
+        return any(state.blocked(c.model, c.provider) is None for c in later)
+
+    def stall_limit(self, candidate: Candidate) -> float | None:
+        """The limit on a silence between a stream's chunks: ``stall_timeout``, else learned.
+
+        ``None`` (the HTTP read timeout bounds each wait) also when the learned
+        limit is no shorter than the read timeout.
+        """
+        engine = self.engine
+        static = engine.settings.stall_timeout
+        if static is not None:
+            return static
+        learned = engine.state.stall_limit(candidate.model)
+        if learned is None:
+            return None
+        read = self.deployments[candidate.model].read_timeout
+        return None if read is not None and learned >= read else learned
 
     def timed_out(self, candidate: Candidate, seconds: float, setting: str) -> ProviderError:
         """The error for an attempt that waited ``seconds`` (its ``setting``), or the deadline."""
@@ -328,14 +370,23 @@ class Run:
         started: float,
         usage: Usage | None,
         first_at: float | None = None,
+        gap: float | None = None,
+        *,
+        reasoned: bool = False,
     ) -> None:
-        """Record a success and feed the runtime state."""
+        """Record a success and feed the runtime state.
+
+        A stream gives its first chunk's time, its longest gap between chunks
+        (seconds) and whether it carried reasoning.
+        """
         now = self.engine.clock.monotonic()
         self.engine.state.record_success(
             candidate.model,
             latency_ms=(now - started) * 1000,
             output_tokens=usage.output_tokens if usage else None,
             ttft_ms=None if first_at is None else (first_at - started) * 1000,
+            gap_ms=None if gap is None else gap * 1000,
+            thinking=reasoned or bool(usage and usage.reasoning_tokens),
         )
         self.record(candidate, "ok", started)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenhub._redact import get_logger
 from tokenhub._runtime import Block
-from tokenhub._settings import BreakerSettings
+from tokenhub._settings import SAMPLES, BreakerSettings, LearnedTimeouts
 from tokenhub.routing._health import Breaker
 
 if TYPE_CHECKING:
@@ -24,29 +24,68 @@ if TYPE_CHECKING:
 __all__ = ["RuntimeState"]
 
 _log = get_logger("tokenhub.failover")
+#: A cached quantile is recomputed after this many new samples, or at once when a
+#: sample above it arrives: the limit rises with the first slow sample and falls
+#: a few samples late, and a request sorts nothing most of the time.
+_STALE_AFTER = 8
 
-_SAMPLES = 64
 _REMAINING = {
     "requests": ("x-ratelimit-remaining-requests", "anthropic-ratelimit-requests-remaining"),
     "tokens": ("x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"),
 }
 
 
+class _Samples:
+    """A model's recent samples of one kind (ms), their quantile and limit computed lazily."""
+
+    __slots__ = ("fresh", "limit", "quantile", "values")
+
+    def __init__(self) -> None:
+        self.values: collections.deque[float] = collections.deque(maxlen=SAMPLES)
+        self.quantile: float | None = None  # None: stale, recomputed when next read
+        self.limit: float | None = None  # the limit (s) built on it; None: stale
+        self.fresh = 0
+
+    def add(self, ms: float) -> None:
+        self.values.append(ms)
+        self.fresh += 1
+        q = self.quantile
+        if q is not None and (ms > q or self.fresh >= _STALE_AFTER):
+            self.quantile = self.limit = None
+
+    def stale(self) -> None:
+        self.quantile = self.limit = None
+
+    def at(self, quantile: float) -> float:
+        q = self.quantile
+        if q is None:
+            ordered = sorted(self.values)
+            q = self.quantile = ordered[max(0, math.ceil(quantile * len(ordered)) - 1)]
+            self.fresh = 0
+        return q
+
+
 class _Stats:
     __slots__ = (
         "breaker",
         "failure",
+        "gaps",
         "latencies",
         "latency_ms",
         "not_before",
+        "thinking",
+        "ttft",
         "ttfts",
     )
 
     def __init__(self, settings: BreakerSettings) -> None:
         self.latency_ms: float | None = None
         self.failure: float | None = None
-        self.latencies: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
-        self.ttfts: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
+        self.latencies: collections.deque[float] = collections.deque(maxlen=SAMPLES)
+        self.ttft = _Samples()
+        self.ttfts = self.ttft.values
+        self.gaps = _Samples()
+        self.thinking = False  # seen reporting reasoning
         self.not_before = 0.0
         self.breaker = Breaker(settings)
 
@@ -57,6 +96,15 @@ def _ewma(old: float | None, sample: float, alpha: float) -> float:
 
 def _left(until: float, now: float) -> float | None:
     return None if until == math.inf else until - now
+
+
+_UNDECLARED: tuple[float | None, bool] = (None, False)
+
+
+def _limit(base_ms: float, floor: float, t: LearnedTimeouts, *, thinking: bool) -> float:
+    """``base_ms`` (a quantile or the prior) times the factor, clamped, scaled when thinking."""
+    scale = t.thinking_scale if thinking else 1.0
+    return min(t.ceiling, max(floor * scale, base_ms / 1000 * t.factor * scale))
 
 
 def _p95(samples: collections.deque[float]) -> float | None:
@@ -88,6 +136,9 @@ class RuntimeState:
         self._model_credentials: dict[tuple[str, str], tuple[float, str]] = {}
         self._output_tokens: float | None = None
         self._remaining: dict[tuple[str, str], int] = {}
+        self._learned = LearnedTimeouts()
+        #: Per model: its ``ttft_ms`` prior and whether it is declared to think.
+        self._declared: Mapping[str, tuple[float | None, bool]] = {}
 
     def _get(self, model: str) -> _Stats:
         s = self._stats.get(model)
@@ -112,13 +163,20 @@ class RuntimeState:
         latency_ms: float,
         output_tokens: int | None,
         ttft_ms: float | None = None,
+        gap_ms: float | None = None,
+        thinking: bool = False,
     ) -> None:
         """Feed a successful attempt."""
         s = self._get(model)
         s.latency_ms = _ewma(s.latency_ms, latency_ms, self._alpha)
         s.latencies.append(latency_ms)
         if ttft_ms is not None:
-            s.ttfts.append(ttft_ms)
+            s.ttft.add(ttft_ms)
+        if gap_ms is not None:
+            s.gaps.add(gap_ms)
+        if thinking and not s.thinking:
+            s.thinking = True
+            s.ttft.limit = s.gaps.limit = None
         s.failure = _ewma(s.failure, 0.0, self._alpha)
         if output_tokens is not None:
             self._output_tokens = _ewma(self._output_tokens, float(output_tokens), self._alpha)
@@ -148,6 +206,15 @@ class RuntimeState:
             )
         elif breaker.state == "closed":
             _log.info("circuit of %s closed", model, extra={"model": model, "circuit": "closed"})
+
+    def declare_timeouts(
+        self, settings: LearnedTimeouts, models: Mapping[str, tuple[float | None, bool]]
+    ) -> None:
+        """Learn limits as ``settings`` say; ``models``: name -> (``ttft_ms`` prior, thinking)."""
+        for s in self._stats.values():
+            s.ttft.stale()
+            s.gaps.stale()
+        self._learned, self._declared = settings, models
 
     def release(self, model: str) -> None:
         """Give back a half-open probe whose outcome says nothing about health."""
@@ -270,6 +337,37 @@ class RuntimeState:
         s = self._stats.get(model)
         return None if s is None else _p95(s.ttfts)
 
+    def first_token_limit(self, model: str) -> float | None:
+        """The learned limit (s) on ``model``'s first chunk: from its samples, else its prior."""
+        s = self._stats.get(model)
+        if s is not None and s.ttft.limit is not None:  # the usual case: cached
+            return s.ttft.limit
+        t = self._learned
+        if not t.enabled:
+            return None
+        prior, declared = self._declared.get(model, _UNDECLARED)
+        if s is not None and len(s.ttft.values) >= t.min_samples:
+            thinking = declared or s.thinking
+            limit = s.ttft.limit = _limit(s.ttft.at(t.quantile), t.floor, t, thinking=thinking)
+            return limit
+        if prior is None:
+            return None
+        return _limit(prior, t.floor, t, thinking=declared or (s is not None and s.thinking))
+
+    def stall_limit(self, model: str) -> float | None:
+        """The learned limit (s) on a silence between ``model``'s chunks, once it has samples."""
+        s = self._stats.get(model)
+        if s is None:
+            return None
+        if s.gaps.limit is not None:
+            return s.gaps.limit
+        t = self._learned
+        if not t.enabled or len(s.gaps.values) < t.min_samples:
+            return None
+        thinking = self._declared.get(model, _UNDECLARED)[1] or s.thinking
+        limit = s.gaps.limit = _limit(s.gaps.at(t.quantile), t.stall_floor, t, thinking=thinking)
+        return limit
+
     def failure_rate(self, model: str) -> float | None:
         """The decayed failure rate in [0, 1], if any attempts were seen."""
         s = self._stats.get(model)
@@ -296,6 +394,11 @@ class RuntimeState:
                 "latency_p95_ms": _p95(s.latencies),
                 "ttft_p95_ms": _p95(s.ttfts),
                 "failure_rate": s.failure,
+                "first_token_timeout_s": self.first_token_limit(name),
+                "stall_timeout_s": self.stall_limit(name),
+                "ttft_samples": len(s.ttft.values),
+                "gap_samples": len(s.gaps.values),
+                "thinking": s.thinking or self._declared.get(name, _UNDECLARED)[1],
             }
             for name, s in self._stats.items()
         }

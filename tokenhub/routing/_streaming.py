@@ -268,14 +268,14 @@ async def _committed(
     """
     engine = run.engine
     first_at = engine.clock.monotonic()
-    stall = engine.settings.stall_timeout
+    stall = run.stall_limit(candidate)
     # A built-in adapter's HTTP client bounds every wait for bytes by its read timeout and,
     # through ``call.deadline``, by the deadline (a trickle of comments or single bytes
     # included); while the deadline is further away than the read timeout, a cancel scope
     # per chunk (µs each) is waste.
     read_bound = read_timeout if stall is None else None
     last = first
-    delivered = 1
+    delivered, gap = 1, 0.0
     diverged: Diverged | None = None
     failure: ProviderError | None = None
     # Looked up once: this loop runs for every chunk.
@@ -305,7 +305,10 @@ async def _committed(
                         break
                 if scope.cancelled_caught:
                     raise run.timed_out(candidate, limit, "stall_timeout")
-            now = monotonic()
+            chunk_at = monotonic()
+            if chunk_at - now > gap:  # noqa: PLR1730 - per chunk: cheaper than a max() call
+                gap = chunk_at - now
+            now = chunk_at
             on_chunk(now, started)
             if check is not None:
                 fed = check.feed(chunk)
@@ -360,7 +363,8 @@ async def _committed(
         response_id=last.response_id,
         finish_reason=partial.finish_reason,
     )
-    run.succeeded(candidate, started, partial.usage, first_at)
+    gaps = gap if delivered > 1 else None
+    run.succeeded(candidate, started, partial.usage, first_at, gaps, reasoned=bool(first.reasoning))
 
 
 def _interrupted(
