@@ -125,6 +125,22 @@ class TestRideAlong:
             (a.model, a.outcome) for a in r.trace.attempts
         }
 
+    async def test_probe_answers_when_the_real_attempts_fail(self, fake: FakeProvider) -> None:
+        """When every real candidate fails, a probe still in flight that succeeds is the answer."""
+        clock = FakeClock()
+        fake.script("m1", Reply(status=503), Reply(delay_headers=0.2))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+            await open_m1(hub)
+            fake.default("m2", Reply(status=503))
+            clock.advance(5)
+            r = await hub.chat(HELLO)
+            assert "closed" == circuit(hub, "m1")
+        assert "m1" == r.model
+        assert r.trace is not None
+        assert [("m2", "overloaded"), ("m1", "ok")] == [
+            (a.model, a.outcome) for a in r.trace.attempts
+        ]
+
     async def test_no_probe_on_a_pinned_request(self, fake: FakeProvider) -> None:
         """A request pinned to another model carries no probe."""
         clock = FakeClock()

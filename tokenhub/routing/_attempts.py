@@ -320,7 +320,10 @@ async def _with_probe(run: Run, open_: Opener[T], probe: Candidate) -> Opened[T]
                 await aclose(value[0])  # a stream's (source, first chunk): release it
     if winner is not None:
         return winner
-    _raise(failure or run.last_error or run.deadline_error(probe), run)
+    error = failure or run.last_error or run.deadline_error(probe)
+    if isinstance(error, ProviderError | CredentialError | RequestError):
+        error.trace = None  # raised before the probe ended: the trace gets its outcome too
+    _raise(error, run)
 
 
 def _probe_failed(run: Run, probe: Candidate, exc: BaseException, started: float) -> None:
