@@ -483,7 +483,8 @@ class TestBreakerLifecycle:
         """Down: the circuit opens; after the open period one probe; up: traffic returns; down again: longer."""
         clock = FakeClock()
         fake.default("m1", Reply(status=503))
-        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+        lone = {"breaker": {"probe_interval": 600}}  # the lone half-open probe, no ride-alongs
+        async with Hub.from_config(config(fake, "m1", "m2", failover=lone), clock=clock) as hub:
             for _ in range(5):
                 await hub.chat(HELLO)
             fake.clear()  # forgets requests and scripts: m1 is healthy again

@@ -67,6 +67,34 @@ class TestBreaker:
         b.record(True, b.until)
         assert ("closed", 0) == (b.state, b.opens)
 
+    def test_ride_along_probe_every_interval(self) -> None:
+        """While open, one ride-along probe is due every probe_interval; a failure keeps it open, undoubled."""
+        b = Breaker(S)
+        for _ in range(5):
+            b.record(False, 0.0)
+        assert not b.probe_due(4.9)
+        assert b.probe_due(5.0)
+        assert not b.probe_due(20.0)  # one out at a time
+        assert b.blocked(40.0)  # and it blocks the lone half-open probe meanwhile
+        assert not b.acquire(40.0)
+        b.probe_done(False)
+        assert ("open", 30.0, 1) == (b.state, b.until, b.opens)
+        assert not b.probe_due(9.9)
+        assert b.probe_due(40.0)
+        b.probe_done(True)
+        assert ("closed", 0) == (b.state, b.opens)
+        assert not b.probe_due(50.0)
+
+    def test_ride_along_outcome_after_lone_probe_is_ignored(self) -> None:
+        """A ride-along outcome arriving after a lone half-open probe took over changes nothing."""
+        b = Breaker(S)
+        for _ in range(5):
+            b.record(False, 0.0)
+        assert b.probe_due(5.0)
+        b.force_probe()
+        b.probe_done(True)
+        assert ("half_open", True) == (b.state, b.probing)
+
     @settings(max_examples=200)
     @given(st.lists(st.tuples(st.booleans(), st.floats(0, 100)), max_size=80))
     def test_invariants(self, events: list[tuple[bool, float]]) -> None:

@@ -158,7 +158,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
     )
     errors.extend(
         (f"failover.breaker.{key}", reason)
-        for key in ("open_for", "max_open_for")
+        for key in ("open_for", "max_open_for", "probe_interval")
         if (reason := _seconds_problem(getattr(b, key)))
     )
     if not 0 < b.ratio <= 1:

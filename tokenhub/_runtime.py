@@ -113,6 +113,18 @@ class StateBackend(Protocol):
         """
         ...
 
+    def probe_due(self, model: str) -> bool:
+        """Take the right to send a probe to ``model`` beside a request another model serves.
+
+        ``True`` at most once per ``probe_interval`` while its circuit is open, and
+        only with no probe of it out; taken atomically like :meth:`acquire`.
+        """
+        ...
+
+    def probe_done(self, model: str, *, ok: bool) -> None:
+        """Record a ride-along probe's outcome: a success closes the circuit, a failure waits."""
+        ...
+
     def force_probe(self, model: str) -> None:
         """Send a probe to ``model`` although its circuit is open (every candidate was blocked)."""
         ...

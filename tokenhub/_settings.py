@@ -121,7 +121,9 @@ class BreakerSettings:
     It opens after ``failures`` consecutive counted failures, or when at least
     ``min_calls`` of the last ``window`` calls were seen and ``ratio`` of them
     failed. It stays open ``open_for`` seconds, doubling on each re-open up to
-    ``max_open_for``; then one probe is let through (half-open).
+    ``max_open_for``; then one probe is let through (half-open). Meanwhile, every
+    ``probe_interval`` seconds, a probe rides along a real request that another
+    candidate serves (the first good answer wins).
     """
 
     failures: int = 5
@@ -130,6 +132,7 @@ class BreakerSettings:
     min_calls: int = 10
     open_for: float = 30.0
     max_open_for: float = 300.0
+    probe_interval: float = 5.0
 
 
 @attrs.frozen

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 import anyio
 
 from tokenhub import _semconv as sc
+from tokenhub._models import Candidate, ChatResponse
 from tokenhub.errors import CredentialError, ErrorClass, ProviderError, RequestError, error_type_for
 from tokenhub.providers import Call
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from tokenhub._models import Candidate, ChatRequest, ChatResponse
+    from tokenhub._models import ChatRequest
     from tokenhub._telemetry import AttemptSpan
     from tokenhub.providers import Provider
     from tokenhub.routing._run import Run
@@ -117,7 +118,19 @@ async def attempt(run: Run, candidate: Candidate, req: ChatRequest, open_: Opene
 
 
 async def first_success(run: Run, open_: Opener[T]) -> Opened[T]:
-    """Try the candidates in order (racing the first two when hedging) until one opens."""
+    """Try the candidates in order (racing the first two when hedging) until one opens.
+
+    When a model left out for an open circuit is due for a probe, the probe rides
+    along: it races the whole ordered attempt loop, and the first to open wins.
+    """
+    if run.base_trace.excluded:  # the usual request excludes nothing: no probe lookup
+        probe = _due_probe(run)
+        if probe is not None:
+            return await _with_probe(run, open_, probe)
+    return await _ordered(run, open_)
+
+
+async def _ordered(run: Run, open_: Opener[T]) -> Opened[T]:
     engine, candidates = run.engine, run.base_trace.candidates
     start = 0
     hedging = engine.settings.hedge_after is not None or engine.settings.hedge_p95
@@ -220,6 +233,104 @@ async def _hedged(run: Run, open_: Opener[T]) -> Opened[T] | int:
     if failure is not None:
         _raise(failure, run)
     return len(racers)
+
+
+def _due_probe(run: Run) -> Candidate | None:
+    """The model excluded for an open circuit whose ride-along probe is due, taken; if any.
+
+    Probes ride on routed requests only: a request pinned with ``model=`` is not
+    sent to a model the caller did not ask for.
+    """
+    trace = run.base_trace
+    if trace.pinned is not None or not trace.candidates:
+        return None
+    state = run.engine.state
+    for e in trace.excluded:
+        d = run.deployments.get(e.model)
+        if d is not None and e.reason.startswith("circuit open") and state.probe_due(e.model):
+            out = trace.candidates[0].output_tokens
+            return Candidate(e.model, d.provider_name, 0.0, (), None, out, None)
+    return None
+
+
+async def _with_probe(run: Run, open_: Opener[T], probe: Candidate) -> Opened[T]:
+    """Race the ordered attempts against a probe of a recovering model; the first to open wins.
+
+    No request waits on the probe: it is cancelled once the real attempts open
+    (``probe_lost`` in the trace), and a failed probe (``probe_failed``) only
+    keeps the circuit open. A probe that opens first closes the circuit and
+    answers; the real attempt it beat is recorded as ``lost_to_probe``.
+    """
+    engine = run.engine
+    send, receive = anyio.create_memory_object_stream[tuple[bool, Any, float]](2)
+
+    async def real() -> None:
+        started = engine.clock.monotonic()
+        try:
+            result: Any = await _ordered(run, open_)
+        except (ProviderError, CredentialError, RequestError) as exc:
+            result = exc
+        send.send_nowait((False, result, started))
+
+    async def probing() -> None:
+        started = engine.clock.monotonic()
+        try:
+            result: Any = await attempt(run, probe, run.request, open_)
+        except (ProviderError, CredentialError, RequestError) as exc:
+            result = exc
+        send.send_nowait((True, result, started))
+
+    winner: Opened[T] | None = None
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(real)
+        tg.start_soon(probing)
+        for _ in range(2):
+            is_probe, result, started = await receive.receive()
+            if isinstance(result, Opened):
+                winner = result
+                if is_probe:
+                    engine.state.probe_done(probe.model, ok=True)
+                run.cancelled_as = "lost_to_probe" if is_probe else "probe_lost"
+                break
+            if is_probe:
+                _probe_failed(run, probe, result, started)
+            else:
+                failure = result  # the probe may still answer
+        tg.cancel_scope.cancel()
+    run.cancelled_as = "cancelled"
+    send.close()
+    with receive:
+        async for is_probe, leftover, started in receive:  # the loser finished at the same moment
+            if not isinstance(leftover, Opened):
+                if is_probe:
+                    _probe_failed(run, probe, leftover, started)
+                continue
+            leftover.span.cancelled()
+            value = leftover.value
+            usage = value.usage if isinstance(value, ChatResponse) else None
+            cost = value.cost_usd if isinstance(value, ChatResponse) else None
+            if is_probe:
+                engine.state.probe_done(probe.model, ok=True)  # healthy, though not used
+            else:
+                engine.state.release(leftover.candidate.model)
+            outcome = "probe_lost" if is_probe else "lost_to_probe"
+            run.record(leftover.candidate, outcome, started, usage=usage, cost=cost)
+            if isinstance(value, tuple):
+                await aclose(value[0])  # a stream's (source, first chunk): release it
+    if winner is not None:
+        return winner
+    error = failure or run.last_error or run.deadline_error(probe)
+    if isinstance(error, ProviderError | CredentialError | RequestError):
+        error.trace = None  # raised before the probe ended: the trace gets its outcome too
+    _raise(error, run)
+
+
+def _probe_failed(run: Run, probe: Candidate, exc: BaseException, started: float) -> None:
+    """Record a failed probe: in the trace, and as no change to the open circuit."""
+    status = exc.status if isinstance(exc, ProviderError) else None
+    run.record(probe, "probe_failed", started, status=status, message=str(exc))
+    run.engine.state.probe_done(probe.model, ok=False)
 
 
 def _hedge_delay(run: Run, primary: Candidate) -> float:

@@ -24,6 +24,7 @@ class Breaker:
     __slots__ = (
         "_consecutive",
         "_recent",
+        "next_probe",
         "opened_at",
         "opens",
         "probing",
@@ -37,6 +38,7 @@ class Breaker:
         self.state: State = "closed"
         self.until = 0.0
         self.opened_at = 0.0
+        self.next_probe = 0.0
         self.opens = 0
         self.probing = False
         self._consecutive = 0
@@ -47,12 +49,14 @@ class Breaker:
         if self.state == "closed":
             return False
         if self.state == "open":
-            return now < self.until
+            return now < self.until or self.probing
         return self.probing
 
     def acquire(self, now: float) -> bool:
         """Take the right to send one request; an expired open breaker admits one probe."""
         if self.state == "open" and now >= self.until:
+            if self.probing:  # a ride-along probe is out: it decides
+                return False
             self.state = "half_open"
             self.probing = False
         if self.state == "half_open":
@@ -61,6 +65,22 @@ class Breaker:
             self.probing = True
             return True
         return self.state == "closed"
+
+    def probe_due(self, now: float) -> bool:
+        """Take the right to send a ride-along probe while open: one out, one per interval."""
+        if self.state != "open" or self.probing or now < self.next_probe:
+            return False
+        self.probing = True
+        self.next_probe = now + self.settings.probe_interval
+        return True
+
+    def probe_done(self, ok: bool) -> None:
+        """A ride-along probe's outcome: a success closes, a failure waits for the next probe."""
+        if self.state != "open":
+            return  # a lone half-open probe took over meanwhile; its outcome decides
+        self.probing = False
+        if ok:
+            self._close()
 
     def force_probe(self) -> None:
         """Send a probe now although the breaker is open (every candidate was blocked)."""
@@ -92,6 +112,7 @@ class Breaker:
         self.opens += 1
         self.state = "open"
         self.opened_at = now
+        self.next_probe = now + s.probe_interval
         self.until = now + min(s.open_for * 2 ** (self.opens - 1), s.max_open_for)
         self._consecutive = 0
         self._recent.clear()

@@ -150,6 +150,19 @@ class RuntimeState:
         """Take the right to send one request to ``model`` now (one probe when half-open)."""
         return self._get(model).breaker.acquire(self.clock())
 
+    def probe_due(self, model: str) -> bool:
+        """Take a ride-along probe of ``model`` if its circuit is open and one is due."""
+        s = self._stats.get(model)
+        return s is not None and s.breaker.probe_due(self.clock())
+
+    def probe_done(self, model: str, *, ok: bool) -> None:
+        """Record a ride-along probe's outcome: a success closes the circuit."""
+        breaker = self._get(model).breaker
+        before = breaker.state
+        breaker.probe_done(ok)
+        if before != breaker.state:
+            _log.info("circuit of %s closed", model, extra={"model": model, "circuit": "closed"})
+
     def force_probe(self, model: str) -> None:
         """Send a probe to ``model`` although its circuit is open (every candidate was blocked)."""
         self._get(model).breaker.force_probe()
