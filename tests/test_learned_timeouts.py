@@ -202,6 +202,22 @@ class TestStall:
         assert "one " == info.value.partial_text
         assert 0.3 <= elapsed < 1.5
 
+    async def test_a_stall_past_the_learned_limit_is_rescued(
+        self, fake: FakeProvider, wire: str, http: str
+    ) -> None:
+        """A stall caught by the learned limit is rescued by the fallback into the whole answer."""
+        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST})
+        async with Hub.from_config(cfg, clock=FakeClock()) as hub:
+            await warm(hub)
+            fake.script("m1", Reply(text="one two three", stall_after=1))
+            fake.script("m2", Reply(text="one two three"))
+            started = time.monotonic()
+            stream = hub.stream(HELLO)
+            text = "".join([c.text async for c in stream])
+            elapsed = time.monotonic() - started
+        assert ("one two three", "m2") == (text, stream.response.model)
+        assert 0.3 <= elapsed < 1.5
+
     async def test_jitter_below_the_limit_does_not_interrupt(
         self, fake: FakeProvider, wire: str, http: str
     ) -> None:
