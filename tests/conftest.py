@@ -88,6 +88,12 @@ def http_impl(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["openai", "anthropic"])
+def wire(request: pytest.FixtureRequest) -> str:
+    """The wire format under test (OpenAI or Anthropic streams)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def make_hub(fake: FakeProvider, clock: FakeClock, http_impl: str) -> Callable[..., Hub]:
     def make(*, failover: dict[str, Any] | None = None, **timeouts: float) -> Hub:

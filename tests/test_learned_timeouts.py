@@ -25,18 +25,6 @@ HELLO = [{"role": "user", "content": "Hello"}]
 FAST = {"floor": 0.3, "stall_floor": 0.3}
 
 
-@pytest.fixture(params=["httpx", "aiohttp"])
-def http(request: pytest.FixtureRequest) -> str:
-    """Each behaviour on both HTTP implementations."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["openai", "anthropic"])
-def wire(request: pytest.FixtureRequest) -> str:
-    """Each behaviour on both stream wire formats."""
-    return str(request.param)
-
-
 def config(
     fake: FakeProvider,
     wire: str,
@@ -77,10 +65,10 @@ async def timed_stream(hub: Hub) -> tuple[str, str, float, list[str]]:
 
 class TestFirstToken:
     async def test_slow_first_token_after_fast_history_fails_over(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """On the defaults, a first chunk far later than m1's history fails over to m2 in ~1 s."""
-        async with Hub.from_config(config(fake, wire, http), clock=FakeClock()) as hub:
+        async with Hub.from_config(config(fake, wire, http_impl), clock=FakeClock()) as hub:
             await warm(hub)
             fake.script("m1", Reply(text="too late", delay_first_token=3))
             text, model, elapsed, outcomes = await timed_stream(hub)
@@ -91,10 +79,10 @@ class TestFirstToken:
         assert 1.0 == health["first_token_timeout_s"]
 
     async def test_cold_hub_without_prior_cuts_nothing(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """Without history or a prior, a slow first token is waited for, as without learning."""
-        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST})
+        cfg = config(fake, wire, http_impl, failover={"learned_timeouts": FAST})
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub, 9)  # one sample short of min_samples
             health = hub.health()["models"]["m1"]
@@ -104,10 +92,12 @@ class TestFirstToken:
         assert (None, 9) == (health["first_token_timeout_s"], health["ttft_samples"])
 
     async def test_prior_applies_from_the_first_request(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A model's ``ttft_ms`` prior sets its limit (prior x factor) before any traffic."""
-        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST}, m1={"ttft_ms": 100})
+        cfg = config(
+            fake, wire, http_impl, failover={"learned_timeouts": FAST}, m1={"ttft_ms": 100}
+        )
         fake.script("m1", Reply(text="too late", delay_first_token=3))
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             text, model, elapsed, _ = await timed_stream(hub)
@@ -115,12 +105,12 @@ class TestFirstToken:
         assert 0.4 <= elapsed < 1.5  # 100 ms x 4
 
     async def test_declared_thinking_model_gets_the_larger_scale(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A model declared ``thinking`` has its limit scaled: its slow first token is waited for."""
         learned = {**FAST, "thinking_scale": 5}
         cfg = config(
-            fake, wire, http, failover={"learned_timeouts": learned}, m1={"thinking": True}
+            fake, wire, http_impl, failover={"learned_timeouts": learned}, m1={"thinking": True}
         )
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub)
@@ -141,10 +131,10 @@ class TestFirstToken:
         assert (True, 3.0) == (health["thinking"], health["first_token_timeout_s"])
 
     async def test_last_candidate_is_never_cut(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """With nothing to fail over to, a learned limit does not cut: the answer is waited for."""
-        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST})
+        cfg = config(fake, wire, http_impl, failover={"learned_timeouts": FAST})
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub)
             fake.script("m1", Reply(text="slow", delay_first_token=0.6))
@@ -186,11 +176,11 @@ class TestFirstToken:
 
 class TestStall:
     async def test_learned_stall_limit_interrupts_a_stalled_stream(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """After fast streams, a silence past the learned stall limit is a StreamInterrupted."""
         failover = {"learned_timeouts": FAST, "continue_streams": "off"}
-        cfg = config(fake, wire, http, failover=failover)
+        cfg = config(fake, wire, http_impl, failover=failover)
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub)
             assert 0.3 == hub.health()["models"]["m1"]["stall_timeout_s"]
@@ -203,10 +193,10 @@ class TestStall:
         assert 0.3 <= elapsed < 1.5
 
     async def test_a_stall_past_the_learned_limit_is_rescued(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A stall caught by the learned limit is rescued by the fallback into the whole answer."""
-        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST})
+        cfg = config(fake, wire, http_impl, failover={"learned_timeouts": FAST})
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub)
             fake.script("m1", Reply(text="one two three", stall_after=1))
@@ -219,10 +209,10 @@ class TestStall:
         assert 0.3 <= elapsed < 1.5
 
     async def test_jitter_below_the_limit_does_not_interrupt(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """Gaps between chunks shorter than the learned stall limit pass."""
-        cfg = config(fake, wire, http, failover={"learned_timeouts": FAST})
+        cfg = config(fake, wire, http_impl, failover={"learned_timeouts": FAST})
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             await warm(hub)
             fake.script("m1", Reply(text="one two three four", delay_between_chunks=0.1))

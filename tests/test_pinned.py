@@ -17,18 +17,6 @@ UPSTREAM = {"openai": "pinned-up", "anthropic": "claude-pinned-up"}
 QUICK = [0.125]
 
 
-@pytest.fixture(params=["openai", "anthropic"])
-def wire(request: pytest.FixtureRequest) -> str:
-    """The wire format of the pinned model."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["httpx", "aiohttp"])
-def http_impl(request: pytest.FixtureRequest) -> str:
-    """The HTTP implementation of both providers."""
-    return str(request.param)
-
-
 @pytest.fixture(params=["chat", "stream"])
 def mode(request: pytest.FixtureRequest) -> str:
     """Whole answers and streams go through the same attempt loop."""

@@ -26,18 +26,6 @@ STORY = "Once upon a time there was a fox who lived in a wood."
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
-@pytest.fixture(params=["httpx", "aiohttp"])
-def http(request: pytest.FixtureRequest) -> str:
-    """Both HTTP implementations."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["openai", "anthropic"])
-def wire(request: pytest.FixtureRequest) -> str:
-    """Both wire formats."""
-    return str(request.param)
-
-
 def config(
     fake: FakeProvider,
     wire: str,
@@ -86,12 +74,12 @@ class TestRescued:
         ids=["cut", "malformed", "in-stream-error"],
     )
     async def test_a_broken_stream_becomes_the_whole_answer(
-        self, fake: FakeProvider, wire: str, http: str, fault: Reply
+        self, fake: FakeProvider, wire: str, http_impl: str, fault: Reply
     ) -> None:
         """Cut, corrupted or errored after chunks, the answer is finished by the fallback, exactly."""
         fake.script("m1", fault)
         fake.default("m2", Reply(text=STORY))
-        async with Hub.from_config(config(fake, wire, http), clock=FakeClock()) as hub:
+        async with Hub.from_config(config(fake, wire, http_impl), clock=FakeClock()) as hub:
             text, stream = await read_all(hub)
         assert STORY == text == stream.response.text
         assert ("m2", "stop") == (stream.response.model, stream.response.finish_reason)
@@ -104,22 +92,22 @@ class TestRescued:
         assert 0 < splice.offset < len(STORY)
         assert not stream.response.unverified
 
-    async def test_a_stall_is_rescued(self, fake: FakeProvider, wire: str, http: str) -> None:
+    async def test_a_stall_is_rescued(self, fake: FakeProvider, wire: str, http_impl: str) -> None:
         """A stream that stalls after chunks (the read timeout fires) is finished by the fallback."""
         fake.script("m1", Reply(text=STORY, stall_after=2))
         fake.default("m2", Reply(text=STORY))
-        cfg = config(fake, wire, http, read=0.3)
+        cfg = config(fake, wire, http_impl, read=0.3)
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             text, stream = await read_all(hub)
         assert (STORY, "m2") == (text, stream.response.model)
 
     async def test_prefill_sends_the_delivered_text_without_trailing_space(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """The prefill is the delivered text less its trailing space, which is not repeated."""
         fake.script("m1", Reply(text=STORY, cut_after=2))
         fake.script("m2", Reply(text=" a time."))
-        cfg = config(fake, wire, http, capabilities=["prefill"])
+        cfg = config(fake, wire, http_impl, capabilities=["prefill"])
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             text, stream = await read_all(hub)
         assert "Once upon a time." == text
@@ -128,7 +116,7 @@ class TestRescued:
         assert "prefill" == stream.response.trace.splices[0].method
 
     async def test_a_rejected_prefill_is_regenerated_and_checked(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A model that refuses the prefill gets the request again; its answer is checked."""
         rejected = Reply(
@@ -142,7 +130,7 @@ class TestRescued:
         )
         fake.script("m1", Reply(text=STORY, cut_after=2))
         fake.script("m2", rejected, Reply(text=STORY))
-        cfg = config(fake, wire, http, capabilities=["prefill"])
+        cfg = config(fake, wire, http_impl, capabilities=["prefill"])
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             text, stream = await read_all(hub)
             assert (STORY, "m2") == (text, stream.response.model)
@@ -155,24 +143,24 @@ class TestRescued:
         assert ["m1", "m2", "m2", "m1", "m2"] == seen(fake)
 
     async def test_the_only_model_can_rescue_itself(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """With no fallback, the broken model itself is asked again (a break may be a one-off)."""
         fake.script("m1", Reply(text=STORY, cut_after=3))
         fake.default("m1", Reply(text=STORY))
-        async with Hub.from_config(config(fake, wire, http, "m1"), clock=FakeClock()) as hub:
+        async with Hub.from_config(config(fake, wire, http_impl, "m1"), clock=FakeClock()) as hub:
             text, _stream = await read_all(hub)
         assert (STORY, ["m1", "m1"]) == (text, seen(fake))
 
     async def test_a_cut_tool_call_is_spliced_when_regenerated_the_same(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A tool call cut mid-arguments is finished only by a regeneration making the same call."""
         call = ScriptedToolCall(id="call_1", name="f", arguments={"city": "Paris", "days": 3})
         again = ScriptedToolCall(id="call_9", name="f", arguments={"city": "Paris", "days": 3})
         fake.script("m1", Reply(tool_calls=[call], cut_after=2))
         fake.script("m2", Reply(tool_calls=[again]))
-        cfg = config(fake, wire, http, capabilities=["tools", "prefill"])
+        cfg = config(fake, wire, http_impl, capabilities=["tools", "prefill"])
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             _, stream = await read_all(hub, tools=TOOLS)
         (tc,) = stream.response.tool_calls
@@ -183,13 +171,13 @@ class TestRescued:
 
 class TestNotRescued:
     async def test_a_different_answer_is_never_spliced(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """When no candidate reproduces what was delivered, StreamInterrupted is raised as before."""
         fake.script("m1", Reply(text=STORY, cut_after=3))
         fake.default("m1", Reply(text="Something else entirely."))
         fake.default("m2", Reply(text="Once upon another time."))
-        cfg = config(fake, wire, http, capabilities=[])  # no prefill: every rescue is checked
+        cfg = config(fake, wire, http_impl, capabilities=[])  # no prefill: every rescue is checked
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             got: list[str] = []
             with pytest.raises(StreamInterrupted) as info:
@@ -206,14 +194,14 @@ class TestNotRescued:
         assert not trace.splices
 
     async def test_a_diverging_regeneration_is_dropped_at_once(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A regeneration is closed at its first differing chunk, not read to its end."""
         fake.script("m1", Reply(text=STORY, cut_after=3))
         slow = " ".join(["Different"] * 40)
         fake.script("m2", Reply(text=slow, delay_between_chunks=0.05))  # 2 s to read in full
         fake.script("m1", Reply(text="Another story."))
-        cfg = config(fake, wire, http, capabilities=[])
+        cfg = config(fake, wire, http_impl, capabilities=[])
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             started = time.monotonic()
             with pytest.raises(StreamInterrupted):
@@ -221,23 +209,23 @@ class TestNotRescued:
         assert time.monotonic() - started < 1.0
 
     async def test_a_tool_call_with_other_arguments_is_never_spliced(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """A regeneration calling the tool with other arguments is not spliced."""
         call = ScriptedToolCall(id="call_1", name="f", arguments={"city": "Paris", "days": 3})
         other = ScriptedToolCall(id="call_2", name="f", arguments={"city": "Lyon", "days": 3})
         fake.script("m1", Reply(tool_calls=[call], cut_after=2), Reply(tool_calls=[other]))
         fake.script("m2", Reply(tool_calls=[other]))
-        cfg = config(fake, wire, http, capabilities=["tools"])
+        cfg = config(fake, wire, http_impl, capabilities=["tools"])
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             with pytest.raises(StreamInterrupted) as info:
                 await read_all(hub, tools=TOOLS)
         assert ("call_1", "f") == (info.value.partial_tool_calls[0].id, "f")
 
-    async def test_off_raises_at_once(self, fake: FakeProvider, wire: str, http: str) -> None:
+    async def test_off_raises_at_once(self, fake: FakeProvider, wire: str, http_impl: str) -> None:
         """With continue_streams "off", nothing is tried after the break."""
         fake.script("m1", Reply(text=STORY, cut_after=3))
-        cfg = config(fake, wire, http, failover={"continue_streams": "off"})
+        cfg = config(fake, wire, http_impl, failover={"continue_streams": "off"})
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             with pytest.raises(StreamInterrupted):
                 await read_all(hub)
@@ -246,12 +234,14 @@ class TestNotRescued:
 
 class TestInstruct:
     async def test_instruct_asks_a_model_to_continue_and_marks_the_answer(
-        self, fake: FakeProvider, wire: str, http: str
+        self, fake: FakeProvider, wire: str, http_impl: str
     ) -> None:
         """With "instruct", when nothing verified works, a model is asked to go on: unverified."""
         fake.script("m1", Reply(text=STORY, cut_after=3), Reply(text="No."))
         fake.script("m2", Reply(text="Not this."), Reply(text="time there lived a fox."))
-        cfg = config(fake, wire, http, capabilities=[], failover={"continue_streams": "instruct"})
+        cfg = config(
+            fake, wire, http_impl, capabilities=[], failover={"continue_streams": "instruct"}
+        )
         async with Hub.from_config(cfg, clock=FakeClock()) as hub:
             text, stream = await read_all(hub)
         assert "Once upon a time there lived a fox." == text

@@ -29,18 +29,6 @@ UPSTREAM = {"openai": "gpt-up", "anthropic": "claude-up"}
 BEFORE_TERMINATOR = {"openai": 2, "anthropic": 1}
 
 
-@pytest.fixture(params=["openai", "anthropic"])
-def wire(request: pytest.FixtureRequest) -> str:
-    """The wire format of the primary model."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["httpx", "aiohttp"])
-def http_impl(request: pytest.FixtureRequest) -> str:
-    """The HTTP implementation of both providers."""
-    return str(request.param)
-
-
 def config(fake: FakeProvider, wire: str, http_impl: str) -> dict[str, Any]:
     """``primary`` speaks ``wire``; ``backup`` (OpenAI, pricier) is its fallback."""
     common = {"api_key": "sk-test-abcdefgh12345678", "http": http_impl}
