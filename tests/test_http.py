@@ -200,6 +200,23 @@ class TestClients:
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("impl", ["httpx", "aiohttp"])
+    async def test_a_closed_client_stays_closed(self, impl: str) -> None:
+        """After aclose, requests fail with TransportError (connect) instead of opening a new pool."""
+        client = CLIENTS[impl](HttpSettings())
+        await client.aclose()
+        url = f"http://127.0.0.1:{_closed_port()}/v1/chat/completions"
+        with pytest.raises(TransportError) as info:
+            await client.post_json(url, {}, b"{}")
+        assert ("connect", "client closed") == (info.value.kind, info.value.detail)
+        with pytest.raises(TransportError):
+            async with client.post_stream(url, {}, b"{}"):
+                pass
+        # And no pool was made meanwhile.
+        assert getattr(client, "_session", None) is None
+        assert getattr(client, "_client", None) is None
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("impl", ["httpx", "aiohttp"])
     async def test_the_hub_reports_it_as_a_provider_error(self, impl: str) -> None:
         """Through a Hub, a refused connection is a ProviderError, never a bare TransportError."""
         cfg = {

@@ -141,6 +141,8 @@ class AiohttpClient:
     """A :class:`~tokenhub.http.HttpClient` on one pooled ``aiohttp.ClientSession`` (asyncio only).
 
     The session is created on first use, with ``settings``' timeouts and pool size.
+    Once closed, the client stays closed: a request then fails (``connect``) rather
+    than open a session that nothing would close.
     """
 
     def __init__(self, settings: HttpSettings = HttpSettings()) -> None:  # noqa: B008 - frozen
@@ -156,8 +158,11 @@ class AiohttpClient:
         )
         self._max_connections = settings.max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _get(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise TransportError("connect", "client closed")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
@@ -204,6 +209,8 @@ class AiohttpClient:
             response = await self._open(url, dict(headers), body)
         except _ERRORS as exc:
             error: TransportError | None = _translate(exc)
+        except TransportError as exc:  # closed
+            error = exc
         else:
             error = None
         del headers  # no plaintext credential in this frame's locals while the stream is open
@@ -219,6 +226,7 @@ class AiohttpClient:
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None

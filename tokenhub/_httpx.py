@@ -170,8 +170,11 @@ class HttpxClient:
         self.settings = settings
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._closed = False
 
     def _get(self) -> httpx.AsyncClient:
+        if self._closed:  # closed for good: never a new pool that nothing would close
+            raise TransportError("connect", "client closed")
         if self._client is None:
             t, n = self.settings.timeouts, self.settings.max_connections
             kwargs: dict[str, Any] = {}
@@ -243,7 +246,8 @@ class HttpxClient:
             await stream.aclose()
 
     async def aclose(self) -> None:
-        """Close the pool."""
+        """Close the pool; the client stays closed (a request then fails with ``connect``)."""
+        self._closed = True
         if self._client is not None:
             await self._client.aclose()
             self._client = None
