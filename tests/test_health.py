@@ -77,13 +77,28 @@ class TestBreaker:
         assert not b.probe_due(20.0)  # one out at a time
         assert b.blocked(40.0)  # and it blocks the lone half-open probe meanwhile
         assert not b.acquire(40.0)
-        b.probe_done(False)
-        assert ("open", 30.0, 1) == (b.state, b.until, b.opens)
+        b.probe_done(False, 40.0)
+        assert ("open", 70.0, 1) == (b.state, b.until, b.opens)  # a full period on, undoubled
         assert not b.probe_due(9.9)
         assert b.probe_due(40.0)
-        b.probe_done(True)
+        b.probe_done(True, 41.0)
         assert ("closed", 0) == (b.state, b.opens)
         assert not b.probe_due(50.0)
+
+    def test_failing_ride_along_probes_hold_off_the_lone_probe(self) -> None:
+        """While ride-along probes keep failing, no lone half-open probe is due and nothing doubles."""
+        b = Breaker(S)
+        for _ in range(5):
+            b.record(False, 0.0)
+        for now in range(5, 200, 5):
+            assert b.probe_due(float(now))
+            b.probe_done(False, now + 1.0)
+            assert not b.acquire(now + 2.0)  # no real request goes as the lone probe
+        assert ("open", 1) == (b.state, b.opens)
+        assert b.until == 196.0 + 30.0
+        assert b.acquire(b.until)  # with no ride-along since, the lone probe is the backstop
+        b.record(False, b.until)
+        assert b.until - b.opened_at == 60.0  # and its failure doubles as before
 
     def test_ride_along_outcome_after_lone_probe_is_ignored(self) -> None:
         """A ride-along outcome arriving after a lone half-open probe took over changes nothing."""
@@ -92,7 +107,7 @@ class TestBreaker:
             b.record(False, 0.0)
         assert b.probe_due(5.0)
         b.force_probe()
-        b.probe_done(True)
+        b.probe_done(True, 6.0)
         assert ("half_open", True) == (b.state, b.probing)
 
     @settings(max_examples=200)

@@ -62,6 +62,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._logs",
             "tokenhub.routing._state",
             "tokenhub.routing._deployment",
+            "tokenhub.routing._detach",
         ),
     ),
     (

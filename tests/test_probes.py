@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tokenhub import Hub
@@ -48,6 +49,13 @@ def config(fake: FakeProvider, *names: str, wire: str = "openai") -> dict[str, A
 
 def circuit(hub: Hub, model: str) -> str:
     return str(hub.health()["models"][model]["circuit"])
+
+
+async def probes_ended(hub: Hub) -> None:
+    """Wait (a few seconds at most) until no probe is still running detached from its request."""
+    with anyio.fail_after(5):
+        while len(hub._engine.detached):
+            await anyio.sleep(0.01)
 
 
 async def open_m1(hub: Hub) -> None:
@@ -106,24 +114,77 @@ class TestRideAlong:
         assert again.trace is not None
         assert [("m1", "ok")] == [(a.model, a.outcome) for a in again.trace.attempts]
 
-    async def test_slow_probe_is_cancelled(self, fake: FakeProvider) -> None:
-        """A probe slower than the real answer is cancelled and recorded; the caller gets m2 at m2's speed."""
+    async def test_recovered_model_slower_than_its_fallback_returns(
+        self, fake: FakeProvider
+    ) -> None:
+        """A recovered model slower than its fallback loses every race, yet is back within 5 s: the probe ends detached."""
+        clock = FakeClock()
+        fake.default("m1", Reply(status=503))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+            await open_m1(hub)
+            back_at = None
+            for t in range(1, 60):
+                clock.advance(1)
+                if t == 40:
+                    fake.default("m1", Reply(delay_headers=0.2))  # m2 always answers first
+                r = await hub.chat(HELLO)
+                if r.model == "m1":
+                    back_at = t
+                    break
+                await probes_ended(hub)
+            assert back_at is not None
+            assert back_at - 40 <= 5
+            assert r.trace is not None
+            assert [("m1", "ok")] == [(a.model, a.outcome) for a in r.trace.attempts]
+
+    async def test_slow_probe_goes_on_without_the_request(self, fake: FakeProvider) -> None:
+        """A probe slower than the real answer does not hold the caller, and still closes the circuit when it ends."""
         clock = FakeClock()
         fake.script("m1", Reply(status=503))
-        fake.default("m1", Reply(delay_headers=2.0))
+        fake.default("m1", Reply(delay_headers=0.5))
         async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
             await open_m1(hub)
             clock.advance(5)
             started = time.monotonic()
             r = await hub.chat(HELLO)
             elapsed = time.monotonic() - started
-            assert "open" == circuit(hub, "m1")
-        assert elapsed < 1.0
+            assert "open" == circuit(hub, "m1")  # the verdict is not in yet
+            await probes_ended(hub)
+            assert "closed" == circuit(hub, "m1")
+        assert elapsed < 0.4
         assert "m2" == r.model
         assert r.trace is not None
         assert {("m1", "probe_lost"), ("m2", "ok")} == {
             (a.model, a.outcome) for a in r.trace.attempts
         }
+
+    async def test_detached_probe_failure_keeps_the_circuit_open(self, fake: FakeProvider) -> None:
+        """A detached probe that fails keeps the circuit open, a full period on, without doubling it."""
+        clock = FakeClock()
+        fake.script("m1", Reply(status=503), Reply(status=503, delay_headers=0.3))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+            await open_m1(hub)
+            clock.advance(5)
+            await hub.chat(HELLO)
+            await probes_ended(hub)
+            m1 = hub.health()["models"]["m1"]
+        assert "open" == m1["circuit"]
+        assert m1["open_for_s"] == pytest.approx(30.0)  # from the probe's end; doubled would be 60
+
+    async def test_closing_the_hub_cancels_a_detached_probe(self, fake: FakeProvider) -> None:
+        """Closing the Hub does not wait for a probe still out: it is cancelled, with no verdict."""
+        clock = FakeClock()
+        fake.script("m1", Reply(status=503))
+        fake.default("m1", Reply(delay_headers=5.0))
+        hub = Hub.from_config(config(fake, "m1", "m2"), clock=clock)
+        await open_m1(hub)
+        clock.advance(5)
+        assert "m2" == (await hub.chat(HELLO)).model
+        started = time.monotonic()
+        await hub.aclose()
+        assert time.monotonic() - started < 1.0
+        assert 0 == len(hub._engine.detached)
+        assert "open" == circuit(hub, "m1")
 
     async def test_probe_answers_when_the_real_attempts_fail(self, fake: FakeProvider) -> None:
         """When every real candidate fails, a probe still in flight that succeeds is the answer."""
@@ -176,6 +237,22 @@ class TestStreams:
         }
 
     @pytest.mark.parametrize("wire", ["openai", "anthropic"])
+    async def test_slow_stream_probe_closes_the_circuit_detached(
+        self, fake: FakeProvider, wire: str
+    ) -> None:
+        """A stream probe that lost the race still closes the circuit once its own first chunk comes."""
+        clock = FakeClock()
+        fake.script("m1", Reply(status=503))
+        fake.default("m1", Reply(delay_first_token=0.3))
+        async with Hub.from_config(config(fake, "m1", "m2", wire=wire), clock=clock) as hub:
+            await open_m1(hub)
+            clock.advance(5)
+            stream = hub.stream(HELLO)
+            assert "echo: Hello" == "".join([c.text async for c in stream])
+            await probes_ended(hub)
+            assert "closed" == circuit(hub, "m1")
+        assert "m2" == stream.response.model
+
     async def test_probe_first_chunk_wins_and_closes(self, fake: FakeProvider, wire: str) -> None:
         """A recovered model's probe that delivers the first chunk first serves the stream and closes its circuit."""
         clock = FakeClock()
@@ -235,6 +312,45 @@ class TestCost:
         with Store(db) as st:
             usd = sum(row["usd"] for row in st.query("SELECT * FROM spend"))
         assert usd == pytest.approx(0.002 + 0.004)  # m2's first answer, then the probe's
+
+    async def test_detached_probe_cost_reaches_the_ledger(
+        self, fake: FakeProvider, tmp_path: Path
+    ) -> None:
+        """A probe that lost its race is billed when it ends: the spend holds the answer's and the probe's cost."""
+        db = tmp_path / "hub.db"
+        clock = FakeClock()
+        cfg = config(fake, "m1", "m2")
+        cfg["store"] = {"path": str(db)}
+        cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 100.0}]
+        fake.script("m1", Reply(status=503))
+        fake.default("m1", Reply(usage=(1000, 1000), delay_headers=0.3))
+        fake.default("m2", Reply(usage=(1000, 1000)))
+        async with Hub.from_config(cfg, clock=clock) as hub:
+            await open_m1(hub)
+            clock.advance(5)
+            r = await hub.chat(HELLO)
+            await probes_ended(hub)
+        assert "m2" == r.model
+        with Store(db) as st:
+            usd = sum(row["usd"] for row in st.query("SELECT * FROM spend"))
+        assert usd == pytest.approx(0.004 + 0.004 + 0.002)  # m2 twice, then the probe on m1
+
+
+class TestTrio:
+    @pytest.mark.parametrize("anyio_backend", ["trio"])
+    async def test_detached_probe_on_trio(self, fake: FakeProvider, anyio_backend: str) -> None:
+        """Under trio too, a probe that lost its race goes on detached and closes the circuit."""
+        if HTTP["impl"] != "httpx":
+            pytest.skip("aiohttp runs on asyncio only")
+        clock = FakeClock()
+        fake.script("m1", Reply(status=503))
+        fake.default("m1", Reply(delay_headers=0.2))
+        async with Hub.from_config(config(fake, "m1", "m2"), clock=clock) as hub:
+            await open_m1(hub)
+            clock.advance(5)
+            assert "m2" == (await hub.chat(HELLO)).model
+            await probes_ended(hub)
+            assert "closed" == circuit(hub, "m1")
 
 
 class TestConfig:

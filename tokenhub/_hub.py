@@ -155,6 +155,7 @@ class Hub:
                 if self._logs is not None or budgets is not None
                 else None
             )
+        self._engine.billing = self._ledger
         self._router = Router(
             infos,
             config.routing,
@@ -365,6 +366,7 @@ class Hub:
 
         with anyio.CancelScope(shield=True):
             try:
+                await self._engine.detached.aclose()  # probes still out: no verdict
                 for provider in (*self._providers.values(), *self._retired):
                     await provider.aclose()
                 if self._background is not None:  # settlements waiting for the lock

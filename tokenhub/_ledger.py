@@ -495,6 +495,12 @@ class Budgets:
             for row, cost in charges.items():
                 tx.charge(row, cost)
 
+    def charge(self, model: str, usd: float) -> None:
+        """Record ``usd`` spent on ``model`` with no reservation: its global and model budgets."""
+        with self._for(True).transaction() as tx:
+            for _, row in self._applicable(None, model, self._wall()):
+                tx.charge(row, usd)
+
     def spend(self) -> list[dict[str, Any]]:
         """Every spend row (scope, key, period, usd, reserved)."""
         with self._store.reading() as reader:
@@ -526,6 +532,22 @@ class Ledger:
         self.logs, self.budgets, self.content = logs, budgets, content
         self.timeout = timeout  # the deadline of a request given none (failover.timeout)
         self.background = background or Background()
+
+    def charge_late(self, model: str, usd: float) -> None:
+        """Charge a cost learnt after its request ended (a detached probe's), in a thread."""
+        budgets = self.budgets
+        if budgets is None or self.background.closed:
+            return
+
+        def charge() -> None:
+            try:
+                budgets.charge(model, usd)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping never raises into the engine
+                log.error(  # noqa: TRY400 - its frames may hold the request
+                    "could not record the spend of a probe of %s (%s)", model, type(exc).__name__
+                )
+
+        self.background.start(charge)
 
     def ttl(self, timeout: float | None) -> float:
         """How long a reservation made now counts: the request's deadline, plus the grace."""

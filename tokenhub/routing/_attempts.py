@@ -256,13 +256,36 @@ def _due_probe(run: Run) -> Candidate | None:
 async def _with_probe(run: Run, open_: Opener[T], probe: Candidate) -> Opened[T]:
     """Race the ordered attempts against a probe of a recovering model; the first to open wins.
 
-    No request waits on the probe: it is cancelled once the real attempts open
-    (``probe_lost`` in the trace), and a failed probe (``probe_failed``) only
-    keeps the circuit open. A probe that opens first closes the circuit and
-    answers; the real attempt it beat is recorded as ``lost_to_probe``.
+    No request waits on the probe. The probe runs detached from the request
+    (:class:`~tokenhub.routing._detach.Detached`): when the real attempts open
+    first, the request goes on and the probe (``probe_lost`` in the trace) runs
+    to its end without it, then reports its verdict to the circuit and its cost
+    to the ledger. A failed probe (``probe_failed``) only keeps the circuit
+    open. A probe that opens first closes the circuit and answers; the real
+    attempt it beat is recorded as ``lost_to_probe``.
     """
     engine = run.engine
     send, receive = anyio.create_memory_object_stream[tuple[bool, Any, float]](2)
+    probe_send = send.clone()
+    probe_started = engine.clock.monotonic()
+
+    async def probing() -> None:
+        with probe_send:
+            try:
+                result: Any = await attempt(run, probe, run.request, open_)
+            except (ProviderError, CredentialError, RequestError) as exc:
+                result = exc
+            try:
+                probe_send.send_nowait((True, result, probe_started))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await _probe_ended(run, probe, result)  # the request went on without it
+
+    if not engine.detached.spawn(probing):  # the Hub is closing: no probe
+        probe_send.close()
+        send.close()
+        receive.close()
+        engine.state.release(probe.model)
+        return await _ordered(run, open_)
 
     async def real() -> None:
         started = engine.clock.monotonic()
@@ -272,58 +295,90 @@ async def _with_probe(run: Run, open_: Opener[T], probe: Candidate) -> Opened[T]
             result = exc
         send.send_nowait((False, result, started))
 
-    async def probing() -> None:
-        started = engine.clock.monotonic()
-        try:
-            result: Any = await attempt(run, probe, run.request, open_)
-        except (ProviderError, CredentialError, RequestError) as exc:
-            result = exc
-        send.send_nowait((True, result, started))
-
     winner: Opened[T] | None = None
     failure: BaseException | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(real)
-        tg.start_soon(probing)
-        for _ in range(2):
-            is_probe, result, started = await receive.receive()
-            if isinstance(result, Opened):
-                winner = result
+    probe_out = True
+    leftovers: list[tuple[bool, Any, float]] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(real)
+            for _ in range(2):
+                is_probe, result, started = await receive.receive()
                 if is_probe:
-                    engine.state.probe_done(probe.model, ok=True)
-                run.cancelled_as = "lost_to_probe" if is_probe else "probe_lost"
+                    probe_out = False
+                if isinstance(result, Opened):
+                    winner = result
+                    if is_probe:
+                        engine.state.probe_done(probe.model, ok=True)
+                        run.cancelled_as = "lost_to_probe"
+                    break
+                if is_probe:
+                    _probe_failed(run, probe, result, started)
+                else:
+                    failure = result  # the probe may still answer
+            tg.cancel_scope.cancel()
+    finally:
+        run.cancelled_as = "cancelled"
+        send.close()
+        # No checkpoint from here to the close: a result sent meanwhile is either
+        # taken here, or meets the closed stream and is handled where it was sent.
+        while True:
+            try:
+                leftovers.append(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
                 break
+        receive.close()
+        probe_out = probe_out and not any(is_probe for is_probe, _, _ in leftovers)
+        if probe_out:  # it goes on detached: the trace says so, and hears no more of it
+            run.record(probe, "probe_lost", probe_started)
+            run.forget(probe)
+    for is_probe, leftover, started in leftovers:  # the loser finished at the same moment
+        if not isinstance(leftover, Opened):
             if is_probe:
-                _probe_failed(run, probe, result, started)
-            else:
-                failure = result  # the probe may still answer
-        tg.cancel_scope.cancel()
-    run.cancelled_as = "cancelled"
-    send.close()
-    with receive:
-        async for is_probe, leftover, started in receive:  # the loser finished at the same moment
-            if not isinstance(leftover, Opened):
-                if is_probe:
-                    _probe_failed(run, probe, leftover, started)
-                continue
-            leftover.span.cancelled()
-            value = leftover.value
-            usage = value.usage if isinstance(value, ChatResponse) else None
-            cost = value.cost_usd if isinstance(value, ChatResponse) else None
-            if is_probe:
-                engine.state.probe_done(probe.model, ok=True)  # healthy, though not used
-            else:
-                engine.state.release(leftover.candidate.model)
-            outcome = "probe_lost" if is_probe else "lost_to_probe"
-            run.record(leftover.candidate, outcome, started, usage=usage, cost=cost)
-            if isinstance(value, tuple):
-                await aclose(value[0])  # a stream's (source, first chunk): release it
+                _probe_failed(run, probe, leftover, started)
+            continue
+        leftover.span.cancelled()
+        value = leftover.value
+        usage = value.usage if isinstance(value, ChatResponse) else None
+        cost = value.cost_usd if isinstance(value, ChatResponse) else None
+        if is_probe:
+            engine.state.probe_done(probe.model, ok=True)  # healthy, though not used
+        else:
+            engine.state.release(leftover.candidate.model)
+        outcome = "probe_lost" if is_probe else "lost_to_probe"
+        run.record(leftover.candidate, outcome, started, usage=usage, cost=cost)
+        if isinstance(value, tuple):
+            await aclose(value[0])  # a stream's (source, first chunk): release it
     if winner is not None:
         return winner
     error = failure or run.last_error or run.deadline_error(probe)
     if isinstance(error, ProviderError | CredentialError | RequestError):
         error.trace = None  # raised before the probe ended: the trace gets its outcome too
     _raise(error, run)
+
+
+async def _probe_ended(run: Run, probe: Candidate, result: Any) -> None:
+    """A detached probe's end: its verdict to the circuit, its answer discarded, its cost billed."""
+    engine = run.engine
+    if not isinstance(result, Opened):
+        engine.state.probe_done(probe.model, ok=False)
+        return
+    engine.state.probe_done(probe.model, ok=True)  # healthy, though not used
+    value = result.value
+    if isinstance(value, ChatResponse):
+        result.span.ok(
+            engine.clock.monotonic() - result.started,
+            usage=value.usage,
+            cost=value.cost_usd,
+            response_model=value.upstream_model,
+            response_id=value.response_id,
+            finish_reason=value.finish_reason,
+        )
+        if value.cost_usd and engine.billing is not None:
+            engine.billing.charge_late(probe.model, value.cost_usd)
+    else:  # a stream's (source, first chunk): its first chunk was the verdict
+        result.span.cancelled()
+        await aclose(value[0])
 
 
 def _probe_failed(run: Run, probe: Candidate, exc: BaseException, started: float) -> None:

@@ -74,13 +74,20 @@ class Breaker:
         self.next_probe = now + self.settings.probe_interval
         return True
 
-    def probe_done(self, ok: bool) -> None:
-        """A ride-along probe's outcome: a success closes, a failure waits for the next probe."""
+    def probe_done(self, ok: bool, now: float) -> None:
+        """A ride-along probe's outcome: a success closes, a failure waits for the next probe.
+
+        A failure also pushes the end of the open period to a full period from
+        now (without doubling it): while ride-along probes keep finding the model
+        down, no real request is sent to it as the lone half-open probe.
+        """
         if self.state != "open":
             return  # a lone half-open probe took over meanwhile; its outcome decides
         self.probing = False
         if ok:
             self._close()
+        else:
+            self.until = max(self.until, now + self._period())
 
     def force_probe(self) -> None:
         """Send a probe now although the breaker is open (every candidate was blocked)."""
@@ -113,9 +120,13 @@ class Breaker:
         self.state = "open"
         self.opened_at = now
         self.next_probe = now + s.probe_interval
-        self.until = now + min(s.open_for * 2 ** (self.opens - 1), s.max_open_for)
+        self.until = now + self._period()
         self._consecutive = 0
         self._recent.clear()
+
+    def _period(self) -> float:
+        s = self.settings
+        return min(s.open_for * 2.0 ** (self.opens - 1), s.max_open_for)
 
     def _close(self) -> None:
         self.state = "closed"

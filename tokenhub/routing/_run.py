@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -27,6 +27,7 @@ from tokenhub.errors import (
     RequestError,
 )
 from tokenhub.routing._decide import Decision, decide
+from tokenhub.routing._detach import Detached
 from tokenhub.routing._health import RetryBudget
 
 if TYPE_CHECKING:
@@ -39,10 +40,17 @@ if TYPE_CHECKING:
     from tokenhub._telemetry import AttemptSpan, Telemetry
     from tokenhub.routing._deployment import Deployment
 
-__all__ = ["Engine", "Run", "stopped"]
+__all__ = ["Billing", "Engine", "Run", "stopped"]
 
 _log = get_logger("tokenhub.request")
 _RAISE = Decision("raise")
+
+
+class Billing(Protocol):
+    """Where a cost learnt after its request ended is charged (a detached probe's)."""
+
+    def charge_late(self, model: str, usd: float) -> None:
+        """Charge ``usd`` spent on ``model`` to the budgets that cover it; never raises."""
 
 
 class Engine:
@@ -63,6 +71,7 @@ class Engine:
         telemetry: Telemetry,
         budget: RetryBudget | None = None,
         no_prefill: set[str] | None = None,
+        detached: Detached | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -73,6 +82,10 @@ class Engine:
         self.budget = budget or RetryBudget(settings.retry_budget, settings.retry_burst)
         #: Models that refused a prefill: a broken stream is regenerated on them instead.
         self.no_prefill: set[str] = set() if no_prefill is None else no_prefill
+        #: Process-wide: probes that outlive the request that carried them.
+        self.detached = Detached() if detached is None else detached
+        #: Where a detached probe's cost goes once known (the Hub's ledger, when it has one).
+        self.billing: Billing | None = None
         # Built once per table rather than once per attempt.
         self.observers: dict[str, Callable[[Mapping[str, str]], None]] = {
             name: partial(state.observe_limits, name) for name in deployments
@@ -92,6 +105,7 @@ class Engine:
             telemetry=self.telemetry,
             budget=self.budget,
             no_prefill=self.no_prefill,
+            detached=self.detached,
         )
 
     def run(
@@ -129,6 +143,7 @@ class Run:
         self._min_window: int | None = None  # after a context overflow: only larger windows
         self._started_attempts = 0
         self._trace: RouteTrace | None = None
+        self._forgotten: Candidate | None = None  # a probe that went on without this request
         #: The outcome recorded for an attempt cut short by cancellation: the caller's,
         #: unless a hedge race is cancelling its loser.
         self.cancelled_as = "cancelled"
@@ -147,6 +162,10 @@ class Run:
         base = self.base_trace
         self.base_trace = attrs.evolve(base, splices=(*base.splices, splice))
         self._trace = None
+
+    def forget(self, probe: Candidate) -> None:
+        """Record nothing more about ``probe``: it goes on detached, after this request."""
+        self._forgotten = probe
 
     def remaining(self) -> float:
         """Seconds left before the request's deadline."""
@@ -331,6 +350,8 @@ class Run:
         cost: float | None = None,
     ) -> None:
         """Add one attempt to the trace (and a log record when it failed)."""
+        if candidate is self._forgotten:
+            return
         elapsed = (self.engine.clock.monotonic() - started) * 1000
         if outcome not in ("ok", "cancelled") and _log.isEnabledFor(logging.INFO):
             _log.info(

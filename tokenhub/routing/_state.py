@@ -159,7 +159,7 @@ class RuntimeState:
         """Record a ride-along probe's outcome: a success closes the circuit."""
         breaker = self._get(model).breaker
         before = breaker.state
-        breaker.probe_done(ok)
+        breaker.probe_done(ok, self.clock())
         if before != breaker.state:
             _log.info("circuit of %s closed", model, extra={"model": model, "circuit": "closed"})
 
