@@ -1,7 +1,7 @@
 """What the caller sees, and how long it takes, for each fault category (default settings).
 
 Two candidates (m1 preferred, m2 fallback) on the FakeProvider unless noted; the real clock,
-except for the recovery row (a FakeClock: an outage of 40 s costs no real time). Each table
+except for the recovery rows (a FakeClock: an outage of 40 s costs no real time). Each table
 is run per wire format (OpenAI, Anthropic) and HTTP implementation (httpx, aiohttp):
 
     python benchmarks/faults.py [--wire openai,anthropic] [--http httpx,aiohttp]
@@ -92,8 +92,12 @@ async def case(
     print(f"{name:<46} {outcome:<24} {elapsed * 1000:>8.0f} ms   upstream saw {sent}")
 
 
-async def recovery(where: dict[str, str]) -> None:
-    """m1 down for 40 s (FakeClock), a request every second: when does m1 serve again?"""
+async def recovery(where: dict[str, str], *, slower: bool = False) -> None:
+    """m1 down for 40 s (FakeClock), a request every second: when does m1 serve again?
+
+    ``slower``: the recovered m1 answers 50 ms after m2, so it loses every race
+    against it; each fake second then also lets 0.1 s of real time pass.
+    """
     clock = FakeClock()
     async with FakeProvider() as fake:
         fake.default(None, Reply(text=TEXT))
@@ -102,15 +106,18 @@ async def recovery(where: dict[str, str]) -> None:
             start = clock.monotonic()
             back = None
             for second in range(120):
-                if second == 40:
-                    fake.default("m1", Reply(text=TEXT))  # recovered
+                if second == 40:  # recovered
+                    fake.default("m1", Reply(text=TEXT, delay_headers=0.05 if slower else 0))
                 r = await hub.chat(HELLO)
                 if second >= 40 and r.model == "m1":
                     back = clock.monotonic() - start - 40
                     break
                 clock.advance(1)
+                if slower:
+                    await anyio.sleep(0.1)
     outcome = "never within 80 s" if back is None else f"m1 serves {back:.0f} s after"
-    print(f"{'outage of 40 s, then recovered (fake clock)':<46} {outcome:<24}")
+    name = "outage of 40 s, recovered " + ("m1 slower than m2" if slower else "(fake clock)")
+    print(f"{name:<46} {outcome:<24}")
 
 
 async def table(where: dict[str, str]) -> None:
@@ -168,6 +175,7 @@ async def table(where: dict[str, str]) -> None:
     if where["kind"] == "openai":
         await case(where, "context overflow with numbers", Reply(status=400, body=overflow))
     await recovery(where)
+    await recovery(where, slower=True)
 
 
 async def main(wires: list[str], https: list[str]) -> None:

@@ -338,7 +338,8 @@ class Attempt:
     by the caller or by a won hedge; ``diverged`` for a stream rescue whose new
     answer differed from what was delivered (dropped; its usage is estimated);
     ``probe_failed``, ``probe_lost`` and ``lost_to_probe`` for a ride-along probe
-    of an open circuit that failed, lost its race, or won it. ``wait_s`` is the
+    of an open circuit that failed, lost its race (it ran on detached, and its
+    verdict and cost came after the request), or won it. ``wait_s`` is the
     time waited (backoff or rate-limit hint) before it; ``usage`` and
     ``cost_usd`` are what a failed attempt was billed, when known (a stream cut
     after some output).

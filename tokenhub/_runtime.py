@@ -122,7 +122,11 @@ class StateBackend(Protocol):
         ...
 
     def probe_done(self, model: str, *, ok: bool) -> None:
-        """Record a ride-along probe's outcome: a success closes the circuit, a failure waits."""
+        """Record a ride-along probe's outcome (it may come after its request ended).
+
+        A success closes the circuit; a failure keeps it open for a full period
+        from now, not doubled, so that no lone half-open probe is sent meanwhile.
+        """
         ...
 
     def force_probe(self, model: str) -> None:
