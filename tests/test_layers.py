@@ -78,6 +78,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._checks",
             "tokenhub._config",
             "tokenhub._assemble",
+            "tokenhub._fleet",
         ),
     ),
     (

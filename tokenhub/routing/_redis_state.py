@@ -60,15 +60,16 @@ _HEADERS = (
     "anthropic-ratelimit-tokens-remaining",
 )
 
-#: Store the event in a snapshot hash unless the field holds a later one (by ARGV[3]), and
-#: publish it, in one step; with ARGV[4] == "1" first number it with the provider's version.
+#: Store the event in a snapshot hash unless the field holds a later one (by ARGV[3]; a tie
+#: goes to the newer) and publish it, in one step; with ARGV[4] == "1" first number it with
+#: the provider's version (credentials).
 _MERGE = """
 local ev = cjson.decode(ARGV[2])
 if ARGV[4] == '1' then ev['v'] = redis.call('HINCRBY', KEYS[3], ev['p'], 1) end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local old = cjson.decode(cur)[ARGV[3]]
-  if type(old) == 'number' and old >= ev[ARGV[3]] then return 0 end
+  if type(old) == 'number' and old > ev[ARGV[3]] then return 0 end
 end
 local out = cjson.encode(ev)
 redis.call('HSET', KEYS[1], ARGV[1], out)
