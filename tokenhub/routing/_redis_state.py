@@ -154,7 +154,8 @@ class _View(RuntimeState):
             s.failure = rate if s.failure is None else s.failure + w * (rate - s.failure)
 
     def circuits(self) -> list[tuple[str, Any]]:
-        return [(m, s.breaker) for m, s in self._stats.items() if s.breaker.state != "closed"]
+        items = list(self._stats.items())  # one C call: atomic while requests add models
+        return [(m, s.breaker) for m, s in items if s.breaker.state != "closed"]
 
     def breaker_of(self, model: str) -> Any:
         s = self._stats.get(model)
@@ -206,7 +207,6 @@ class RedisState:
         self.first_token_limit: Callable[[str], float | None] = local.first_token_limit
         self.stall_limit: Callable[[str], float | None] = local.stall_limit
         self.remaining: Callable[[], dict[tuple[str, str], int]] = local.remaining
-        self.snapshot: Callable[[], dict[str, Any]] = local.snapshot
         self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
             maxlen=queue
         )
@@ -223,6 +223,9 @@ class RedisState:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._script: Any = None
+        #: Held by merges from other replicas and by the few local calls that iterate the
+        #: view's tables (credentials, the snapshot); never by a routing read.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tokenhub-state", daemon=True)
         self._thread.start()
 
@@ -239,6 +242,11 @@ class RedisState:
     @breaker_settings.setter
     def breaker_settings(self, value: BreakerSettings) -> None:
         self.local.breaker_settings = value
+
+    def snapshot(self) -> dict[str, Any]:
+        """Health as plain data (the local view's, which holds the fleet's news)."""
+        with self._lock:
+            return self.local.snapshot()
 
     def declare_timeouts(
         self, settings: LearnedTimeouts, models: Mapping[str, tuple[float | None, bool]]
@@ -320,15 +328,17 @@ class RedisState:
         self, provider: str, reason: str, seconds: float | None = None, *, model: str | None = None
     ) -> None:
         """Take ``provider``'s key out of rotation here and fleet-wide."""
-        self.local.disable_credential(provider, reason, seconds, model=model)
-        wide = self.local.blocked("", provider)
+        with self._lock:
+            self.local.disable_credential(provider, reason, seconds, model=model)
+            wide = self.local.blocked("", provider)
         scope = None if wide is not None and wide.kind == "credential" else model
         until = None if seconds is None else self._wall() + seconds
         self._put("cred", {"p": provider, "m": scope, "r": reason, "u": until})
 
     def enable_credential(self, provider: str) -> None:
         """Put ``provider``'s key back into rotation here and fleet-wide."""
-        self.local.enable_credential(provider)
+        with self._lock:
+            self.local.enable_credential(provider)
         self._put("cred", {"p": provider, "m": None, "r": None, "u": 0, "e": True})
 
     def observe_limits(self, model: str, headers: Mapping[str, str]) -> None:
@@ -505,13 +515,20 @@ class RedisState:
             table, order = _ORDER[kind]
             field = event["m"] if kind != "lim" else f"{event['m']}\x00{event['t']}"
             keys, number = [f"{p}{table}", f"{p}events", f"{p}{table}"], "0"
-        await self._script(keys=keys, args=[field, json.dumps(event), order, number])
+        from redis.exceptions import ResponseError  # noqa: PLC0415
+
+        try:
+            await self._script(
+                keys=keys, args=[field, json.dumps(event, allow_nan=False), order, number]
+            )
+        except (ValueError, ResponseError):  # an event no replica could read: dropped, counted
+            self.dropped += 1
 
     async def _listen(self, pubsub: PubSub) -> None:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is not None and message.get("type") == "message":
-                with contextlib.suppress(ValueError, KeyError, TypeError):
+                with self._lock, contextlib.suppress(ValueError, KeyError, TypeError):
                     self._apply(json.loads(message["data"]))
 
     def _apply(self, event: dict[str, Any]) -> None:
@@ -562,10 +579,10 @@ class RedisState:
             results = await pipe.execute()
         cred = [json.loads(v) for v in results[3].values()]
         for raw in (*results[0].values(), *results[1].values(), *results[2].values()):
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            with self._lock, contextlib.suppress(ValueError, KeyError, TypeError):
                 self._apply(json.loads(raw))
         for event in sorted(cred, key=lambda e: float(e.get("v", 0))):
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+            with self._lock, contextlib.suppress(ValueError, KeyError, TypeError):
                 self._apply(event)
 
     async def _flush(
@@ -585,7 +602,7 @@ class RedisState:
             if model in limits:
                 self._put("lim", {"m": model, "t": kind, "v": value, "a": wall}, wake=False)
         async with client.pipeline(transaction=True) as pipe:
-            for model, c in counts.items():
+            for model, c in list(counts.items()):  # a request may still add to it
                 key = f"{p}stats:{model}"
                 pipe.hincrbyfloat(key, "ls", c[0])
                 for name, count in zip(_STATS[1:], c[1:], strict=True):
@@ -609,18 +626,21 @@ class RedisState:
             others[model] = now
             if before is None:
                 if fold and now[3] >= 1:
-                    self.local.fold(model, *now)
+                    with self._lock:
+                        self.local.fold(model, *now)
                 continue
             delta = tuple(a - b for a, b in zip(now, before, strict=True))
             if delta[3] >= 1 and min(delta) >= -1e-6:
-                self.local.fold(model, *delta)
+                with self._lock:
+                    self.local.fold(model, *delta)
 
     async def _lease(self, client: Redis) -> None:
         """One half-open probe per circuit, fleet-wide: the first replica to SET NX owns it."""
         now = self.local.clock()
         for model, until in list(self._held.items()):
             b = self.local.breaker_of(model)
-            if b is None or now >= until or b.state == "closed":
+            gone = not await client.exists(f"{self.prefix}probe:{model}")  # released, or lapsed
+            if b is None or gone or now >= until or b.state == "closed":
                 del self._held[model]
                 if b is not None and b.state != "closed":
                     b.probing = False  # the owner went quiet: try again
