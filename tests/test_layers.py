@@ -61,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._telemetry",
             "tokenhub._logs",
             "tokenhub.routing._state",
+            "tokenhub.routing._leases",
             "tokenhub.routing._redis_state",
             "tokenhub.routing._deployment",
         ),

@@ -260,6 +260,16 @@ def _state_problems(cfg: HubConfig) -> list[tuple[str, str]]:
         errors.append(("state.prefix", "1 to 64 printable ASCII characters, no spaces"))
     if s.queue < 1:
         errors.append(("state.queue", "must be at least 1"))
+    if s.limits and s.redis is None:
+        errors.append(("state.limits", "client-side limits are kept in Redis: set 'state.redis'"))
+    for name, limit in s.limits.items():
+        where = f"state.limits.{safe_name(name)}"
+        if name not in cfg.providers:
+            errors.append((where, "not a provider of 'providers'"))
+        if limit.rpm < 1:
+            errors.append((f"{where}.rpm", "must be at least 1"))
+        if limit.lease is not None and limit.lease < 1:
+            errors.append((f"{where}.lease", "must be at least 1"))
     return errors
 
 

@@ -55,4 +55,8 @@ def state_backend(config: HubConfig, clock: Clock) -> StateBackend:
         flush_interval=state.flush_interval,
         snapshot_interval=state.snapshot_interval,
         timeout=state.timeout,
+        limits={
+            name: (limit.rpm, limit.lease or max(1, limit.rpm // 20))
+            for name, limit in state.limits.items()
+        },
     )

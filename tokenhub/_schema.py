@@ -35,6 +35,7 @@ __all__ = [
     "LogsConfig",
     "ModelConfig",
     "ProviderConfig",
+    "RequestLimit",
     "StateConfig",
     "StoreConfig",
     "VaultConfig",
@@ -175,6 +176,14 @@ converter.register_structure_hook_func(lambda t: t == Secret | EnvKey | None, _s
 
 
 @attrs.frozen
+class RequestLimit:
+    """A client-side request limit of one provider, kept fleet-wide in Redis leases."""
+
+    rpm: int
+    lease: int | None = None  # requests taken per Redis round trip; None: rpm / 20, at least 1
+
+
+@attrs.frozen
 class StateConfig:
     """Runtime state shared by replicas: the Redis it lives in (none: this process only).
 
@@ -188,6 +197,7 @@ class StateConfig:
     flush_interval: float = 1.0
     snapshot_interval: float = 5.0
     queue: int = 10_000
+    limits: Mapping[str, RequestLimit] = attrs.field(factory=dict)
 
 
 @attrs.frozen

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tokenhub._redact import get_logger
+from tokenhub._runtime import Block
+from tokenhub.routing._leases import Leases
 from tokenhub.routing._state import RuntimeState
 
 if TYPE_CHECKING:
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
 
-    from tokenhub._runtime import Block
     from tokenhub._secret import Secret
     from tokenhub._settings import BreakerSettings, LearnedTimeouts
 
@@ -183,6 +184,7 @@ class RedisState:
         snapshot_interval: float = 5.0,
         timeout: float = 0.25,
         lease: float = 10.0,
+        limits: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self._url = url
         self.name = redact_url(url.reveal())
@@ -207,6 +209,14 @@ class RedisState:
         self.first_token_limit: Callable[[str], float | None] = local.first_token_limit
         self.stall_limit: Callable[[str], float | None] = local.stall_limit
         self.remaining: Callable[[], dict[tuple[str, str], int]] = local.remaining
+        #: Client-side request limits per provider: (rpm, lease), taken from Redis in leases.
+        self._leases = Leases(limits, prefix=prefix, wall=wall, clock=clock) if limits else None
+        self._provider_of: dict[str, str] = {}  # a limited provider's models, as routed
+        if self._leases is not None:
+            self.blocked = self._blocked_limited
+            self.acquire = self._acquire_limited
+            self.not_before = self._not_before_limited
+            self.force_probe = self._force_probe_limited
         self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(
             maxlen=queue
         )
@@ -347,15 +357,58 @@ class RedisState:
         if headers and any(h in headers for h in _HEADERS):
             self._limits.add(model)
 
+    # --- client-side request limits (only with ``limits``) ------------------------------------
+
+    def _blocked_limited(self, model: str, provider: str) -> Block | None:
+        block = self.local.blocked(model, provider)
+        leases = self._leases
+        if block is not None or leases is None or provider not in leases:
+            return block
+        self._provider_of[model] = provider
+        until = leases.wait(provider)
+        return None if until == 0.0 else Block("rate_limited", until, leases.reason(provider))
+
+    def _acquire_limited(self, model: str) -> bool:
+        provider, leases = self._provider_of.get(model), self._leases
+        if provider is None or leases is None:
+            return self.local.acquire(model)
+        if not leases.take(provider):
+            self._wake()
+            return False
+        if leases.low(provider):
+            self._wake()  # the next lease, before this one runs out
+        if self.local.acquire(model):
+            return True
+        leases.refund(provider)
+        return False
+
+    def _force_probe_limited(self, model: str) -> None:
+        provider, leases = self._provider_of.get(model), self._leases
+        if provider is not None and leases is not None:
+            leases.borrow(provider)  # sent although out of allowance: counted against the fleet
+            self._wake()
+        self.local.force_probe(model)
+
+    def _not_before_limited(self, model: str) -> float:
+        provider, leases = self._provider_of.get(model), self._leases
+        not_before = self.local.not_before(model)
+        if provider is None or leases is None:
+            return not_before
+        return max(not_before, leases.wait(provider))
+
+    def _wake(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                loop.call_soon_threadsafe(wakeup.set)
+
     def _put(self, kind: str, event: dict[str, Any], *, wake: bool = True) -> None:
         events = self._events
         if len(events) == events.maxlen:
             self.dropped += 1
         events.append((kind, event))
-        loop, wakeup = self._loop, self._wakeup
-        if wake and loop is not None and wakeup is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has just closed
-                loop.call_soon_threadsafe(wakeup.set)
+        if wake:
+            self._wake()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -399,6 +452,8 @@ class RedisState:
                 self._lost(exc)
             finally:
                 self.connected = False
+                if self._leases is not None:
+                    self._leases.offline = True
                 with contextlib.suppress(Exception):
                     await client.aclose()
             if self._stop.is_set():
@@ -443,6 +498,9 @@ class RedisState:
         mine: dict[str, list[float]] = {}
         others: dict[str, tuple[float, ...]] = {}
         await self._flush(client, mine, others, fold=first)
+        if self._leases is not None:
+            self._leases.offline = False
+            await self._leases.refill(client)
         self.connected = True
         if self._down:
             self._down = False
@@ -480,6 +538,8 @@ class RedisState:
                 await self._flush(client, mine, others, fold=False)
                 return
             await self._lease(client)
+            if self._leases is not None:
+                await self._leases.refill(client)
             now = time.monotonic()
             if now >= next_flush:
                 await self._flush(client, mine, others, fold=True)
