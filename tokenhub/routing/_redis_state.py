@@ -233,6 +233,7 @@ class RedisState:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._script: Any = None
+        self._session_task: asyncio.Future[None] | None = None
         #: Held by merges from other replicas and by the few local calls that iterate the
         #: view's tables (credentials, the snapshot); never by a routing read.
         self._lock = threading.Lock()
@@ -430,8 +431,14 @@ class RedisState:
         if loop is not None and wakeup is not None:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wakeup.set)
+                if not self.connected:  # a connect or command still waiting: nothing to publish
+                    loop.call_soon_threadsafe(self._cancel_session)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def _cancel_session(self) -> None:
+        if self._session_task is not None:
+            self._session_task.cancel()
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -443,10 +450,14 @@ class RedisState:
         first = True
         while not self._stop.is_set():
             client = self._client()
+            self._session_task = asyncio.ensure_future(self._session(client, first=first))
             try:
-                await self._session(client, first=first)
+                await self._session_task
                 first = False
                 failures = 0
+            except asyncio.CancelledError:
+                if not self._stop.is_set():
+                    raise
             except Exception as exc:  # noqa: BLE001 - any failure of the shared part is survived
                 failures += 1
                 self._lost(exc)
