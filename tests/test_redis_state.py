@@ -285,6 +285,25 @@ class TestOutage:
         until(lambda: a.connected)
         assert any("rejoined" in m for m in [r.getMessage() for r in caplog.records])
 
+    def test_a_held_probe_is_released_when_redis_goes(
+        self,
+        redis_server: RedisServer,
+        pair: tuple[RedisState, RedisState],
+        fake_clock: FakeClock,
+    ) -> None:
+        """A replica waiting on another's probe lease probes itself once Redis is gone."""
+        a, b = pair
+        trip(a)
+        until(lambda: b.blocked("m", "p") is not None)
+        fake_clock.advance(9.9)
+        until(lambda: bool(a._held or b._held))
+        waiting = a if a._held else b
+        redis_server.kill()
+        until(lambda: not waiting.connected and not waiting._held)
+        fake_clock.advance(0.1)
+        assert waiting.acquire("m")
+        redis_server.start()
+
     def test_unreachable_from_the_start(self) -> None:
         """A replica whose Redis never answers serves from its local view and drops the oldest."""
         state = RedisState(Secret("redis://127.0.0.1:9/0"), queue=2, timeout=0.05)

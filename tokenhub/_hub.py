@@ -328,7 +328,9 @@ class Hub:
         """Return a snapshot of runtime health, as plain data.
 
         Per model: its circuit, cooldown, latency and failure rate; per provider:
-        any credential taken out of rotation.
+        any credential taken out of rotation. With shared state (``state.redis``),
+        ``"state"`` says where it is (no password), whether it is connected, and
+        the events queued and dropped.
         """
         health = self._state.snapshot()
         status = getattr(self._state, "status", None)  # a shared backend: where, and how it is

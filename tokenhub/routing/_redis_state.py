@@ -465,6 +465,7 @@ class RedisState:
                 self.connected = False
                 if self._leases is not None:
                     self._leases.offline = True
+                self._release_holds()  # without Redis, each replica probes on its own
                 with contextlib.suppress(Exception):
                     await client.aclose()
             if self._stop.is_set():
@@ -704,6 +705,14 @@ class RedisState:
             if delta[3] >= 1 and min(delta) >= -1e-6:
                 with self._lock:
                     self.local.fold(model, *delta)
+
+    def _release_holds(self) -> None:
+        for model in list(self._held):
+            b = self.local.breaker_of(model)
+            if b is not None and b.state == "open":
+                b.probing = False
+        self._held.clear()
+        self._decided.clear()
 
     async def _lease(self, client: Redis) -> None:
         """One half-open probe per circuit, fleet-wide: the first replica to SET NX owns it."""
