@@ -121,10 +121,20 @@ async def test_redis_killed_mid_run(
     fake: FakeProvider, fleet: list[Replica], redis_server: RedisServer
 ) -> None:
     """Redis dying mid-run fails no request; when it is back the fleet shares again."""
-    for r in fleet:
-        assert (await r.ask(op="chat", model="a"))["ok"]
-    redis_server.kill()
-    answers = [await r.ask(op="chat", model="a") for _ in range(5) for r in fleet]
+    answers: list[Any] = []
+
+    async def traffic(r: Replica) -> None:
+        for _ in range(20):
+            answers.append(await r.ask(op="chat", model="a"))
+
+    async with anyio.create_task_group() as tg:
+        for r in fleet:
+            tg.start_soon(traffic, r)
+        with anyio.fail_after(10):
+            while len(answers) < 6:  # killed while the replicas are busy
+                await anyio.sleep(0.001)
+        redis_server.kill()
+    assert 60 == len(answers)
     assert all(a == {"ok": True, "model": "a"} for a in answers)
     redis_server.start()
     with anyio.fail_after(10):
