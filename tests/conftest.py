@@ -12,6 +12,25 @@ from tokenhub.testing import FakeClock, FakeProvider
 CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real Redis (tests/_redis.py), started once, and only if a test asks for it."""
+    from tests._redis import server
+
+    s = server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The shared Redis, flushed for this test (restarted if a test killed it)."""
+    from tests._redis import server
+
+    server().flush()
+    return str(redis_server.url)
+
+
 @pytest.fixture(autouse=True)
 def forget_registered_secrets() -> Iterator[None]:
     """Each test ends by forgetting the secrets it registered, so that none masks words later."""

@@ -61,6 +61,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._telemetry",
             "tokenhub._logs",
             "tokenhub.routing._state",
+            "tokenhub.routing._leases",
+            "tokenhub.routing._redis_state",
             "tokenhub.routing._deployment",
             "tokenhub.routing._detach",
         ),
@@ -78,6 +80,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub._checks",
             "tokenhub._config",
             "tokenhub._assemble",
+            "tokenhub._fleet",
         ),
     ),
     (

@@ -1,23 +1,26 @@
 """The runtime-state contract: what the router, engine, telemetry and Hub rely on, per backend.
 
-Every test runs against each backend in ``BACKENDS`` (today the in-memory
-``RuntimeState``; a shared backend plugs in by adding a factory there) and calls
+Every test runs against each backend in ``BACKENDS`` (the in-memory ``RuntimeState``,
+and ``RedisState`` on the tests' Redis under a fresh key prefix) and calls
 only :class:`tokenhub._runtime.StateBackend` methods, on an injected clock.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from tokenhub._secret import Secret
 from tokenhub._settings import BreakerSettings
+from tokenhub.routing._redis_state import RedisState
 from tokenhub.routing._state import RuntimeState
 from tokenhub.testing import FakeClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from tokenhub._runtime import StateBackend
 
@@ -32,7 +35,28 @@ def _memory(*, breaker: BreakerSettings, clock: Callable[[], float]) -> StateBac
     return RuntimeState(breaker=breaker, clock=clock)
 
 
-BACKENDS: dict[str, Factory] = {"memory": _memory}
+_OPENED: list[RedisState] = []
+
+
+def _redis(*, breaker: BreakerSettings, clock: Callable[[], float]) -> StateBackend:
+    from tests._redis import server
+
+    state = RedisState(
+        Secret(server().url), prefix=f"t{os.urandom(6).hex()}:", breaker=breaker, clock=clock
+    )
+    _OPENED.append(state)
+    return state
+
+
+BACKENDS: dict[str, Factory] = {"memory": _memory, "redis": _redis}
+
+
+@pytest.fixture(autouse=True)
+def _close_backends() -> Iterator[None]:
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
 
 #: Three failures in a row open a circuit for 10 s (20 s, 40 s on re-opens).
 FAST = BreakerSettings(failures=3, open_for=10.0, max_open_for=40.0)

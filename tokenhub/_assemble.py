@@ -340,7 +340,7 @@ def assemble(
     try:
         source = Source(
             control=ControlPlane(opened),
-            local={k: config[k] for k in ("store", "vault") if k in config},
+            local={k: config[k] for k in ("store", "vault", "state") if k in config},
             literal_keys=_literal_keys(config),
             extra=extra,
             http=http,

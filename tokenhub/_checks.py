@@ -35,6 +35,7 @@ _SECTIONS = (
     "store",
     "vault",
     "budgets",
+    "state",
 )
 
 
@@ -122,6 +123,7 @@ def check_values(cfg: HubConfig) -> list[tuple[str, str]]:
         if p.http not in ("httpx", "aiohttp"):
             errors.append((f"providers.{name}.http", "expected 'httpx' or 'aiohttp'"))
     errors.extend(check_vault(cfg.store, cfg.vault))
+    errors.extend(_state_problems(cfg))
     for i, budget in enumerate(cfg.budgets):
         if budget.usd <= 0:
             errors.append((f"budgets[{i}].usd", "must be positive"))
@@ -240,6 +242,34 @@ def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, st
             for key in ("busy_timeout", "sync_interval")
             if (reason := _seconds_problem(getattr(store, key), zero=True))
         )
+    return errors
+
+
+_PREFIX = re.compile(r"[!-~]{1,64}")
+
+
+def _state_problems(cfg: HubConfig) -> list[tuple[str, str]]:
+    """The ``state`` section: a key prefix Redis can carry, intervals, the queue's size."""
+    s = cfg.state
+    errors = [
+        (f"state.{key}", reason)
+        for key in ("timeout", "flush_interval", "snapshot_interval")
+        if (reason := _seconds_problem(getattr(s, key)))
+    ]
+    if not _PREFIX.fullmatch(s.prefix):
+        errors.append(("state.prefix", "1 to 64 printable ASCII characters, no spaces"))
+    if s.queue < 1:
+        errors.append(("state.queue", "must be at least 1"))
+    if s.limits and s.redis is None:
+        errors.append(("state.limits", "client-side limits are kept in Redis: set 'state.redis'"))
+    for name, limit in s.limits.items():
+        where = f"state.limits.{safe_name(name)}"
+        if name not in cfg.providers:
+            errors.append((where, "not a provider of 'providers'"))
+        if limit.rpm < 1:
+            errors.append((f"{where}.rpm", "must be at least 1"))
+        if limit.lease is not None and limit.lease < 1:
+            errors.append((f"{where}.lease", "must be at least 1"))
     return errors
 
 

@@ -18,6 +18,7 @@ from tokenhub._schema import (
     LogsConfig,
     ModelConfig,
     ProviderConfig,
+    StateConfig,
     StoreConfig,
     VaultConfig,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "LogsConfig",
     "ModelConfig",
     "ProviderConfig",
+    "StateConfig",
     "StoreConfig",
     "VaultConfig",
     "parse_config",
@@ -69,6 +71,7 @@ def parse_config(
             errors.extend(validation_errors(exc, "store"))
             store = StoreConfig("")
     vault = _structure_one(config, "vault", VaultConfig, errors)
+    state = _structure_one(config, "state", StateConfig, errors)
     budgets: tuple[Budget, ...] = ()
     if "budgets" in config:
         try:
@@ -91,6 +94,7 @@ def parse_config(
         store=store,
         vault=vault,
         budgets=budgets,
+        state=state,
     )
     errors.extend(check_values(parsed))
     _register_header_secrets(parsed)

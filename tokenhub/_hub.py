@@ -19,7 +19,6 @@ from tokenhub._stream import ChatStream
 from tokenhub.errors import HubClosedError, ModelNotFoundError, StoreError
 from tokenhub.routing._estimate import make_counter
 from tokenhub.routing._router import Router
-from tokenhub.routing._state import RuntimeState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -84,9 +83,9 @@ class Hub:
         self._store = store
         self._vault = vault
         self._request_ids = request_ids
-        self._state: StateBackend = RuntimeState(
-            breaker=config.failover.breaker, clock=clock.monotonic
-        )
+        from tokenhub._fleet import state_backend  # noqa: PLC0415 - Redis only when configured
+
+        self._state: StateBackend = state_backend(config, clock)
         self._telemetry = Telemetry(
             self._state, tracer_provider=tracer_provider, meter_provider=meter_provider
         )
@@ -330,9 +329,15 @@ class Hub:
         """Return a snapshot of runtime health, as plain data.
 
         Per model: its circuit, cooldown, latency and failure rate; per provider:
-        any credential taken out of rotation.
+        any credential taken out of rotation. With shared state (``state.redis``),
+        ``"state"`` says where it is (no password), whether it is connected, and
+        the events queued and dropped.
         """
-        return self._state.snapshot()
+        health = self._state.snapshot()
+        status = getattr(self._state, "status", None)  # a shared backend: where, and how it is
+        if status is not None:
+            health["state"] = status()
+        return health
 
     def enable_credential(self, provider: str) -> None:
         """Put ``provider``'s key back into rotation after an auth or quota failure."""
@@ -374,6 +379,9 @@ class Hub:
                 if self._logs is not None:
                     await anyio.to_thread.run_sync(self._logs.close)  # writes every queued row
             finally:
+                close = getattr(self._state, "close", None)  # a shared state's thread
+                if close is not None:
+                    await anyio.to_thread.run_sync(close)
                 if self._vault is not None:
                     self._vault.lock()
                 if self._second is not None:

@@ -35,8 +35,11 @@ __all__ = [
     "LogsConfig",
     "ModelConfig",
     "ProviderConfig",
+    "RequestLimit",
+    "StateConfig",
     "StoreConfig",
     "VaultConfig",
+    "redis_url_problem",
 ]
 
 CapabilityNames = NewType("CapabilityNames", frozenset[str])
@@ -133,6 +136,70 @@ class StoreConfig:
     logs: LogsConfig = LogsConfig()
 
 
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is no Redis URL (never showing it: it may hold a password), or ``None``."""
+    from urllib.parse import urlsplit  # noqa: PLC0415 - only with a shared state
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "expected a redis://, rediss:// or unix:// URL"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "the URL names no host"
+    return None
+
+
+def _structure_redis(v: Any, _: type) -> Secret | EnvKey | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        problem = redis_url_problem(v)
+        if problem is not None:
+            raise FieldError(problem)
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        password = urlsplit(v).password
+        if password:
+            register(Secret(password))  # scrubbed from any message from now on
+        return Secret(v)
+    if isinstance(v, Mapping) and len(v) == 1:
+        ((kind, name),) = v.items()
+        if kind == "env" and isinstance(name, str) and ENV_NAME.match(name):
+            return EnvKey(name)
+    raise FieldError("expected a redis:// URL or {'env': NAME}")
+
+
+converter.register_structure_hook_func(lambda t: t == Secret | EnvKey | None, _structure_redis)
+
+
+@attrs.frozen
+class RequestLimit:
+    """A client-side request limit of one provider, kept fleet-wide in Redis leases."""
+
+    rpm: int
+    lease: int | None = None  # requests taken per Redis round trip; None: rpm / 20, at least 1
+
+
+@attrs.frozen
+class StateConfig:
+    """Runtime state shared by replicas: the Redis it lives in (none: this process only).
+
+    ``redis`` is a URL (kept as a :class:`~tokenhub._secret.Secret`) or
+    ``{"env": NAME}``; ``prefix`` namespaces the keys so fleets can share a server.
+    """
+
+    redis: Secret | EnvKey | None = None
+    prefix: str = "tokenhub:"
+    timeout: float = 0.25
+    flush_interval: float = 1.0
+    snapshot_interval: float = 5.0
+    queue: int = 10_000
+    limits: Mapping[str, RequestLimit] = attrs.field(factory=dict)
+
+
 @attrs.frozen
 class VaultConfig:
     """How the vault is unlocked and when it locks itself.
@@ -158,6 +225,7 @@ class HubConfig:
     store: StoreConfig | None = None
     vault: VaultConfig = VaultConfig()
     budgets: tuple[Budget, ...] = ()
+    state: StateConfig = StateConfig()
 
 
 def _structure_base_url(v: Any, _: type) -> str | tuple[str, ...] | None:
