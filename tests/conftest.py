@@ -24,6 +24,25 @@ def forget_registered_secrets() -> Iterator[None]:
     redact._index[:] = [-1, {}, ()]  # built for a registry of some size: rebuild it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_session() -> Iterator[None]:
+    """The test PostgreSQL (tests/_postgres.py) starts on first use and is removed at the end."""
+    yield
+    from tests import _postgres  # noqa: PLC0415
+
+    _postgres.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL (skipped without one)."""
+    from tests import _postgres  # noqa: PLC0415
+
+    if not _postgres.available():
+        pytest.skip("needs psycopg, psycopg-pool and pgserver (the tests group)")
+    return _postgres.server().fresh_database()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
