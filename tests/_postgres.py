@@ -57,10 +57,7 @@ def _free_port() -> int:
 
 def _world_usable(path: Path) -> bool:
     """Whether an unprivileged user can reach and run ``path`` (every parent searchable)."""
-    for p in (path, *path.parents):
-        if not p.stat().st_mode & stat.S_IXOTH:
-            return False
-    return True
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
 
 
 class Server:
@@ -114,32 +111,33 @@ class Server:
 
     def start(self) -> None:
         """Run the server (again, after :meth:`halt`: same port, same data)."""
-        self.proc = subprocess.Popen(
-            [
-                str(self.bin / "postgres"),
-                "-D",
-                str(self.data),
-                "-p",
-                str(self.port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(self.sockets),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=32MB",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.root / "server.log").open("ab"),
-            **self.user,
-        )
+        with (self.root / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(self.sockets),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                    "-c",
+                    "shared_buffers=32MB",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                **self.user,
+            )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -168,7 +166,7 @@ class Server:
         with self._lock:
             name = f"t{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name} STRATEGY FILE_COPY")  # type: ignore[arg-type]
+            conn.execute(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
         return self.url(name)
 
     def halt(self) -> None:

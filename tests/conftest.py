@@ -28,7 +28,7 @@ def forget_registered_secrets() -> Iterator[None]:
 def _postgres_session() -> Iterator[None]:
     """The test PostgreSQL (tests/_postgres.py) starts on first use and is removed at the end."""
     yield
-    from tests import _postgres  # noqa: PLC0415
+    from tests import _postgres
 
     _postgres.stop()
 
@@ -36,7 +36,7 @@ def _postgres_session() -> Iterator[None]:
 @pytest.fixture
 def postgres_url() -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL (skipped without one)."""
-    from tests import _postgres  # noqa: PLC0415
+    from tests import _postgres
 
     if not _postgres.available():
         pytest.skip("needs psycopg, psycopg-pool and pgserver (the tests group)")
