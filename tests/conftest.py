@@ -7,6 +7,7 @@ import pytest
 
 from tokenhub import Hub
 from tokenhub import _redact as redact
+from tokenhub._store import Store
 from tokenhub.testing import FakeClock, FakeProvider
 
 CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
@@ -52,6 +53,12 @@ def anyio_backend() -> str:
 async def fake() -> AsyncIterator[FakeProvider]:
     async with FakeProvider() as f:
         yield f
+
+
+def sqlite_store(store: object) -> Store:
+    """``hub.store`` as the SQLite :class:`~tokenhub._store.Store` it is (for its own tools)."""
+    assert isinstance(store, Store)
+    return store
 
 
 def config_for(fake: FakeProvider, http: str = "httpx", **timeouts: float) -> dict[str, Any]:
