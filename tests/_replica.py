@@ -62,6 +62,7 @@ async def budget(hub: Hub, n: int) -> None:
                 in_a_row = 0
                 ok += 1
                 costs.append(r.cost_usd)
+                assert r.trace is not None
                 estimates.append(r.trace.candidates[0].estimated_cost_usd or 0.0)
 
     async with anyio.create_task_group() as tg:

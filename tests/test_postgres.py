@@ -149,6 +149,24 @@ class TestEventLoop:
             store.close()
 
 
+class TestIsolation:
+    def test_a_read_block_is_one_snapshot(self, postgres_url: str) -> None:
+        """A reading() block does not see a commit made while it is open (REPEATABLE READ)."""
+        store = PostgresStore(postgres_url)
+        other = store.sibling()
+        try:
+            with store.reading() as r:
+                assert 0 == r.revision()
+                with other.transaction() as tx:
+                    tx.bump_revision()
+                assert 0 == r.revision()
+            with store.reading() as r:
+                assert 1 == r.revision()
+        finally:
+            other.close()
+            store.close()
+
+
 class TestFollowing:
     async def test_a_change_reaches_another_hub_within_a_second(
         self, fake: FakeProvider, postgres_url: str

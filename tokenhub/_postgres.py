@@ -491,6 +491,8 @@ class PostgresStore:
             kwargs={
                 "connect_timeout": max(1, round(connect_timeout)),
                 "application_name": "tokenhub",
+                # Blocks begin explicitly (BEGIN ISOLATION LEVEL ...) and end with COMMIT.
+                "autocommit": True,
             },
             open=False,
             name="tokenhub",
@@ -564,6 +566,7 @@ class PostgresStore:
             try:
                 conn.execute(begin)
             except psycopg.Error as exc:
+                _rollback(conn)
                 pool.putconn(conn)
                 if retry and conn.broken:  # the server dropped it (a restart): check the rest
                     pool.check()
@@ -579,22 +582,23 @@ class PostgresStore:
     def _block(self, begin: str, *, wait: bool, write: bool) -> Iterator[Transaction]:
         import psycopg  # noqa: PLC0415
 
+        if write:
+            # One round trip: begin, bound the lock wait, and (waiting) take the write lock.
+            ms = int(self.busy_timeout * 1000)
+            begin = f"{begin}; SET LOCAL lock_timeout = {ms}"
+            if wait:
+                begin = f"{begin}; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
         conn = self._begin(begin, wait=wait)
         try:
             tx = Transaction(conn)
             try:
-                if write:
-                    ms = int(self.busy_timeout * 1000)
-                    conn.execute(f"SET LOCAL lock_timeout = {ms}")
-                    if wait:
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                    else:
-                        row = conn.execute(
-                            "SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK,)
-                        ).fetchone()
-                        if not (row and row[0]):
-                            _rollback(conn)
-                            raise StoreBusyError(f"another writer holds the store {self.name}")
+                if write and not wait:
+                    row = conn.execute(
+                        "SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK,)
+                    ).fetchone()
+                    if not (row and row[0]):
+                        _rollback(conn)
+                        raise StoreBusyError(f"another writer holds the store {self.name}")
             except psycopg.Error as exc:
                 _rollback(conn)
                 raise self._error(exc, wrote=False) from None
@@ -610,7 +614,7 @@ class PostgresStore:
             finally:
                 self._local.tx = None
             try:
-                conn.commit()
+                conn.execute("COMMIT")
             except psycopg.Error as exc:
                 _rollback(conn)
                 raise self._error(exc, wrote=write) from None
@@ -777,7 +781,7 @@ class Listener:
 def _rollback(conn: psycopg.Connection[Any]) -> None:
     """Roll back if the connection still can; never raise (the caller raises what matters)."""
     with contextlib.suppress(Exception):
-        conn.rollback()
+        conn.execute("ROLLBACK")
 
 
 if TYPE_CHECKING:
