@@ -250,3 +250,38 @@ class TestOutage:
                     assert time.monotonic() - started < 10
                     await anyio.sleep(0.05)
             assert "echo: Hello" == r.text
+
+
+class TestCanary:
+    async def test_no_key_or_password_reaches_the_servers_files(
+        self, fake: FakeProvider, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A vault key, the vault password and the URL's password appear in no file of the server."""
+        from tokenhub._vault import Vault
+        from tokenhub.testing import insecure_vault_kdf
+
+        key = "sk-pgcanary-" + "9f3b7d1e5a2c8b4f6e0d"
+        vault_password = "vault-pw-Kc4rT8zLq2"
+        monkeypatch.setenv("TOKENHUB_CANARY_PASSWORD", vault_password)
+        cfg = with_url(fake, postgres_url, logs={"enabled": True, "content": True})
+        cfg["vault"] = {"password": {"env": "TOKENHUB_CANARY_PASSWORD"}}
+        with insecure_vault_kdf():
+            with PostgresStore(postgres_url) as setup:
+                vault = Vault(setup)
+                vault.init(vault_password)
+                vault.put("openai", key, provider="openai")
+                vault.lock()
+            cfg["providers"]["openai"]["api_key"] = {"vault": "openai"}
+            async with Hub.from_config(cfg) as hub:
+                r = await hub.chat(HELLO, model="gpt-4o-mini")
+                assert "echo: Hello" == r.text
+                assert fake.requests[-1].headers["authorization"] == f"Bearer {key}"
+                await hub.usage()  # the log row is written
+                assert isinstance(hub.store, PostgresStore)
+                with hub.store.transaction() as tx:
+                    tx.execute("CHECKPOINT")  # every page and the WAL on disk
+        server = pg.server()
+        files = b"".join(p.read_bytes() for p in server.data.rglob("*") if p.is_file())
+        assert b"echo: Hello" in files  # positive control: the logged completion is on disk
+        for secret in (key, key[3:15], vault_password, pg.PASSWORD):
+            assert secret.encode() not in files
