@@ -8,6 +8,10 @@ tests/_postgres.py, as the tests do; fsync off, as a test server).
 2. Budget admission: one reservation (admit) and one settlement (settle), each one
    transaction under the write lock; latency p50/p99 from one thread, and with 8 threads
    contending (what many concurrent requests in one or several processes do).
+3. A Hub on the PostgreSQL store answering instantly (in-process provider): wall time per
+   request, one at a time, with the config only (the watcher thread keeps the request path
+   off the network), with request logs, and with a budget (admission and settlement in a
+   worker thread); and requests/s with 32 at once under the budget.
 
 Prints a table and writes benchmarks/results/store_postgres.json.
 """
@@ -20,13 +24,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.store import row  # noqa: E402
+import anyio  # noqa: E402
+from benchmarks.store import MESSAGES, Instant, row  # noqa: E402
 
 from tests import _postgres as pg  # noqa: E402
+from tokenhub import Hub  # noqa: E402
 from tokenhub._ledger import Budgets, RequestLog  # noqa: E402
 from tokenhub._models import Candidate, RouteTrace  # noqa: E402
 from tokenhub._postgres import PostgresStore  # noqa: E402
@@ -102,11 +109,50 @@ def admissions(url: str, threads: int) -> dict[str, float]:
     }
 
 
+async def hub_requests(url: str, kind: str, n: int = 500) -> dict[str, float]:
+    config: dict[str, Any] = {
+        "models": {"m": {"provider": "x", "pricing": {"input": 0.15, "output": 0.6}}},
+        "store": {"url": url},
+    }
+    if kind in ("logs", "budget"):
+        config["store"]["logs"] = {"enabled": True, "buffer": 100_000}
+    if kind == "budget":
+        config["budgets"] = [{"scope": "global", "period": "day", "usd": 1e9}]
+    async with Hub.from_config(config, providers={"x": Instant()}) as hub:
+        for _ in range(50):
+            await hub.chat(MESSAGES, model="m", caller="tenant-a")
+        wall = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await hub.chat(MESSAGES, model="m", caller="tenant-a")
+            wall.append((time.perf_counter() - t0) * 1e6)
+        out = {"kind": kind, "p50_us": statistics.median(wall), "p99_us": _q(wall, 99)}
+        if kind == "budget":
+
+            async def one() -> None:
+                await hub.chat(MESSAGES, model="m", caller="tenant-a")
+
+            t0 = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(one)
+            out["concurrent_per_s"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def _q(xs: list[float], p: int) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[p - 1]
+
+
 def main() -> None:
     server = pg.server()
     try:
         logs = log_throughput(server.fresh_database())
         budget = [admissions(server.fresh_database(), t) for t in (1, 8)]
+        hubs = [
+            anyio.run(hub_requests, server.fresh_database(), kind)
+            for kind in ("config", "logs", "budget")
+        ]
     finally:
         pg.stop()
     print("PostgreSQL store (loopback, pgserver's PostgreSQL, fsync off)")
@@ -119,8 +165,15 @@ def main() -> None:
             f"              {b['threads']:>7}  {b['admit_p50_ms']:6.2f} ms {b['admit_p99_ms']:6.2f}"
             f"   {b['settle_p50_ms']:6.2f} ms {b['settle_p99_ms']:6.2f}   {b['requests_per_s']:8,.0f}"
         )
+    print("  hub.chat    store                 p50        p99")
+    for h in hubs:
+        print(f"              {h['kind']:<20} {h['p50_us']:7.0f} µs {h['p99_us']:7.0f} µs")
+    print(
+        f"  hub.chat under a budget, {500} at once: {hubs[-1]['concurrent_per_s']:,.0f} requests/s"
+    )
     out = ROOT / "benchmarks" / "results" / "store_postgres.json"
-    out.write_text(json.dumps({"request_log": logs, "budgets": budget}, indent=2) + "\n")
+    results = {"request_log": logs, "budgets": budget, "hub": hubs}
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"  written to {out.relative_to(ROOT)}")
 
 
