@@ -285,3 +285,30 @@ class TestCanary:
         assert b"echo: Hello" in files  # positive control: the logged completion is on disk
         for secret in (key, key[3:15], vault_password, pg.PASSWORD):
             assert secret.encode() not in files
+
+
+class TestOutageFollowing:
+    async def test_the_watcher_rejoins_after_a_restart(
+        self, fake: FakeProvider, own_server: pg.Server
+    ) -> None:
+        """After the server comes back, a change made on one Hub still reaches the other."""
+        url = own_server.fresh_database()
+        cfg = with_url(fake, url, connect_timeout=1, busy_timeout=1)
+        async with (
+            Hub.from_config(cfg) as first,
+            Hub.from_config({"store": cfg["store"]}) as second,
+        ):
+            own_server.halt()
+            r = await second.chat(HELLO, model="gpt-4o-mini")  # the last good config
+            assert "echo: Hello" == r.text
+            await anyio.sleep(0.3)  # the watcher notices and backs off
+            own_server.start()
+            started = time.monotonic()
+            while True:  # the admin write needs the pool to have reconnected
+                try:
+                    await first.admin.disable_model("llama-8b")
+                    break
+                except StoreError:
+                    assert time.monotonic() - started < 10
+                    await anyio.sleep(0.05)
+            wait_for(lambda: "llama-8b" in {e.model for e in second.explain(HELLO).excluded}, 5.0)
