@@ -312,3 +312,20 @@ class TestOutageFollowing:
                     assert time.monotonic() - started < 10
                     await anyio.sleep(0.05)
             wait_for(lambda: "llama-8b" in {e.model for e in second.explain(HELLO).excluded}, 5.0)
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("postgresql://u:s3cret-pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+            (
+                "postgresql://h/db?sslmode=require&password=s3cret-pw",
+                "postgresql://h/db?sslmode=require&password=***",
+            ),
+            ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ],
+    )
+    def test_passwords_are_masked_in_urls(self, url: str, shown: str) -> None:
+        """A URL's password, in the user part or the query, is shown as ***."""
+        assert shown == redact_url(url)

@@ -116,24 +116,29 @@ MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``."""
+    """``url`` with its password (in the user part or the query) shown as ``***``."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+        return _QUERY_PASSWORD.sub(r"\1***", urlunsplit(parts))
     except ValueError:
         return "postgresql://(an invalid URL)"
 
 
-def _password(url: str) -> str | None:
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL holds (user part, ``?password=``), to scrub from messages."""
+    found = [m.group(0).partition("=")[2] for m in _QUERY_PASSWORD.finditer(url)]
     try:
-        return urlsplit(url).password
+        password = urlsplit(url).password
     except ValueError:
-        return None
+        password = None
+    return [p for p in (password, *found) if p]
 
 
 def _on_event_loop() -> bool:
@@ -468,7 +473,7 @@ class PostgresStore:
         _shared: _Pool | None = None,
     ) -> None:
         self._url, self.name = url, redact_url(url)
-        self._secret = _password(url)
+        self._secrets = url_passwords(url)
         self.pool_size, self.connect_timeout = pool_size, connect_timeout
         self.busy_timeout = busy_timeout
         self._local = threading.local()  # the transaction this thread has open on this handle
@@ -513,8 +518,8 @@ class PostgresStore:
 
     def _scrub(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self._secret:
-            text = text.replace(self._secret, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text.replace(self._url, self.name)
 
     def _error(self, exc: Exception, *, wrote: bool = True) -> StoreError:

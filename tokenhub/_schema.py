@@ -146,15 +146,18 @@ def _structure_url(v: Any, _: type) -> StoreURL | None:
 
 
 def hide_url_password(url: str) -> None:
-    """Register a URL's password (if any) as a secret: scrubbed from every message and log."""
+    """Register a URL's passwords (if any) as secrets: scrubbed from every message and log."""
+    import re  # noqa: PLC0415
     from urllib.parse import urlsplit  # noqa: PLC0415
 
     try:
-        password = urlsplit(url).password
+        found = [urlsplit(url).password]
     except ValueError:
-        password = None
-    if password:
+        found = []
+    found += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    for password in filter(None, found):
         register(Secret(password))
+    if any(found):
         register(Secret(url))
 
 
