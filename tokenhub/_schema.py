@@ -38,7 +38,9 @@ __all__ = [
     "RequestLimit",
     "StateConfig",
     "StoreConfig",
+    "StoreURL",
     "VaultConfig",
+    "hide_url_password",
     "redis_url_problem",
 ]
 
@@ -126,14 +128,67 @@ class LogsConfig:
     buffer: int = 10_000
 
 
+#: A ``store.url`` as given: the URL itself (masked in every repr), or the variable holding it.
+StoreURL = Secret | EnvKey
+
+
+def _structure_url(v: Any, _: type) -> StoreURL | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        if not v.startswith(("postgresql://", "postgres://")):
+            # Not shown: a URL holds its password.
+            raise FieldError("expected a postgresql:// URL or {'env': NAME}")
+        hide_url_password(v)
+        return Secret(v)
+    if isinstance(v, Mapping) and len(v) == 1 and isinstance(v.get("env"), str):
+        if not ENV_NAME.match(v["env"]):
+            raise FieldError("'env' must name an environment variable")
+        return EnvKey(v["env"])
+    raise FieldError("expected a postgresql:// URL or {'env': NAME}")
+
+
+def hide_url_password(url: str) -> None:
+    """Register a URL's passwords (if any) as secrets: scrubbed from every message and log."""
+    import re  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        found = [urlsplit(url).password]
+    except ValueError:
+        found = []
+    found += re.findall(r"[?&]password=([^&#]*)", url, flags=re.IGNORECASE)
+    for password in filter(None, found):
+        register(Secret(password))
+    if any(found):
+        register(Secret(url))
+
+
+converter.register_structure_hook_func(lambda t: t == StoreURL | None, _structure_url)
+
+
 @attrs.frozen
 class StoreConfig:
-    """Where the SQLite store lives, how to share it, and what to log into it."""
+    """Where the store lives (an SQLite ``path`` or a PostgreSQL ``url``), and what to log into it.
 
-    path: str
+    ``sync_interval`` is ``None`` for the backend's default (2 s for SQLite, 1 s for
+    PostgreSQL, which is also notified of changes).
+    """
+
+    path: str | None = None
+    url: StoreURL | None = None
     busy_timeout: float = 5.0
-    sync_interval: float = 2.0
+    sync_interval: float | None = None
+    pool_size: int = 10
+    connect_timeout: float = 2.0
     logs: LogsConfig = LogsConfig()
+
+    @property
+    def interval(self) -> float:
+        """How often, at most, to look for config changes other processes made (seconds)."""
+        if self.sync_interval is not None:
+            return self.sync_interval
+        return 2.0 if self.url is None else 1.0
 
 
 def redis_url_problem(url: str) -> str | None:

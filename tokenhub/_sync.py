@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tokenhub._hub import ChatStream
     from tokenhub._models import ChatResponse, Chunk, Message, RouteTrace
     from tokenhub._request import ChatOptions
-    from tokenhub._store import Store
+    from tokenhub._storage import StoreBackend
     from tokenhub._vault import Vault
     from tokenhub.providers import Capabilities, Provider
 
@@ -56,7 +56,7 @@ class SyncHub:
         return cls(Hub.from_store(path, **kwargs))
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreBackend:
         """:attr:`Hub.store`."""
         return self._hub.store
 
