@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tokenhub import Hub
+from tokenhub._config import parse_config
+from tokenhub._schema import RedisURL
 from tokenhub._secret import Secret
 from tokenhub._settings import BreakerSettings
 from tokenhub.errors import ConfigError
@@ -389,6 +391,23 @@ class TestConfig:
         with pytest.raises(ConfigError) as info:
             Hub.from_config({**config, "state": state})
         assert any(p.startswith(path) and why in w for p, w in info.value.errors), info.value.errors
+
+    def test_a_redis_and_a_postgres_url_are_each_checked_as_their_own(self) -> None:
+        """``state.redis`` and ``store.url`` in one config: each is parsed by its own rules."""
+        config = {
+            "providers": {"o": {"kind": "openai"}},
+            "models": {"a": {"provider": "o"}},
+            "store": {"url": "postgresql://h/db"},
+            "state": {"redis": "redis://h:6379/0"},
+        }
+        parsed = parse_config(config)
+        assert isinstance(parsed.state.redis, RedisURL)
+        assert parsed.store is not None
+        assert not isinstance(parsed.store.url, RedisURL)
+        bad = {**config, "store": {"url": "redis://h"}, "state": {"redis": "postgresql://h/db"}}
+        with pytest.raises(ConfigError) as info:
+            parse_config(bad)
+        assert {"store.url", "state.redis"} == {p for p, _ in info.value.errors}
 
     def test_url_from_the_environment(
         self, monkeypatch: pytest.MonkeyPatch, redis_url: str

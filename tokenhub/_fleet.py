@@ -30,12 +30,14 @@ def state_backend(config: HubConfig, clock: Clock) -> StateBackend:
     state = config.state
     if state.redis is None:
         return RuntimeState(breaker=config.failover.breaker, clock=clock.monotonic)
-    url, where = state.redis, "state.redis"
-    if not isinstance(url, Secret):
+    given, where = state.redis, "state.redis"
+    if isinstance(given, Secret):
+        url: Secret = given
+    else:
         where = "state.redis.env"
-        value = os.environ.get(url.env)
+        value = os.environ.get(given.env)
         if not value:
-            raise ConfigError([(where, f"{url.env} is not set")])
+            raise ConfigError([(where, f"{given.env} is not set")])
         if problem := redis_url_problem(value):
             raise ConfigError([(where, problem)])
         if password := urlsplit(value).password:

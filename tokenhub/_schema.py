@@ -35,6 +35,7 @@ __all__ = [
     "LogsConfig",
     "ModelConfig",
     "ProviderConfig",
+    "RedisURL",
     "RequestLimit",
     "StateConfig",
     "StoreConfig",
@@ -207,7 +208,13 @@ def redis_url_problem(url: str) -> str | None:
     return None
 
 
-def _structure_redis(v: Any, _: type) -> Secret | EnvKey | None:
+class RedisURL(Secret):
+    """A ``state.redis`` URL: a Secret (it may hold a password), typed apart from ``store.url``."""
+
+    __slots__ = ()
+
+
+def _structure_redis(v: Any, _: type) -> RedisURL | EnvKey | None:
     if v is None:
         return None
     if isinstance(v, str):
@@ -219,7 +226,7 @@ def _structure_redis(v: Any, _: type) -> Secret | EnvKey | None:
         password = urlsplit(v).password
         if password:
             register(Secret(password))  # scrubbed from any message from now on
-        return Secret(v)
+        return RedisURL(v)
     if isinstance(v, Mapping) and len(v) == 1:
         ((kind, name),) = v.items()
         if kind == "env" and isinstance(name, str) and ENV_NAME.match(name):
@@ -227,7 +234,7 @@ def _structure_redis(v: Any, _: type) -> Secret | EnvKey | None:
     raise FieldError("expected a redis:// URL or {'env': NAME}")
 
 
-converter.register_structure_hook_func(lambda t: t == Secret | EnvKey | None, _structure_redis)
+converter.register_structure_hook_func(lambda t: t == RedisURL | EnvKey | None, _structure_redis)
 
 
 @attrs.frozen
@@ -246,7 +253,7 @@ class StateConfig:
     ``{"env": NAME}``; ``prefix`` namespaces the keys so fleets can share a server.
     """
 
-    redis: Secret | EnvKey | None = None
+    redis: RedisURL | EnvKey | None = None
     prefix: str = "tokenhub:"
     timeout: float = 0.25
     flush_interval: float = 1.0
